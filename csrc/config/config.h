@@ -1,0 +1,197 @@
+// Typed configuration: one struct per area, each with a visit() that lists its fields once.
+// The same description drives parsing (strict, with file:line errors), printing
+// (config.resolved.yaml) and --set overrides. New technique keys are added here as fields.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace YAML {
+class Node;
+}
+
+namespace ts::config {
+
+// A usage or config error: the CLI prints what() on one line and exits with status 2.
+struct ConfigError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Field constraints, interpreted by every visitor.
+struct Range {
+  double lo, hi;
+};
+struct OneOf {
+  std::vector<std::string> values;
+};
+struct NoCheck {};
+
+struct DataConfig {
+  std::string source = "synthetic";  // synthetic | text | shards
+  std::string path;                  // text file (UTF-8, byte tokens) or a folder/file of uint16 shards
+  int64_t seq_len = 128;
+  double val_fraction = 0.1;
+  int64_t synthetic_bytes = 1 << 21;  // size of the generated corpus
+  int64_t synthetic_seed = 7;
+
+  template <class V>
+  void visit(V& v) {
+    v("source", source, OneOf{{"synthetic", "text", "shards"}});
+    v("path", path, NoCheck{});
+    v("seq_len", seq_len, Range{2, 1 << 20});
+    v("val_fraction", val_fraction, Range{0.001, 0.5});
+    v("synthetic_bytes", synthetic_bytes, Range{4096, 1 << 30});
+    v("synthetic_seed", synthetic_seed, Range{0, 1e15});
+  }
+};
+
+struct AttentionConfig {
+  std::string kind = "mha";  // the attention family (csrc/nn/attention)
+
+  template <class V>
+  void visit(V& v) {
+    v("kind", kind, OneOf{{"mha"}});
+  }
+};
+
+struct ModelConfig {
+  int64_t vocab_size = 256;  // byte-level tokens
+  int64_t d_model = 128;
+  int64_t n_layers = 4;
+  int64_t n_heads = 4;
+  int64_t ffn_hidden = 352;  // SwiGLU hidden width
+  double rope_theta = 10000.0;
+  double norm_eps = 1e-6;
+  double init_std = 0.02;
+  AttentionConfig attention;
+
+  template <class V>
+  void visit(V& v) {
+    v("vocab_size", vocab_size, Range{2, 1 << 20});
+    v("d_model", d_model, Range{8, 1 << 16});
+    v("n_layers", n_layers, Range{1, 1024});
+    v("n_heads", n_heads, Range{1, 1024});
+    v("ffn_hidden", ffn_hidden, Range{1, 1 << 20});
+    v("rope_theta", rope_theta, Range{1, 1e9});
+    v("norm_eps", norm_eps, Range{1e-12, 1e-1});
+    v("init_std", init_std, Range{1e-6, 1});
+    v.section("attention", attention);
+  }
+};
+
+struct TrainConfig {
+  int64_t steps = 300;
+  int64_t batch_size = 16;
+  double lr = 3e-3;
+  double min_lr_ratio = 0.1;  // cosine decays to lr * min_lr_ratio
+  int64_t warmup_steps = 20;
+  double weight_decay = 0.1;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double adam_eps = 1e-8;
+  double grad_clip = 1.0;  // global L2 norm; 0 = off
+  int64_t eval_every = 100;
+  int64_t eval_batches = 8;
+  int64_t log_every = 10;
+  int64_t checkpoint_every = 100;
+  int64_t stop_at = 0;  // end this invocation after this step (checkpoint kept; --resume continues); 0 = off
+  std::string on_nonfinite = "stop";  // stop | skip
+  std::string device = "auto";        // auto | cpu | cuda
+  int64_t threads = 0;                // intra-op threads; 0 = torch's default
+  int64_t debug_nan_step = -1;        // fault injection for tests: make this step's loss NaN
+
+  template <class V>
+  void visit(V& v) {
+    v("steps", steps, Range{1, 1e9});
+    v("batch_size", batch_size, Range{1, 1 << 20});
+    v("lr", lr, Range{0, 10});
+    v("min_lr_ratio", min_lr_ratio, Range{0, 1});
+    v("warmup_steps", warmup_steps, Range{0, 1e9});
+    v("weight_decay", weight_decay, Range{0, 10});
+    v("beta1", beta1, Range{0, 0.99999});
+    v("beta2", beta2, Range{0, 0.99999999});
+    v("adam_eps", adam_eps, Range{1e-30, 1});
+    v("grad_clip", grad_clip, Range{0, 1e9});
+    v("eval_every", eval_every, Range{1, 1e9});
+    v("eval_batches", eval_batches, Range{1, 1e6});
+    v("log_every", log_every, Range{1, 1e9});
+    v("checkpoint_every", checkpoint_every, Range{1, 1e9});
+    v("stop_at", stop_at, Range{0, 1e9});
+    v("on_nonfinite", on_nonfinite, OneOf{{"stop", "skip"}});
+    v("device", device, OneOf{{"auto", "cpu", "cuda"}});
+    v("threads", threads, Range{0, 4096});
+    v("debug_nan_step", debug_nan_step, Range{-1, 1e9});
+  }
+};
+
+struct PrecisionConfig {
+  std::string kind = "fp32";  // fp32 | bf16 (autocast on CUDA)
+
+  template <class V>
+  void visit(V& v) {
+    v("kind", kind, OneOf{{"fp32", "bf16"}});
+  }
+};
+
+struct OutputConfig {
+  std::string dir = "runs";
+
+  template <class V>
+  void visit(V& v) {
+    v("dir", dir, NoCheck{});
+  }
+};
+
+struct Config {
+  std::string kind = "pretrain";  // which experiment driver runs it (experiments/)
+  std::string name = "run";
+  std::string description;
+  int64_t seed = 1234;
+  DataConfig data;
+  ModelConfig model;
+  TrainConfig train;
+  PrecisionConfig precision;
+  OutputConfig output;
+
+  template <class V>
+  void visit(V& v) {
+    v("kind", kind, OneOf{{"pretrain"}});
+    v("name", name, NoCheck{});
+    v("description", description, NoCheck{});
+    v("seed", seed, Range{0, 1e15});
+    v.section("data", data);
+    v.section("model", model);
+    v.section("train", train);
+    v.section("precision", precision);
+    v.section("output", output);
+  }
+};
+
+// One named variant of an experiment, fully resolved.
+struct Variant {
+  std::string name;  // "default" when the config declares no variants
+  Config config;
+};
+
+struct Experiment {
+  std::string path;              // the YAML file
+  std::vector<Variant> variants;  // in file order
+};
+
+// Loads `path`, applies each variant's overrides, then `sets` ("a.b=c", applied last, to every
+// variant), and parses every variant strictly. Throws ConfigError (one line) on any problem.
+Experiment load_experiment(const std::string& path, const std::vector<std::string>& sets);
+
+// Parses a config from YAML text (for tests and tools); `origin` names it in errors.
+Config parse_config(const std::string& yaml_text, const std::string& origin = "<string>");
+
+// The resolved config as YAML (every field, defaults included).
+std::string to_yaml(const Config& c);
+
+// Edit distance, for "did you mean" suggestions.
+size_t edit_distance(const std::string& a, const std::string& b);
+
+}  // namespace ts::config

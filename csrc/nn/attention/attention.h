@@ -1,0 +1,40 @@
+// The attention family. Every kind maps x [B, T, C] -> [B, T, C] with causal masking and
+// rotary positions, and reports what its KV cache holds per token and layer.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+
+#include "csrc/config/config.h"
+#include "csrc/nn/layers.h"
+
+namespace ts::nn {
+
+class AttentionImpl : public torch::nn::Module {
+ public:
+  // x [B, T, C]; rope covers at least T positions.
+  virtual torch::Tensor forward(const torch::Tensor& x, const Rope& rope) = 0;
+  // Values (not bytes) cached per token per layer for incremental decoding.
+  virtual int64_t kv_cache_values_per_token() const = 0;
+  // Width of the rotary part of each head (the Rope tables are built for it).
+  virtual int64_t rope_dim() const = 0;
+};
+
+std::shared_ptr<AttentionImpl> make_attention(const config::ModelConfig& cfg);
+
+// Multi-head attention with n_kv_heads key/value heads (MHA when equal to n_heads).
+class GroupedQueryAttentionImpl : public AttentionImpl {
+ public:
+  GroupedQueryAttentionImpl(int64_t d_model, int64_t n_heads, int64_t n_kv_heads);
+  torch::Tensor forward(const torch::Tensor& x, const Rope& rope) override;
+  int64_t kv_cache_values_per_token() const override { return 2 * n_kv_heads_ * head_dim_; }
+  int64_t rope_dim() const override { return head_dim_; }
+
+  torch::nn::Linear wq{nullptr}, wk{nullptr}, wv{nullptr}, wo{nullptr};
+
+ private:
+  int64_t n_heads_, n_kv_heads_, head_dim_;
+};
+
+}  // namespace ts::nn

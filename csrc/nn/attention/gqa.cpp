@@ -1,0 +1,31 @@
+#include "csrc/nn/attention/attention.h"
+
+namespace ts::nn {
+
+GroupedQueryAttentionImpl::GroupedQueryAttentionImpl(int64_t d_model, int64_t n_heads, int64_t n_kv_heads)
+    : n_heads_(n_heads), n_kv_heads_(n_kv_heads), head_dim_(d_model / n_heads) {
+  auto lin = [](int64_t i, int64_t o) { return torch::nn::Linear(torch::nn::LinearOptions(i, o).bias(false)); };
+  wq = register_module("wq", lin(d_model, n_heads * head_dim_));
+  wk = register_module("wk", lin(d_model, n_kv_heads * head_dim_));
+  wv = register_module("wv", lin(d_model, n_kv_heads * head_dim_));
+  wo = register_module("wo", lin(n_heads * head_dim_, d_model));
+}
+
+torch::Tensor GroupedQueryAttentionImpl::forward(const torch::Tensor& x, const Rope& rope) {
+  const int64_t B = x.size(0), T = x.size(1);
+  auto q = rope.apply(wq(x).view({B, T, n_heads_, head_dim_}));
+  auto k = rope.apply(wk(x).view({B, T, n_kv_heads_, head_dim_}));
+  auto v = wv(x).view({B, T, n_kv_heads_, head_dim_});
+  // SDPA wants [B, H, T, D]; grouped heads share K/V (enable_gqa broadcasts them).
+  auto o = at::scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), {}, 0.0,
+                                            /*is_causal=*/true, std::nullopt, /*enable_gqa=*/n_kv_heads_ != n_heads_);
+  return wo(o.transpose(1, 2).reshape({B, T, n_heads_ * head_dim_}));
+}
+
+std::shared_ptr<AttentionImpl> make_attention(const config::ModelConfig& cfg) {
+  const auto& a = cfg.attention;
+  if (a.kind == "mha") return std::make_shared<GroupedQueryAttentionImpl>(cfg.d_model, cfg.n_heads, cfg.n_heads);
+  throw config::ConfigError("model.attention.kind: unsupported kind '" + a.kind + "'");
+}
+
+}  // namespace ts::nn

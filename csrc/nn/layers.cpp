@@ -1,0 +1,41 @@
+#include "csrc/nn/layers.h"
+
+#include "csrc/ops/rms_norm.h"
+
+namespace ts::nn {
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps_) : eps(eps_) {
+  weight = register_parameter("weight", torch::ones({dim}));
+}
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  // Under autocast the activations may be bf16; the op's CUDA kernel takes them as they are.
+  return ts::ops::rms_norm(x, weight, eps);
+}
+
+Rope Rope::make(int64_t dim, int64_t max_len, double theta, torch::Device device) {
+  TORCH_CHECK(dim % 2 == 0, "rope: head dim must be even, got ", dim);
+  auto inv = torch::pow(theta, -torch::arange(0, dim, 2, torch::kDouble) / static_cast<double>(dim));
+  auto pos = torch::arange(max_len, torch::kDouble);
+  auto ang = torch::outer(pos, inv);
+  return {torch::cos(ang).to(torch::kFloat).to(device), torch::sin(ang).to(torch::kFloat).to(device)};
+}
+
+torch::Tensor Rope::apply(const torch::Tensor& x, int64_t offset) const {
+  const int64_t T = x.size(1), D = x.size(-1);
+  auto c = cos.narrow(0, offset, T).view({1, T, 1, D / 2}).to(x.scalar_type());
+  auto s = sin.narrow(0, offset, T).view({1, T, 1, D / 2}).to(x.scalar_type());
+  auto xr = x.unflatten(-1, {D / 2, 2});
+  auto x0 = xr.select(-1, 0), x1 = xr.select(-1, 1);
+  return torch::stack({x0 * c - x1 * s, x0 * s + x1 * c}, -1).flatten(-2);
+}
+
+SwiGLUImpl::SwiGLUImpl(int64_t dim, int64_t hidden) {
+  w1 = register_module("w1", torch::nn::Linear(torch::nn::LinearOptions(dim, hidden).bias(false)));
+  w3 = register_module("w3", torch::nn::Linear(torch::nn::LinearOptions(dim, hidden).bias(false)));
+  w2 = register_module("w2", torch::nn::Linear(torch::nn::LinearOptions(hidden, dim).bias(false)));
+}
+
+torch::Tensor SwiGLUImpl::forward(const torch::Tensor& x) { return w2(torch::silu(w1(x)) * w3(x)); }
+
+}  // namespace ts::nn

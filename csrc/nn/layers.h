@@ -1,0 +1,36 @@
+// Building blocks shared by every model: RMSNorm (through the fused op), rotary embeddings and
+// the SwiGLU feed-forward.
+#pragma once
+
+#include <torch/torch.h>
+
+namespace ts::nn {
+
+// y = x / rms(x) * weight, computed by torch.ops.tinyseek.rms_norm.
+class RMSNormImpl : public torch::nn::Module {
+ public:
+  RMSNormImpl(int64_t dim, double eps);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight;
+  double eps;
+};
+TORCH_MODULE(RMSNorm);
+
+// Rotary position embedding tables for head width `dim` (even), positions [0, max_len).
+struct Rope {
+  torch::Tensor cos, sin;  // [max_len, dim/2]
+  static Rope make(int64_t dim, int64_t max_len, double theta, torch::Device device);
+  // x [B, T, H, dim] rotated by positions [offset, offset+T): pairs (x[2i], x[2i+1]).
+  torch::Tensor apply(const torch::Tensor& x, int64_t offset = 0) const;
+};
+
+// SwiGLU: w2(silu(w1 x) * w3 x).
+class SwiGLUImpl : public torch::nn::Module {
+ public:
+  SwiGLUImpl(int64_t dim, int64_t hidden);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::nn::Linear w1{nullptr}, w2{nullptr}, w3{nullptr};
+};
+TORCH_MODULE(SwiGLU);
+
+}  // namespace ts::nn

@@ -1,0 +1,53 @@
+// The decoder-only transformer every experiment trains: embedding, a list of blocks, final norm
+// and output head. Blocks are addressed by index so pipeline stages can own contiguous ranges.
+#pragma once
+
+#include <torch/torch.h>
+
+#include "csrc/config/config.h"
+#include "csrc/nn/attention/attention.h"
+#include "csrc/nn/layers.h"
+
+namespace ts::nn {
+
+// Pre-norm block: x + attn(norm(x)), then x + ffn(norm(x)).
+class BlockImpl : public torch::nn::Module {
+ public:
+  BlockImpl(const config::ModelConfig& cfg, int64_t layer);
+  torch::Tensor forward(const torch::Tensor& x, const Rope& rope);
+  RMSNorm attn_norm{nullptr}, ffn_norm{nullptr};
+  std::shared_ptr<AttentionImpl> attn;
+  SwiGLU ffn{nullptr};
+};
+TORCH_MODULE(Block);
+
+class TransformerImpl : public torch::nn::Module {
+ public:
+  TransformerImpl(const config::ModelConfig& cfg, int64_t max_seq_len);
+
+  torch::Tensor embed_tokens(const torch::Tensor& tokens);                 // [B, T] -> [B, T, C]
+  torch::Tensor run_blocks(torch::Tensor h, int64_t begin, int64_t end);  // blocks [begin, end)
+  torch::Tensor logits(const torch::Tensor& h);                           // final norm + head
+  torch::Tensor forward(const torch::Tensor& tokens);                     // [B, T] -> [B, T, V]
+  // Mean next-token cross-entropy (nats) of the logits against targets [B, T].
+  static torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& targets);
+
+  int64_t n_layers() const { return static_cast<int64_t>(blocks.size()); }
+  int64_t num_parameters() const;
+  // KV-cache values per token for the whole model (all layers).
+  int64_t kv_cache_values_per_token() const;
+
+  torch::nn::Embedding embed{nullptr};
+  std::vector<Block> blocks;
+  RMSNorm norm{nullptr};
+  torch::nn::Linear head{nullptr};
+
+ private:
+  const Rope& rope_for(const torch::Device& d);
+  config::ModelConfig cfg_;
+  int64_t max_seq_len_;
+  Rope rope_;
+};
+TORCH_MODULE(Transformer);
+
+}  // namespace ts::nn

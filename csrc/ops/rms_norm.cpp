@@ -1,0 +1,92 @@
+#include "csrc/ops/rms_norm.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include "csrc/util/check.h"
+
+namespace ts::ops {
+
+void check_rms_norm_args(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  const char* op = "rms_norm";
+  TS_CHECK_ARG(op, x, x.dim() >= 1, "expected at least 1 dimension, got a scalar");
+  TS_CHECK_DIM(op, weight, 1);
+  TS_CHECK_ARG(op, weight, weight.sym_size(0) == x.sym_size(-1), "expected shape [", x.sym_size(-1),
+               "] (the last dim of x), got ", ::ts::shape_str(weight));
+  TS_CHECK_SAME_DEVICE(op, weight, x);
+  TS_CHECK_ARG(op, x, at::isFloatingType(x.scalar_type()), "expected a floating dtype, got ", x.scalar_type());
+  TS_CHECK_DTYPE(op, weight, at::kFloat);
+  TS_CHECK_ARG(op, eps, eps > 0, "expected eps > 0, got ", eps);
+}
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("tinyseek::rms_norm", "").typed<decltype(rms_norm)>();
+  return op.call(x, weight, eps);
+}
+
+namespace {
+
+std::tuple<at::Tensor, at::Tensor> rms_norm_fwd_call(const at::Tensor& x, const at::Tensor& w, double eps) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("tinyseek::rms_norm_fwd", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, double)>();
+  return op.call(x, w, eps);
+}
+
+std::tuple<at::Tensor, at::Tensor> rms_norm_bwd_call(const at::Tensor& gy, const at::Tensor& x, const at::Tensor& w,
+                                                     const at::Tensor& rstd) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("tinyseek::rms_norm_bwd", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                                 const at::Tensor&, const at::Tensor&)>();
+  return op.call(gy, x, w, rstd);
+}
+
+// Any backend (CPU, CUDA, Meta): the forward kernel's first output.
+at::Tensor rms_norm_composite(const at::Tensor& x, const at::Tensor& w, double eps) {
+  return std::get<0>(rms_norm_fwd_call(x, w, eps));
+}
+
+class RmsNormFunction : public torch::autograd::Function<RmsNormFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
+                            double eps) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [y, rstd] = rms_norm_fwd_call(x, w, eps);
+    ctx->save_for_backward({x, w, rstd});
+    return y;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    auto [gx, gw] = rms_norm_bwd_call(grads[0].contiguous(), saved[0], saved[1], saved[2]);
+    return {gx, gw, at::Tensor()};
+  }
+};
+
+at::Tensor rms_norm_autograd(const at::Tensor& x, const at::Tensor& w, double eps) {
+  return RmsNormFunction::apply(x, w, eps);
+}
+
+// Shapes only: y like x, rstd [rows] fp32, grads like their inputs.
+std::tuple<at::Tensor, at::Tensor> rms_norm_fwd_meta(const at::Tensor& x, const at::Tensor& w, double eps) {
+  check_rms_norm_args(x, w, eps);
+  auto rows = x.sym_numel() / x.sym_size(-1);
+  return {at::empty_symint(x.sym_sizes(), x.options()), at::empty_symint({rows}, x.options().dtype(at::kFloat))};
+}
+
+std::tuple<at::Tensor, at::Tensor> rms_norm_bwd_meta(const at::Tensor& gy, const at::Tensor& x, const at::Tensor& w,
+                                                     const at::Tensor& rstd) {
+  return {at::empty_symint(x.sym_sizes(), x.options()), at::empty_symint(w.sym_sizes(), w.options())};
+}
+
+}  // namespace
+}  // namespace ts::ops
+
+TORCH_LIBRARY_IMPL(tinyseek, CompositeExplicitAutograd, m) { m.impl("rms_norm", &ts::ops::rms_norm_composite); }
+TORCH_LIBRARY_IMPL(tinyseek, Autograd, m) { m.impl("rms_norm", &ts::ops::rms_norm_autograd); }
+TORCH_LIBRARY_IMPL(tinyseek, Meta, m) {
+  m.impl("rms_norm_fwd", &ts::ops::rms_norm_fwd_meta);
+  m.impl("rms_norm_bwd", &ts::ops::rms_norm_bwd_meta);
+}

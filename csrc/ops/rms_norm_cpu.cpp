@@ -1,0 +1,47 @@
+// CPU backend of the rms_norm family: checks, allocation, then the torch-free kernel.
+#include <torch/library.h>
+
+#include "csrc/ops/rms_norm.h"
+#include "csrc/util/check.h"
+#include "kernels/rms_norm.h"
+
+namespace ts::ops {
+namespace {
+
+std::tuple<at::Tensor, at::Tensor> rms_norm_fwd_cpu(const at::Tensor& x_in, const at::Tensor& w_in, double eps) {
+  check_rms_norm_args(x_in, w_in, eps);
+  TS_CHECK_DTYPE("rms_norm", x_in, at::kFloat);  // the CPU twin is fp32; bf16 is a CUDA path
+  auto x = x_in.contiguous();
+  auto w = w_in.contiguous();
+  const int64_t D = x.size(-1), R = D ? x.numel() / D : 0;
+  auto y = at::empty_like(x);
+  auto rstd = at::empty({R}, x.options());
+  kern::rms_norm_forward_cpu({x.data_ptr<float>(), w.data_ptr<float>(), y.data_ptr<float>(), rstd.data_ptr<float>(),
+                              R, D, static_cast<float>(eps)});
+  return {y, rstd};
+}
+
+std::tuple<at::Tensor, at::Tensor> rms_norm_bwd_cpu(const at::Tensor& gy_in, const at::Tensor& x_in,
+                                                    const at::Tensor& w_in, const at::Tensor& rstd) {
+  const char* op = "rms_norm_bwd";
+  TS_CHECK_ARG(op, grad_y, gy_in.sizes() == x_in.sizes(), "expected the shape of x ", ::ts::shape_str(x_in),
+               ", got ", ::ts::shape_str(gy_in));
+  TS_CHECK_DTYPE(op, gy_in, at::kFloat);
+  TS_CHECK_DTYPE(op, x_in, at::kFloat);
+  auto gy = gy_in.contiguous(), x = x_in.contiguous(), w = w_in.contiguous(), rs = rstd.contiguous();
+  const int64_t D = x.size(-1), R = D ? x.numel() / D : 0;
+  TS_CHECK_ARG(op, rstd, rs.numel() == R, "expected ", R, " elements (one per row), got ", rs.numel());
+  auto gx = at::empty_like(x);
+  auto gw = at::empty_like(w);
+  kern::rms_norm_backward_cpu({gy.data_ptr<float>(), x.data_ptr<float>(), w.data_ptr<float>(), rs.data_ptr<float>(),
+                               gx.data_ptr<float>(), gw.data_ptr<float>(), R, D});
+  return {gx, gw};
+}
+
+}  // namespace
+}  // namespace ts::ops
+
+TORCH_LIBRARY_IMPL(tinyseek, CPU, m) {
+  m.impl("rms_norm_fwd", &ts::ops::rms_norm_fwd_cpu);
+  m.impl("rms_norm_bwd", &ts::ops::rms_norm_bwd_cpu);
+}

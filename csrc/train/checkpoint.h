@@ -1,0 +1,44 @@
+// Checkpoints: weights (and buffers) as safetensors, optimizer and RNG state as a torch archive,
+// step and run state as JSON. Every file is written atomically (temp file, fsync, rename), and a
+// checkpoint becomes visible only when its folder is complete: a crash mid-write leaves the
+// previous checkpoint intact.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace ts::train {
+
+namespace fs = std::filesystem;
+
+// Writes `bytes` to `path` via a temp file in the same folder, fsync, rename, fsync of the folder.
+void atomic_write(const fs::path& path, const std::string& bytes);
+
+// safetensors (https://github.com/huggingface/safetensors format: u64 header size, JSON header,
+// raw little-endian data). Tensors are written contiguous, on CPU, in their own dtype.
+std::string safetensors_serialize(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                                  const std::map<std::string, std::string>& metadata = {});
+std::map<std::string, torch::Tensor> safetensors_load(const fs::path& path);
+
+struct CheckpointInfo {
+  int64_t step = 0;
+  fs::path dir;          // the step folder
+  nlohmann::json state;  // state.json
+};
+
+// Saves under root/step_XXXXXXXX/ and points root/latest at it; keeps the newest `keep` checkpoints.
+void save_checkpoint(const fs::path& root, int64_t step, torch::nn::Module& model, torch::optim::Optimizer& opt,
+                     const nlohmann::json& state, int keep = 2);
+
+// Restores model parameters and buffers, optimizer state and the CPU RNG from the checkpoint that
+// root/latest names. Returns nullopt when there is none. Throws on a corrupt or mismatched one.
+std::optional<CheckpointInfo> load_latest_checkpoint(const fs::path& root, torch::nn::Module& model,
+                                                     torch::optim::Optimizer& opt);
+
+}  // namespace ts::train

@@ -1,0 +1,115 @@
+// The `tinyseek` command line: run a reproduction, report on runs.
+//
+// Exit status: 0 done; 1 runtime failure; 2 usage or config error; 3 a run stopped on a
+// non-finite loss; 130 interrupted (a checkpoint was saved; --resume continues).
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include <c10/util/Exception.h>
+
+#include "csrc/config/config.h"
+#include "experiments/drivers.h"
+#include "experiments/report.h"
+
+namespace fs = std::filesystem;
+using namespace ts;
+
+namespace {
+
+void on_sigint(int) {
+  // Second Ctrl-C: leave at once.
+  if (train::interrupt_flag().exchange(true)) std::_Exit(130);
+}
+
+int cmd_run(const std::string& path, const std::vector<std::string>& sets, bool resume) {
+  // Every variant is parsed before anything runs or is written.
+  auto ex = config::load_experiment(path, sets);
+  for (const auto& v : ex.variants)
+    if (!experiments::drivers().count(v.config.kind))
+      throw config::ConfigError(path + ": kind: no driver for '" + v.config.kind + "'");
+  const auto& first = ex.variants.front().config;
+  const fs::path root = fs::path(first.output.dir) / first.name;
+  std::signal(SIGINT, on_sigint);
+
+  std::vector<fs::path> done;
+  int rc = 0;
+  for (const auto& v : ex.variants) {
+    const fs::path dir = root / v.name;
+    if (resume && fs::exists(dir / "summary.json")) {
+      std::ifstream in(dir / "summary.json");
+      if (nlohmann::json::parse(in).value("status", "") == "completed") {
+        std::cout << v.config.name << "/" << v.name << ": already completed, skipped (--resume)\n";
+        done.push_back(dir);
+        continue;
+      }
+    }
+    auto out = experiments::drivers().at(v.config.kind)(v.config, v.name, dir, resume);
+    done.push_back(dir);
+    const auto& s = out.summary;
+    std::cout << fmt::format("{}/{}: {} after {} steps: train loss {:.4f}, val loss {:.4f} (unigram entropy {:.4f}), {:.0f} tok/s\n",
+                             v.config.name, v.name, s.value("status", "?"), s.value("steps", int64_t{0}),
+                             s.value("final_train_loss", NAN), s.value("final_val_loss", NAN),
+                             s.value("unigram_entropy", NAN), s.value("tokens_per_s", 0.0));
+    if (out.status == train::RunStatus::kInterrupted) return 130;
+    if (out.status == train::RunStatus::kNonFinite) rc = 3;
+    if (out.status == train::RunStatus::kStopped) return rc;
+  }
+  const std::string md = experiments::write_report(done, root, first.name + ": " +
+                                                                   (first.description.empty() ? path : first.description));
+  std::cout << "\n" << md << "\nreport: " << (root / "report.md").string() << "\n";
+  return rc;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"tinyseek: DeepSeek's training-efficiency techniques, reproduced at small scale"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "tinyseek 0.1");
+
+  std::string config_path;
+  std::vector<std::string> sets;
+  bool resume = false;
+  auto* run = app.add_subcommand("run", "Train and evaluate every variant a config names, then write a report");
+  run->add_option("config", config_path, "YAML config, e.g. configs/quickstart.yaml")->required();
+  run->add_option("--set", sets, "Override a key: --set train.steps=100 (repeatable)");
+  run->add_flag("--resume", resume, "Continue from the latest checkpoints of this run");
+
+  std::vector<std::string> report_dirs;
+  std::string report_out;
+  auto* report = app.add_subcommand("report", "Compare runs: Markdown table and PNG plots");
+  report->add_option("run_dirs", report_dirs, "Run folders (runs/<name> or runs/<name>/<variant>)")->required();
+  report->add_option("--out", report_out, "Where report.md and plots/ go (default: the first folder)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+  try {
+    if (*run) return cmd_run(config_path, sets, resume);
+    if (*report) {
+      std::vector<fs::path> dirs(report_dirs.begin(), report_dirs.end());
+      const fs::path out = report_out.empty() ? dirs.front() : fs::path(report_out);
+      std::cout << experiments::write_report(dirs, out, "tinyseek report") << "\nreport: " << (out / "report.md").string()
+                << "\n";
+      return 0;
+    }
+  } catch (const config::ConfigError& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 2;
+  } catch (const c10::Error& e) {
+    std::cerr << "error: " << e.what_without_backtrace() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,37 @@
+"""tinyseek from Python: `import tinyseek` loads libtinyseek.so, which registers torch.ops.tinyseek.*.
+
+The library is looked up in $TINYSEEK_LIBRARY, then in the build folders of the source tree
+this package sits in (build/ first).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _find_library() -> Path:
+    env = os.environ.get("TINYSEEK_LIBRARY")
+    if env:
+        p = Path(env)
+        if not p.is_file():
+            raise ImportError(f"tinyseek: TINYSEEK_LIBRARY={env} is not a file")
+        return p
+    for build in ["build", *sorted(p.name for p in _ROOT.glob("build*") if p.name != "build")]:
+        p = _ROOT / build / "libtinyseek.so"
+        if p.is_file():
+            return p
+    raise ImportError(f"tinyseek: libtinyseek.so not found under {_ROOT}/build; run `make` first "
+                      "or set TINYSEEK_LIBRARY")
+
+
+library_path = _find_library()
+torch.ops.load_library(str(library_path))
+ops = torch.ops.tinyseek
+
+from . import nn  # noqa: E402  (modules need the ops registered first)
+
+__all__ = ["ops", "nn", "library_path"]

@@ -1,0 +1,62 @@
+"""Plots for `tinyseek report`: python -m tinyseek.plots RUNS_JSON OUT_DIR.
+
+RUNS_JSON lists {"variant", "dir"} entries; each dir holds metrics.jsonl. Writes loss.png and
+val_loss.png (training and validation loss against step, one line per variant).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def read_metrics(path: Path):
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                rows.append(json.loads(line))
+    return rows
+
+
+def plot_series(runs, key: str, title: str, out: Path, smooth: int = 1) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for run in runs:
+        rows = [r for r in read_metrics(Path(run["dir"]) / "metrics.jsonl") if r.get(key) is not None]
+        if not rows:
+            continue
+        xs = [r["step"] for r in rows]
+        ys = [r[key] for r in rows]
+        if smooth > 1:
+            ys = [sum(ys[max(0, i - smooth + 1):i + 1]) / len(ys[max(0, i - smooth + 1):i + 1]) for i in range(len(ys))]
+        ax.plot(xs, ys, label=run["variant"], marker="o" if len(xs) < 20 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel(key + " (nats)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def main(argv) -> int:
+    if len(argv) != 3:
+        print(__doc__, file=sys.stderr)
+        return 2
+    runs = json.loads(Path(argv[1]).read_text())
+    out = Path(argv[2])
+    out.mkdir(parents=True, exist_ok=True)
+    plot_series(runs, "loss", "training loss (moving average of 10 steps)", out / "loss.png", smooth=10)
+    plot_series(runs, "val_loss", "validation loss", out / "val_loss.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
