@@ -30,10 +30,10 @@ torch::Tensor Rope::apply(const torch::Tensor& x, int64_t offset) const {
   return torch::stack({x0 * c - x1 * s, x0 * s + x1 * c}, -1).flatten(-2);
 }
 
-SwiGLUImpl::SwiGLUImpl(int64_t dim, int64_t hidden) {
-  w1 = register_module("w1", torch::nn::Linear(torch::nn::LinearOptions(dim, hidden).bias(false)));
-  w3 = register_module("w3", torch::nn::Linear(torch::nn::LinearOptions(dim, hidden).bias(false)));
-  w2 = register_module("w2", torch::nn::Linear(torch::nn::LinearOptions(hidden, dim).bias(false)));
+SwiGLUImpl::SwiGLUImpl(int64_t dim, int64_t hidden, const config::PrecisionConfig& precision) {
+  w1 = register_module("w1", Linear(dim, hidden, precision));
+  w3 = register_module("w3", Linear(dim, hidden, precision));
+  w2 = register_module("w2", Linear(hidden, dim, precision));
 }
 
 torch::Tensor SwiGLUImpl::forward(const torch::Tensor& x) { return w2(torch::silu(w1(x)) * w3(x)); }

@@ -4,6 +4,9 @@
 
 #include <torch/torch.h>
 
+#include "csrc/config/config.h"
+#include "csrc/nn/linear.h"
+
 namespace ts::nn {
 
 // y = x / rms(x) * weight, computed by torch.ops.tinyseek.rms_norm.
@@ -27,9 +30,9 @@ struct Rope {
 // SwiGLU: w2(silu(w1 x) * w3 x).
 class SwiGLUImpl : public torch::nn::Module {
  public:
-  SwiGLUImpl(int64_t dim, int64_t hidden);
+  SwiGLUImpl(int64_t dim, int64_t hidden, const config::PrecisionConfig& precision);
   torch::Tensor forward(const torch::Tensor& x);
-  torch::nn::Linear w1{nullptr}, w2{nullptr}, w3{nullptr};
+  Linear w1{nullptr}, w2{nullptr}, w3{nullptr};
 };
 TORCH_MODULE(SwiGLU);
 

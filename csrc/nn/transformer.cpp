@@ -4,11 +4,12 @@
 
 namespace ts::nn {
 
-BlockImpl::BlockImpl(const config::ModelConfig& cfg, int64_t layer) {
+BlockImpl::BlockImpl(const config::Config& c, int64_t layer) {
+  const auto& cfg = c.model;
   attn_norm = register_module("attn_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
-  attn = register_module("attn", make_attention(cfg));
+  attn = register_module("attn", make_attention(c));
   ffn_norm = register_module("ffn_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
-  ffn = register_module("ffn", SwiGLU(cfg.d_model, cfg.ffn_hidden));
+  ffn = register_module("ffn", SwiGLU(cfg.d_model, cfg.ffn_hidden, c.precision));
 }
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& x, const Rope& rope) {
@@ -16,15 +17,15 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x, const Rope& rope) {
   return h + ffn(ffn_norm(h));
 }
 
-TransformerImpl::TransformerImpl(const config::ModelConfig& cfg, int64_t max_seq_len)
-    : cfg_(cfg), max_seq_len_(max_seq_len) {
+TransformerImpl::TransformerImpl(const config::Config& c) : cfg_(c.model), max_seq_len_(c.data.seq_len) {
+  const auto& cfg = c.model;
   if (cfg.d_model % cfg.n_heads)
     throw config::ConfigError("model.n_heads: must divide model.d_model (" + std::to_string(cfg.d_model) + "), got " +
                               std::to_string(cfg.n_heads));
   embed = register_module("embed", torch::nn::Embedding(cfg.vocab_size, cfg.d_model));
   auto list = register_module("blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < cfg.n_layers; ++i) {
-    blocks.push_back(Block(cfg, i));
+    blocks.push_back(Block(c, i));
     list->push_back(blocks.back());
   }
   norm = register_module("norm", RMSNorm(cfg.d_model, cfg.norm_eps));

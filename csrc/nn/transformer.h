@@ -13,7 +13,7 @@ namespace ts::nn {
 // Pre-norm block: x + attn(norm(x)), then x + ffn(norm(x)).
 class BlockImpl : public torch::nn::Module {
  public:
-  BlockImpl(const config::ModelConfig& cfg, int64_t layer);
+  BlockImpl(const config::Config& cfg, int64_t layer);
   torch::Tensor forward(const torch::Tensor& x, const Rope& rope);
   RMSNorm attn_norm{nullptr}, ffn_norm{nullptr};
   std::shared_ptr<AttentionImpl> attn;
@@ -23,7 +23,8 @@ TORCH_MODULE(Block);
 
 class TransformerImpl : public torch::nn::Module {
  public:
-  TransformerImpl(const config::ModelConfig& cfg, int64_t max_seq_len);
+  // Built from the model, precision and data sections (data.seq_len bounds the rotary tables).
+  explicit TransformerImpl(const config::Config& cfg);
 
   torch::Tensor embed_tokens(const torch::Tensor& tokens);                 // [B, T] -> [B, T, C]
   torch::Tensor run_blocks(torch::Tensor h, int64_t begin, int64_t end);  // blocks [begin, end)

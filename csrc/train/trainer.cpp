@@ -118,7 +118,7 @@ RunOutcome train_variant(const config::Config& cfg, const std::string& variant, 
                                           data.max_token, data.max_token));
 
   torch::manual_seed(static_cast<uint64_t>(cfg.seed));
-  nn::Transformer model(cfg.model, cfg.data.seq_len);
+  nn::Transformer model(cfg);
   model->to(dev);
 
   // AdamW; no weight decay on norms (1-d parameters).
@@ -135,7 +135,7 @@ RunOutcome train_variant(const config::Config& cfg, const std::string& variant, 
   fs::create_directories(run_dir);
   const fs::path ckpt_root = run_dir / "checkpoints";
   int64_t step = 0;
-  json carried;  // counters that survive a resume
+  json carried = json::object();  // counters that survive a resume
   if (resume) {
     if (auto info = load_latest_checkpoint(ckpt_root, *model, opt)) {
       step = info->step;

@@ -21,17 +21,18 @@ class AttentionImpl : public torch::nn::Module {
   virtual int64_t rope_dim() const = 0;
 };
 
-std::shared_ptr<AttentionImpl> make_attention(const config::ModelConfig& cfg);
+std::shared_ptr<AttentionImpl> make_attention(const config::Config& cfg);
 
 // Multi-head attention with n_kv_heads key/value heads (MHA when equal to n_heads).
 class GroupedQueryAttentionImpl : public AttentionImpl {
  public:
-  GroupedQueryAttentionImpl(int64_t d_model, int64_t n_heads, int64_t n_kv_heads);
+  GroupedQueryAttentionImpl(int64_t d_model, int64_t n_heads, int64_t n_kv_heads,
+                            const config::PrecisionConfig& precision);
   torch::Tensor forward(const torch::Tensor& x, const Rope& rope) override;
   int64_t kv_cache_values_per_token() const override { return 2 * n_kv_heads_ * head_dim_; }
   int64_t rope_dim() const override { return head_dim_; }
 
-  torch::nn::Linear wq{nullptr}, wk{nullptr}, wv{nullptr}, wo{nullptr};
+  Linear wq{nullptr}, wk{nullptr}, wv{nullptr}, wo{nullptr};
 
  private:
   int64_t n_heads_, n_kv_heads_, head_dim_;

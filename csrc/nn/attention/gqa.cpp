@@ -2,9 +2,10 @@
 
 namespace ts::nn {
 
-GroupedQueryAttentionImpl::GroupedQueryAttentionImpl(int64_t d_model, int64_t n_heads, int64_t n_kv_heads)
+GroupedQueryAttentionImpl::GroupedQueryAttentionImpl(int64_t d_model, int64_t n_heads, int64_t n_kv_heads,
+                                                     const config::PrecisionConfig& precision)
     : n_heads_(n_heads), n_kv_heads_(n_kv_heads), head_dim_(d_model / n_heads) {
-  auto lin = [](int64_t i, int64_t o) { return torch::nn::Linear(torch::nn::LinearOptions(i, o).bias(false)); };
+  auto lin = [&](int64_t i, int64_t o) { return Linear(i, o, precision); };
   wq = register_module("wq", lin(d_model, n_heads * head_dim_));
   wk = register_module("wk", lin(d_model, n_kv_heads * head_dim_));
   wv = register_module("wv", lin(d_model, n_kv_heads * head_dim_));
@@ -22,9 +23,11 @@ torch::Tensor GroupedQueryAttentionImpl::forward(const torch::Tensor& x, const R
   return wo(o.transpose(1, 2).reshape({B, T, n_heads_ * head_dim_}));
 }
 
-std::shared_ptr<AttentionImpl> make_attention(const config::ModelConfig& cfg) {
+std::shared_ptr<AttentionImpl> make_attention(const config::Config& c) {
+  const auto& cfg = c.model;
   const auto& a = cfg.attention;
-  if (a.kind == "mha") return std::make_shared<GroupedQueryAttentionImpl>(cfg.d_model, cfg.n_heads, cfg.n_heads);
+  if (a.kind == "mha")
+    return std::make_shared<GroupedQueryAttentionImpl>(cfg.d_model, cfg.n_heads, cfg.n_heads, c.precision);
   throw config::ConfigError("model.attention.kind: unsupported kind '" + a.kind + "'");
 }
 
