@@ -32,8 +32,10 @@
 //
 // ---- The GEMM emulator: limited-precision accumulation ---------------------------------------
 // out[m, n] = sum_k A[m, k] * B[n, k] with A = decode(a) * a_scale (1 x 128 tiles) and
-// B = decode(b) * b_scale (128 x 128 blocks). Products p_k = decode(a[m,k]) * decode(b[n,k]) are
-// exact in fp32 (4-bit significands). The accumulator keeps `accum_mantissa_bits` = b explicit
+// B = decode(b) * b_scale (128 x 128 blocks, or 1 x 128 tiles when b_scale_rows = 1: the Wgrad
+// GEMM, whose operands are both activation-like and quantized along the token dimension). The
+// scale of B for output column n and K group kb is sb = b_scale[n / b_scale_rows, kb].
+// Products p_k = decode(a[m,k]) * decode(b[n,k]) are exact in fp32 (4-bit significands). The accumulator keeps `accum_mantissa_bits` = b explicit
 // mantissa bits (1..23; V3 measured about 14 significant bits, i.e. b = 13, on H800). T_b(v)
 // truncates v toward zero to b mantissa bits (clears the low 23 - b bits of the fp32 pattern);
 // T_23 is the identity. One accumulation step `acc <- step(acc, x)` is, per accum_model:
@@ -53,10 +55,10 @@
 // multiple of 128 (where the scales change), whichever comes first; P >= 128 therefore promotes
 // every 128 exactly like V3's N_C = 128. In a window, acc starts at +0 and takes raw products in
 // ascending k: acc = step(acc, p_k). At the window's end it is promoted into an fp32 accumulator:
-// out = fma(acc, fl32(a_scale[m, kb] * b_scale[n/128, kb]), out) (one rounding, what CUDA cores do).
+// out = fma(acc, fl32(a_scale[m, kb] * sb), out) (one rounding, what CUDA cores do).
 // No promotion (P = 0): the limited accumulator runs over all of K and takes scaled products:
 //   kTruncateSum acc = T_b(fma(p_k, s_k, acc)), kAlignTruncate acc = step(acc, fl32(p_k * s_k)),
-// with s_k = fl32(a_scale * b_scale) of k's group; out = acc.
+// with s_k = fl32(a_scale * sb) of k's group; out = acc. (sab below is the same fl32(a_scale * sb).)
 // Output: fp32 and/or bf16 (round to nearest even; NaN stays NaN). NaN codes and non-finite
 // scales propagate to the outputs they touch (the truncations keep the quiet-NaN bit).
 #pragma once
@@ -229,10 +231,11 @@ struct Fp8GemmParams {
   const uint8_t* a = nullptr;        // [M, K] e4m3 codes
   const float* a_scale = nullptr;    // [M, ceil(K/128)]
   const uint8_t* b = nullptr;        // [N, K] e4m3 codes
-  const float* b_scale = nullptr;    // [ceil(N/128), ceil(K/128)]
+  const float* b_scale = nullptr;    // [ceil(N/R), ceil(K/128)], R = b_scale_rows
   float* out = nullptr;              // [M, N] fp32, may be nullptr
   uint16_t* out_bf16 = nullptr;      // [M, N] bf16 bits, may be nullptr (at least one is set)
   int64_t m = 0, n = 0, k = 0;       // M, N, K
+  int64_t b_scale_rows = 128;        // R: 128 (weight blocks) or 1 (per-row tiles); nothing else
   // CPU emulator only (the CUDA kernel is the hardware: tensor-core partials promoted every 128).
   int promote_interval = 128;        // P; 0 = never promote
   int accum_mantissa_bits = 23;      // b, 1..23

@@ -1,3 +1,4 @@
+#include "csrc/util/fs.h"
 #include "csrc/train/checkpoint.h"
 
 #include <fcntl.h>
@@ -134,7 +135,7 @@ void save_checkpoint(const fs::path& root, int64_t step, torch::nn::Module& mode
                      const nlohmann::json& state, int keep) {
   const fs::path final_dir = root / step_name(step);
   const fs::path tmp_dir = root / (".tmp_" + step_name(step));
-  fs::remove_all(tmp_dir);
+  ts::util::remove_all(tmp_dir);
   fs::create_directories(tmp_dir);
   atomic_write(tmp_dir / "model.safetensors", safetensors_serialize(model_tensors(model), {{"format", "pt"}}));
   {
@@ -148,7 +149,7 @@ void save_checkpoint(const fs::path& root, int64_t step, torch::nn::Module& mode
   nlohmann::json st = state;
   st["step"] = step;
   atomic_write(tmp_dir / "state.json", st.dump(2) + "\n");
-  fs::remove_all(final_dir);
+  ts::util::remove_all(final_dir);
   fs::rename(tmp_dir, final_dir);
   fsync_path(root, true);
   atomic_write(root / "latest", step_name(step) + "\n");
@@ -158,7 +159,7 @@ void save_checkpoint(const fs::path& root, int64_t step, torch::nn::Module& mode
   for (const auto& e : fs::directory_iterator(root))
     if (e.is_directory() && e.path().filename().string().starts_with("step_")) steps.push_back(e.path());
   std::sort(steps.begin(), steps.end());
-  for (size_t i = 0; i + keep < steps.size(); ++i) fs::remove_all(steps[i]);
+  for (size_t i = 0; i + keep < steps.size(); ++i) ts::util::remove_all(steps[i]);
 }
 
 std::optional<CheckpointInfo> load_latest_checkpoint(const fs::path& root, torch::nn::Module& model,

@@ -1,3 +1,4 @@
+#include "csrc/util/fs.h"
 #include "csrc/train/trainer.h"
 
 #include <ATen/autocast_mode.h>
@@ -142,7 +143,7 @@ RunOutcome train_variant(const config::Config& cfg, const std::string& variant, 
       carried = info->state;
     }
   } else {
-    fs::remove_all(ckpt_root);
+    ts::util::remove_all(ckpt_root);
     fs::remove(run_dir / "summary.json");
   }
   atomic_write(run_dir / "config.resolved.yaml", config::to_yaml(cfg));

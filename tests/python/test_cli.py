@@ -1,0 +1,71 @@
+"""The `tinyseek` CLI end to end: config errors exit 2 and write nothing; a tiny run writes the
+documented layout; its checkpoint loads with safetensors; report renders."""
+import json
+import subprocess
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+from conftest import tinyseek_bin
+
+TINY = """\
+kind: pretrain
+name: clitest
+data: {seq_len: 32, synthetic_bytes: 60000}
+model: {d_model: 32, n_layers: 2, n_heads: 2, ffn_hidden: 64}
+train: {steps: 6, batch_size: 4, warmup_steps: 2, eval_every: 3, eval_batches: 2, checkpoint_every: 3}
+variants:
+  small: {}
+  wide: {model.d_model: 48}
+"""
+
+
+def run(args, cwd):
+    return subprocess.run([tinyseek_bin(), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_misspelt_key_exits_2_with_file_line_and_suggestion(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("name: bad\nmodel:\n  d_model: 32\n  n_hedas: 2\n")
+    r = run(["run", str(cfg)], tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert f"{cfg}:4: model.n_hedas: unknown key; did you mean 'model.n_heads'?" in r.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_usage_errors_exit_2(tmp_path):
+    assert run(["run"], tmp_path).returncode == 2
+    assert run(["frobnicate"], tmp_path).returncode == 2
+    assert run(["run", str(tmp_path / "missing.yaml")], tmp_path).returncode == 2
+    r = run(["run", "--help"], tmp_path)
+    assert r.returncode == 0 and "--resume" in r.stdout
+
+
+def test_run_layout_checkpoint_and_report(tmp_path):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    r = run(["run", str(cfg), "--set", "train.steps=6"], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    root = tmp_path / "runs" / "clitest"
+    for variant in ["small", "wide"]:
+        d = root / variant
+        for f in ["config.resolved.yaml", "metrics.jsonl", "summary.json", "checkpoints/latest"]:
+            assert (d / f).exists(), f
+        summary = json.loads((d / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["steps"] == 6
+        step_dir = d / "checkpoints" / (d / "checkpoints" / "latest").read_text().strip()
+        weights = load_file(str(step_dir / "model.safetensors"))
+        assert "embed.weight" in weights and "blocks.0.attn.wq.weight" in weights
+        assert weights["embed.weight"].shape[1] == (32 if variant == "small" else 48)
+    report = (root / "report.md").read_text()
+    assert "| small |" in report and "| wide |" in report
+    assert (root / "plots" / "loss.png").stat().st_size > 1000
+
+    # `report` over existing runs re-renders the comparison.
+    r = run(["report", str(root), "--out", str(tmp_path / "rep")], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "rep" / "report.md").exists()
+
+    # --resume skips completed variants.
+    r = run(["run", str(cfg), "--resume"], tmp_path)
+    assert r.returncode == 0 and "already completed" in r.stdout
