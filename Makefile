@@ -27,7 +27,7 @@ run: build
 	$(BUILD)/tinyseek run configs/quickstart.yaml
 
 test: build
-	cd $(BUILD) && ctest --output-on-failure --timeout 1500
+	cd $(BUILD) && ctest --output-on-failure --verbose --timeout 1500
 
 bench: build
 	$(BUILD)/tinyseek_bench

@@ -1,10 +1,15 @@
 #include "experiments/drivers.h"
 
+#include "csrc/parallel/pipeline_train.h"
+#include "experiments/fp8_accumulation.h"
+
 namespace ts::experiments {
 
 const std::map<std::string, Driver>& drivers() {
   static const std::map<std::string, Driver> m = {
       {"pretrain", &train::train_variant},
+      {"fp8_accumulation", &run_fp8_accumulation},
+      {"pipeline", &parallel::train_pipeline},
   };
   return m;
 }

@@ -6,6 +6,8 @@
 #include <fmt/format.h>
 
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -15,6 +17,8 @@
 #include "csrc/config/config.h"
 #include "experiments/drivers.h"
 #include "experiments/report.h"
+#include "experiments/commands.h"
+#include "csrc/parallel/pipeline_train.h"
 
 namespace fs = std::filesystem;
 using namespace ts;
@@ -29,6 +33,15 @@ void on_sigint(int) {
 int cmd_run(const std::string& path, const std::vector<std::string>& sets, bool resume) {
   // Every variant is parsed before anything runs or is written.
   auto ex = config::load_experiment(path, sets);
+  // Under torchrun's variables (or `tinyseek launch`) only distributed kinds make sense, and
+  // only rank 0 reports.
+  const char* world_env = std::getenv("WORLD_SIZE");
+  const bool multi_rank = world_env && std::atoi(world_env) > 1;
+  const bool lead_rank = parallel::launch_rank() == 0;
+  for (const auto& v : ex.variants)
+    if (multi_rank && !experiments::kind_runs_distributed(v.config.kind))
+      throw config::ConfigError(path + ": kind '" + v.config.kind + "' runs on one process, but WORLD_SIZE=" +
+                                world_env);
   for (const auto& v : ex.variants)
     if (!experiments::drivers().count(v.config.kind))
       throw config::ConfigError(path + ": kind: no driver for '" + v.config.kind + "'");
@@ -51,7 +64,8 @@ int cmd_run(const std::string& path, const std::vector<std::string>& sets, bool 
     auto out = experiments::drivers().at(v.config.kind)(v.config, v.name, dir, resume);
     done.push_back(dir);
     const auto& s = out.summary;
-    std::cout << fmt::format("{}/{}: {} after {} steps: train loss {:.4f}, val loss {:.4f} (unigram entropy {:.4f}), {:.0f} tok/s\n",
+    if (lead_rank)
+      std::cout << fmt::format("{}/{}: {} after {} steps: train loss {:.4f}, val loss {:.4f} (unigram entropy {:.4f}), {:.0f} tok/s\n",
                              v.config.name, v.name, s.value("status", "?"), s.value("steps", int64_t{0}),
                              s.value("final_train_loss", NAN), s.value("final_val_loss", NAN),
                              s.value("unigram_entropy", NAN), s.value("tokens_per_s", 0.0));
@@ -59,6 +73,8 @@ int cmd_run(const std::string& path, const std::vector<std::string>& sets, bool 
     if (out.status == train::RunStatus::kNonFinite) rc = 3;
     if (out.status == train::RunStatus::kStopped) return rc;
   }
+  parallel::release_process_dist();
+  if (!lead_rank) return rc;
   const std::string md = experiments::write_report(done, root, first.name + ": " +
                                                                    (first.description.empty() ? path : first.description));
   std::cout << "\n" << md << "\nreport: " << (root / "report.md").string() << "\n";
@@ -71,6 +87,9 @@ int main(int argc, char** argv) {
   CLI::App app{"tinyseek: DeepSeek's training-efficiency techniques, reproduced at small scale"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "tinyseek 0.1");
+  if (std::getenv("RANK")) std::setvbuf(stdout, nullptr, _IOLBF, 0);  // ranks' output through pipes, line by line
+  const std::vector<experiments::Command> commands = {experiments::add_launch_command(app),
+                                                      experiments::add_pipeline_command(app)};
 
   std::string config_path;
   std::vector<std::string> sets;
@@ -94,6 +113,8 @@ int main(int argc, char** argv) {
   }
   try {
     if (*run) return cmd_run(config_path, sets, resume);
+    for (const auto& c : commands)
+      if (c.app->parsed()) return c.run();
     if (*report) {
       std::vector<fs::path> dirs(report_dirs.begin(), report_dirs.end());
       const fs::path out = report_out.empty() ? dirs.front() : fs::path(report_out);

@@ -1,5 +1,7 @@
 #include "experiments/report.h"
 
+#include "experiments/report_sections.h"
+
 #include <fmt/format.h>
 
 #include <cstdlib>
@@ -73,6 +75,8 @@ std::string write_report(const std::vector<fs::path>& dirs, const fs::path& out_
   } else {
     md += "\n(plots unavailable: see plots/plot.log)\n";
   }
+  md += loss_error_section(vdirs, out_dir);
+  md += driver_sections(vdirs, out_dir);
   train::atomic_write(out_dir / "report.md", md);
   return md;
 }

@@ -260,9 +260,10 @@ void fp8_quantize_blockwise_cuda(const Fp8QuantBlockwiseParams& p, cudaStream_t 
 void fp8_dequantize_cuda(const Fp8DequantParams& p, cudaStream_t stream);
 
 // FP8 tensor cores (mma.sync m16n8k32 e4m3 -> f32): each 128-wide K slice accumulates in fresh
-// fp32 mma accumulators, then out = fma(partial, a_scale * b_scale, out) in separate fp32
-// registers (V3's promotion with N_C = 128). promote_interval, accum_mantissa_bits and
-// accum_model are ignored: the tensor core's own accumulation is what is measured.
+// fp32 mma accumulators, then out = fma(partial, a_scale * sb, out) in separate fp32
+// registers (V3's promotion with N_C = 128); b_scale_rows 128 or 1 as on the CPU.
+// promote_interval, accum_mantissa_bits and accum_model are ignored: the tensor core's own
+// accumulation is what is measured.
 // Requires K % 16 == 0 and 16-byte aligned a and b (16-byte row loads); any M, N >= 1.
 // Needs a device of compute capability >= 8.9 running code compiled for sm_89+ (sm_90a on
 // Hopper); throws std::runtime_error otherwise (the sm_80 build has no FP8 tensor-core path).

@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 TORCH_VERSION=2.11.0
 PY_PACKAGES=("torch==${TORCH_VERSION}" "numpy==2.4.6" "pytest==9.2.0" "safetensors==0.8.0" "matplotlib==3.11.2" "pyyaml==6.0.4")
 DEB_PACKAGES=(cmake ninja-build ccache g++ libeigen3-dev libyaml-cpp-dev googletest libgtest-dev
-              libbenchmark-dev libcli11-dev nlohmann-json3-dev python3-venv)
+              libbenchmark-dev libcli11-dev nlohmann-json3-dev python3-venv
+              libgloo-dev)  # gloo headers only, to compile against torch's ProcessGroupGloo (docs/distributed.md)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
@@ -24,17 +25,29 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# The virtualenv lives in a per-user cache keyed by the pinned torch version, and .venv links to
+# it: a fresh clone (CI, a second checkout) reuses the multi-gigabyte install instead of
+# downloading it again. Set TINYSEEK_VENV to put it elsewhere.
 PY=${PYTHON:-python3}
-stamp=.venv/.tinyseek-setup-${TORCH_VERSION}
-if [ ! -f "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
-  if [ ! -x .venv/bin/python ]; then
-    echo "setup: creating .venv with $($PY --version)"
-    "$PY" -m venv .venv
+VENV=${TINYSEEK_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/tinyseek/venv-torch-${TORCH_VERSION}}
+stamp="$VENV/.tinyseek-setup"
+if [ ! -f "$stamp" ] || ! cmp -s scripts/setup.sh "$stamp"; then
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "setup: creating $VENV with $($PY --version)"
+    mkdir -p "$(dirname "$VENV")"
+    "$PY" -m venv "$VENV"
   fi
-  echo "setup: installing ${PY_PACKAGES[*]} into .venv (torch is large: a first install takes minutes)"
-  .venv/bin/pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
-  # `import tinyseek` from the venv: the package source sits in python/, the library in build/.
-  site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-  echo "$(pwd)/python" > "$site/tinyseek-src.pth"
-  touch "$stamp"
+  echo "setup: installing ${PY_PACKAGES[*]} (torch is large: a first install takes minutes)"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+  cp scripts/setup.sh "$stamp"
 fi
+if [ "$(readlink .venv 2>/dev/null)" != "$VENV" ]; then
+  if [ -e .venv ] && [ ! -L .venv ]; then
+    echo "setup: .venv exists and is not a link to $VENV; leaving it (set TINYSEEK_VENV=$(pwd)/.venv to use it)" >&2
+  else
+    ln -sfn "$VENV" .venv
+  fi
+fi
+# `import tinyseek` from the venv finds this checkout's python/ (the library is found relative to it).
+site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+[ "$(cat "$site/tinyseek-src.pth" 2>/dev/null)" = "$(pwd)/python" ] || echo "$(pwd)/python" > "$site/tinyseek-src.pth"

@@ -128,11 +128,97 @@ struct TrainConfig {
 };
 
 struct PrecisionConfig {
-  std::string kind = "fp32";  // fp32 | bf16 (autocast on CUDA)
+  std::string kind = "fp32";  // fp32 | bf16 (autocast on CUDA) | fp8 (FP8 GEMMs in every ts::nn::Linear)
+  // FP8 (kind: fp8; DeepSeek-V3 §3.3). Only ts::nn::Linear (attention projections, FFN) runs in
+  // FP8; embedding, output head, norms and the attention core stay fp32. On CPU the GEMMs run
+  // through the exact emulator (kernels/fp8.h), whose accumulator the next three keys describe.
+  std::string fp8_recipe = "blockwise";        // blockwise (V3: 1x128 tiles, 128x128 weight blocks) | per_tensor_delayed
+  int64_t accum_mantissa_bits = 13;            // accumulator mantissa bits (23 = fp32; ~13 on H800, V3)
+  int64_t promote_interval = 128;              // promote partial sums to fp32 every N_C of K; 0 = never
+  std::string accum_model = "align_truncate";  // align_truncate (V3's description) | truncate_sum
+  int64_t amax_history_len = 16;               // per_tensor_delayed: steps of amax history per tensor
+  // Study knob, any kind: the input row of the first token of every sequence is multiplied by this
+  // power of two in every ts::nn::Linear and the output row divided back (exact in fp32): one
+  // massive-activation token per sequence, a dynamic-range stress for the quantizers. 0 = off.
+  double inject_outliers = 0;
 
   template <class V>
   void visit(V& v) {
-    v("kind", kind, OneOf{{"fp32", "bf16"}});
+    v("kind", kind, OneOf{{"fp32", "bf16", "fp8"}});
+    v("fp8_recipe", fp8_recipe, OneOf{{"blockwise", "per_tensor_delayed"}});
+    v("accum_mantissa_bits", accum_mantissa_bits, Range{1, 23});
+    v("promote_interval", promote_interval, Range{0, 1 << 30});
+    v("accum_model", accum_model, OneOf{{"align_truncate", "truncate_sum"}});
+    v("amax_history_len", amax_history_len, Range{1, 1 << 16});
+    v("inject_outliers", inject_outliers, Range{0, 1 << 30});
+  }
+};
+
+// The FP8 accumulation study (kind: fp8_accumulation, experiments/fp8_accumulation.cpp): random
+// GEMMs [m, K] x [K, n] for K = k_min, 2 k_min, ..., k_max, each run with accumulators of
+// {23, limited_mantissa_bits} bits and promotion every {0 (never), promote_interval}.
+struct Fp8AccumulationConfig {
+  int64_t m = 128;
+  int64_t n = 128;
+  int64_t k_min = 512;
+  int64_t k_max = 16384;
+  int64_t limited_mantissa_bits = 13;
+  int64_t promote_interval = 128;
+  std::string accum_model = "both";     // align_truncate | truncate_sum | both
+  std::string distribution = "normal";  // normal: N(0, 1) entries | uniform_positive: U(0, 1)
+
+  template <class V>
+  void visit(V& v) {
+    v("m", m, Range{1, 1 << 16});
+    v("n", n, Range{1, 1 << 16});
+    v("k_min", k_min, Range{1, 1 << 24});
+    v("k_max", k_max, Range{1, 1 << 24});
+    v("limited_mantissa_bits", limited_mantissa_bits, Range{1, 22});
+    v("promote_interval", promote_interval, Range{1, 1 << 30});
+    v("accum_model", accum_model, OneOf{{"align_truncate", "truncate_sum", "both"}});
+    v("distribution", distribution, OneOf{{"normal", "uniform_positive"}});
+  }
+};
+
+// Process groups (csrc/parallel/process_group.h): used when the job has several ranks.
+struct DistConfig {
+  std::string backend = "auto";  // auto (nccl on cuda, gloo on cpu) | gloo | nccl
+  double timeout_s = 60;         // rendezvous, collectives and point-to-point
+  double heartbeat_s = 0.5;      // watchdog period
+  double dead_after_s = 5;       // a rank silent this long is reported dead and the job stops
+
+  template <class V>
+  void visit(V& v) {
+    v("backend", backend, OneOf{{"auto", "gloo", "nccl"}});
+    v("timeout_s", timeout_s, Range{1, 86400});
+    v("heartbeat_s", heartbeat_s, Range{0.05, 60});
+    v("dead_after_s", dead_after_s, Range{0.5, 3600});
+  }
+};
+
+// Pipeline parallelism (kind: pipeline; csrc/parallel/executor.h). One rank per device.
+struct PipelineConfig {
+  std::string schedule = "1f1b";    // 1f1b | zb1p | dualpipe | dualpipev
+  int64_t microbatches = 8;         // M per step; train.batch_size is the micro-batch size
+  std::string p2p = "auto";         // auto | per_op | batched (how SEND/RECV are posted)
+  bool check_sequential = false;    // compare loss and gradients with one-process training
+  double check_tolerance = 1e-6;    // max ||g_pipe - g_seq|| / ||g_seq|| per tensor, and loss
+  bool measure_costs = false;       // time F, B, W, F&B of each stage, then simulate
+  int64_t measure_repeats = 5;
+  int64_t debug_exit_rank = -1;     // fault injection for tests: this rank _exits mid-step
+  int64_t debug_exit_after = 0;     // ... after this many of its actions in step 0
+
+  template <class V>
+  void visit(V& v) {
+    v("schedule", schedule, OneOf{{"1f1b", "zb1p", "dualpipe", "dualpipev"}});
+    v("microbatches", microbatches, Range{1, 1 << 16});
+    v("p2p", p2p, OneOf{{"auto", "per_op", "batched"}});
+    v("check_sequential", check_sequential, NoCheck{});
+    v("check_tolerance", check_tolerance, Range{0, 1});
+    v("measure_costs", measure_costs, NoCheck{});
+    v("measure_repeats", measure_repeats, Range{1, 1000});
+    v("debug_exit_rank", debug_exit_rank, Range{-1, 1 << 20});
+    v("debug_exit_after", debug_exit_after, Range{0, 1 << 30});
   }
 };
 
@@ -155,10 +241,13 @@ struct Config {
   TrainConfig train;
   PrecisionConfig precision;
   OutputConfig output;
+  DistConfig dist;
+  PipelineConfig pipeline;
+  Fp8AccumulationConfig fp8_accumulation;
 
   template <class V>
   void visit(V& v) {
-    v("kind", kind, OneOf{{"pretrain"}});
+    v("kind", kind, OneOf{{"pretrain", "pipeline", "fp8_accumulation"}});
     v("name", name, NoCheck{});
     v("description", description, NoCheck{});
     v("seed", seed, Range{0, 1e15});
@@ -167,6 +256,9 @@ struct Config {
     v.section("train", train);
     v.section("precision", precision);
     v.section("output", output);
+    v.section("dist", dist);
+    v.section("pipeline", pipeline);
+    v.section("fp8_accumulation", fp8_accumulation);
   }
 };
 

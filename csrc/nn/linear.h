@@ -16,8 +16,15 @@ class LinearImpl : public torch::nn::Module {
   torch::Tensor weight;  // [out, in], fp32 master weight
   int64_t in_features, out_features;
   std::string kind;  // precision.kind this layer computes in
+  // kind fp8 with fp8_recipe per_tensor_delayed: amax of (x, weight, grad_y) over the last
+  // amax_history_len training steps, [amax_history_len, 3], row 0 the newest (0 = not seen yet).
+  // A registered buffer ("fp8_amax_history"), so checkpoints carry it; undefined otherwise.
+  torch::Tensor amax_history;
 
  private:
+  torch::Tensor project(const torch::Tensor& x);             // the GEMM in this layer's precision
+  torch::Tensor per_tensor_delayed(const torch::Tensor& x);  // TransformerEngine's classic recipe
+  config::PrecisionConfig precision_;
 };
 TORCH_MODULE(Linear);
 

@@ -5,7 +5,8 @@
 // [panel][k][64] so that one k step of a panel is 64 contiguous floats; a task is one (panel,
 // row m) pair and keeps 64 independent accumulators, one per output column, which the compiler
 // turns into vector lanes (the accumulation chain along k stays strictly sequential per column,
-// as the semantics require). 64 divides 128, so all lanes of a panel share one B scale block.
+// as the semantics require). Each lane carries its own scale product sab (one value for the
+// whole panel with 128-row B blocks, since 64 divides 128; one per column with per-row B scales).
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -40,14 +41,15 @@ inline float align_truncate_add(float acc, float x, int32_t drop, uint32_t keep)
   return truncate_bits(a2 + x2, keep);
 }
 
-// acc[j] = step(acc[j], a[k], panel[k][j]) for k in [k0, k1): the hot loop, vectorized over j.
+// acc[j] = step(acc[j], a[k], panel[k][j], sab[j]) for k in [k0, k1): the hot loop, vectorized
+// over j.
 template <class Step>
 inline void accumulate(float* __restrict acc, const float* __restrict arow, const float* __restrict panel,
-                       int64_t k0, int64_t k1, Step step) {
+                       const float* __restrict sab, int64_t k0, int64_t k1, Step step) {
   for (int64_t k = k0; k < k1; ++k) {
     const float a = arow[k];
     const float* __restrict bk = panel + k * kLanes;
-    for (int j = 0; j < kLanes; ++j) acc[j] = step(acc[j], a, bk[j]);
+    for (int j = 0; j < kLanes; ++j) acc[j] = step(acc[j], a, bk[j], sab[j]);
   }
 }
 
@@ -63,34 +65,38 @@ void gemm_task(const Fp8GemmParams& p, const GemmShape& s, const float* arow, co
   const uint32_t keep = 0xFFFFFFFFu << drop;
   const bool align = p.accum_model == Fp8AccumModel::kAlignTruncate;
   const int64_t P = p.promote_interval;
-  const int64_t nb = panel_idx * kLanes / kFp8GemmBlock;
+  const int64_t n0 = panel_idx * kLanes;
   const float* a_scale = p.a_scale + m * s.KB;
-  const float* b_scale = p.b_scale + nb * s.KB;
-  float acc[kLanes], out[kLanes];
+  // B scale rows of this panel's lanes: one block row for every lane, or one row per column
+  // (lanes past N read row 0; their products are zeros and their outputs are dropped).
+  int64_t sb_row[kLanes];
+  for (int j = 0; j < kLanes; ++j) sb_row[j] = n0 + j < s.N ? (n0 + j) / p.b_scale_rows : 0;
+  float acc[kLanes], out[kLanes], sab[kLanes];
   std::fill(acc, acc + kLanes, 0.0f);
   std::fill(out, out + kLanes, 0.0f);
   for (int64_t kb = 0; kb < s.KB; ++kb) {
-    const float sab = a_scale[kb] * b_scale[kb];
+    for (int j = 0; j < kLanes; ++j) sab[j] = a_scale[kb] * p.b_scale[sb_row[j] * s.KB + kb];
     const int64_t g0 = kb * kFp8GemmBlock, g1 = std::min(s.K, g0 + kFp8GemmBlock);
     if (P == 0) {  // one limited accumulator over all of K, fed scaled products
       if (align)
-        accumulate(acc, arow, panel, g0, g1,
-                   [=](float c, float a, float b) { return align_truncate_add(c, (a * b) * sab, drop, keep); });
+        accumulate(acc, arow, panel, sab, g0, g1, [=](float c, float a, float b, float sc) {
+          return align_truncate_add(c, (a * b) * sc, drop, keep);
+        });
       else
-        accumulate(acc, arow, panel, g0, g1,
-                   [=](float c, float a, float b) { return truncate_bits(std::fma(a * b, sab, c), keep); });
+        accumulate(acc, arow, panel, sab, g0, g1,
+                   [=](float c, float a, float b, float sc) { return truncate_bits(std::fma(a * b, sc, c), keep); });
       continue;
     }
     for (int64_t w0 = g0; w0 < g1;) {  // promotion windows inside this scale group
       const int64_t w1 = std::min(g1, (w0 / P + 1) * P);
       std::fill(acc, acc + kLanes, 0.0f);
       if (align)
-        accumulate(acc, arow, panel, w0, w1,
-                   [=](float c, float a, float b) { return align_truncate_add(c, a * b, drop, keep); });
+        accumulate(acc, arow, panel, sab, w0, w1,
+                   [=](float c, float a, float b, float) { return align_truncate_add(c, a * b, drop, keep); });
       else  // a * b is exact, so fma(a, b, c) is fl32(c + a*b)
-        accumulate(acc, arow, panel, w0, w1,
-                   [=](float c, float a, float b) { return truncate_bits(std::fma(a, b, c), keep); });
-      for (int j = 0; j < kLanes; ++j) out[j] = std::fma(acc[j], sab, out[j]);
+        accumulate(acc, arow, panel, sab, w0, w1,
+                   [=](float c, float a, float b, float) { return truncate_bits(std::fma(a, b, c), keep); });
+      for (int j = 0; j < kLanes; ++j) out[j] = std::fma(acc[j], sab[j], out[j]);
       w0 = w1;
     }
   }
@@ -105,6 +111,7 @@ void fp8_gemm_nt_cpu(const Fp8GemmParams& p) {
   TS_KERNEL_ASSERT(p.promote_interval >= 0);
   TS_KERNEL_ASSERT(p.accum_mantissa_bits >= 1 && p.accum_mantissa_bits <= 23);
   TS_KERNEL_ASSERT(p.out != nullptr || p.out_bf16 != nullptr);
+  TS_KERNEL_ASSERT(p.b_scale_rows == kFp8GemmBlock || p.b_scale_rows == 1);
   const GemmShape s{p.m, p.n, p.k, ceil_div(p.k, kFp8GemmBlock)};
   if (s.M == 0 || s.N == 0) return;
   const int64_t NP = ceil_div(s.N, kLanes);

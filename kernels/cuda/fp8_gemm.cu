@@ -7,7 +7,7 @@
 // 16 x 8. Per 128-slice of K: the CTA stages A[64, 128] and B[128, 128] in shared memory with
 // 16-byte loads (zeros past M, N and K), runs 4 mma k-steps of 32, promotes. A CTA's 128 columns
 // are one B scale block, and a K slice is one A tile / B block column, so each promotion uses
-// one b_scale and one a_scale per row. Single-stage staging: simple and correct by
+// one b_scale (or, with per-row B scales, one per column) and one a_scale per row. Single-stage staging: simple and correct by
 // construction, not tuned (no cp.async pipeline).
 //
 // FP8 mma needs sm_89+: the body is compiled only for __CUDA_ARCH__ >= 890 (sm_90a in the
@@ -61,7 +61,8 @@ __device__ __forceinline__ void stage(uint8_t* __restrict__ dst, const uint8_t* 
 __global__ void __launch_bounds__(kThreads)
     fp8_gemm_nt_kernel(const __nv_fp8_e4m3* __restrict__ a, const float* __restrict__ a_scale,
                        const __nv_fp8_e4m3* __restrict__ b, const float* __restrict__ b_scale,
-                       float* __restrict__ out, uint16_t* __restrict__ out_bf16, int64_t M, int64_t N, int64_t K) {
+                       float* __restrict__ out, uint16_t* __restrict__ out_bf16, int64_t M, int64_t N, int64_t K,
+                       bool b_scale_per_row) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
   __shared__ __align__(16) uint8_t As[kBM * kStride];
   __shared__ __align__(16) uint8_t Bs[kBN * kStride];
@@ -72,7 +73,7 @@ __global__ void __launch_bounds__(kThreads)
   const int wm = warp / kWarpsN, wn = warp % kWarpsN;
   const int64_t m0 = int64_t(blockIdx.x) * kBM, n0 = int64_t(blockIdx.y) * kBN;
   const int64_t KB = (K + kBK - 1) / kBK;
-  const float* b_scale_row = b_scale + int64_t(blockIdx.y) * KB;  // B scale block row n0 / 128
+  const float* b_scale_row = b_scale + int64_t(blockIdx.y) * KB;  // B scale block row n0 / 128 (block mode)
 
   float acc[kMT][kNT][4];  // promoted fp32 sums; element i of a tile is row g + 8 * (i / 2), column 2t + i % 2
 #pragma unroll
@@ -129,18 +130,28 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();  // the next slice's staging overwrites As and Bs
 
-    // Promotion: scale this slice's partials and add them into the fp32 registers.
-    const float sb = b_scale_row[kb];
+    // Promotion: scale this slice's partials and add them into the fp32 registers. The B scale of
+    // each of this thread's columns (element j of a tile is column 2t + j): the block row's, or
+    // the column's own with per-row scales (columns past N: zeros, dropped at the store).
+    float sb[kNT][2];
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const int64_t col = n0 + wn * kWN + nt * 8 + 2 * t + j;
+        sb[nt][j] = !b_scale_per_row ? b_scale_row[kb] : (col < N ? b_scale[col * KB + kb] : 0.0f);
+      }
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int64_t row = m0 + wm * kWM + mt * 16 + g + 8 * h;
-        const float sab = __fmul_rn(row < M ? a_scale[row * KB + kb] : 0.0f, sb);  // rows past M: zeros
+        const float sa = row < M ? a_scale[row * KB + kb] : 0.0f;  // rows past M: zeros
 #pragma unroll
         for (int nt = 0; nt < kNT; ++nt) {
-          acc[mt][nt][2 * h] = __fmaf_rn(part[mt][nt][2 * h], sab, acc[mt][nt][2 * h]);
-          acc[mt][nt][2 * h + 1] = __fmaf_rn(part[mt][nt][2 * h + 1], sab, acc[mt][nt][2 * h + 1]);
+          acc[mt][nt][2 * h] = __fmaf_rn(part[mt][nt][2 * h], __fmul_rn(sa, sb[nt][0]), acc[mt][nt][2 * h]);
+          acc[mt][nt][2 * h + 1] =
+              __fmaf_rn(part[mt][nt][2 * h + 1], __fmul_rn(sa, sb[nt][1]), acc[mt][nt][2 * h + 1]);
         }
       }
   }
@@ -190,6 +201,7 @@ void fp8_gemm_nt_cuda(const Fp8GemmParams& p, cudaStream_t stream) {
   TS_KERNEL_ASSERT(p.k % 16 == 0);  // whole 16-byte row chunks
   TS_KERNEL_ASSERT(reinterpret_cast<uintptr_t>(p.a) % 16 == 0 && reinterpret_cast<uintptr_t>(p.b) % 16 == 0);
   TS_KERNEL_ASSERT(p.out != nullptr || p.out_bf16 != nullptr);
+  TS_KERNEL_ASSERT(p.b_scale_rows == kFp8GemmBlock || p.b_scale_rows == 1);
   if (p.m == 0 || p.n == 0) return;
   require_fp8_tensor_cores();
   const int64_t grid_m = ceil_div(p.m, kBM), grid_n = ceil_div(p.n, kBN);
@@ -197,7 +209,7 @@ void fp8_gemm_nt_cuda(const Fp8GemmParams& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(grid_m), static_cast<unsigned>(grid_n));
   fp8_gemm_nt_kernel<<<grid, kThreads, 0, stream>>>(reinterpret_cast<const __nv_fp8_e4m3*>(p.a), p.a_scale,
                                                     reinterpret_cast<const __nv_fp8_e4m3*>(p.b), p.b_scale, p.out,
-                                                    p.out_bf16, p.m, p.n, p.k);
+                                                    p.out_bf16, p.m, p.n, p.k, p.b_scale_rows == 1);
   TS_CUDA_CHECK_LAUNCH();
 }
 

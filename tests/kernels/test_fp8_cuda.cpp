@@ -131,15 +131,16 @@ TEST(Fp8Cuda, QuantizeBlockwiseAndDequantizeMatchCpuBitwise) {
 TEST(Fp8Cuda, GemmMatchesFloat64Reference) {
   TS_SKIP_WITHOUT_GPU();
   const bool fp8_mma = compute_capability() >= 89;
-  for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 16}, {70, 200, 208}, {256, 384, 1024},
-                         {33, 129, 4096}}) {
-    const auto o = ref::make_operands(M, N, K, 7 * M + N + K);
+  for (auto [M, N, K, per_row] : {std::tuple<int64_t, int64_t, int64_t, bool>{1, 1, 16, false},
+                                  {70, 200, 208, false}, {256, 384, 1024, false}, {33, 129, 4096, false},
+                                  {70, 200, 208, true}, {130, 257, 512, true}}) {
+    const auto o = ref::make_operands(M, N, K, 7 * M + N + K, per_row);
     DeviceBuffer<uint8_t> da(o.a), db(o.b);
     DeviceBuffer<float> dsa(o.sa), dsb(o.sb), dout(ts::test::poisoned(M * N));
     DeviceBuffer<uint16_t> dbf(std::vector<uint16_t>(M * N, 0x7FC1));
     ts::kern::Fp8GemmParams p;
     p.a = da.ptr, p.a_scale = dsa.ptr, p.b = db.ptr, p.b_scale = dsb.ptr;
-    p.out = dout.ptr, p.out_bf16 = dbf.ptr, p.m = M, p.n = N, p.k = K;
+    p.out = dout.ptr, p.out_bf16 = dbf.ptr, p.m = M, p.n = N, p.k = K, p.b_scale_rows = o.R;
     if (!fp8_mma) {
       EXPECT_THROW(ts::kern::fp8_gemm_nt_cuda(p, nullptr), std::runtime_error);
       continue;
@@ -150,7 +151,8 @@ TEST(Fp8Cuda, GemmMatchesFloat64Reference) {
     const auto want = ref::reference(o);
     for (int64_t i = 0; i < M * N; ++i) {
       ASSERT_LE(std::fabs(got[i] - want.out[i]), std::ldexp(want.abs[i], -10))
-          << "M " << M << " N " << N << " K " << K << " index " << i << " got " << got[i] << " want " << want.out[i];
+          << "M " << M << " N " << N << " K " << K << " per_row " << per_row << " index " << i << " got " << got[i]
+          << " want " << want.out[i];
       ASSERT_EQ(bf[i], ts::kern::fp8_f32_to_bf16_bits(got[i])) << i;
     }
     const auto r = ts::test::compare(got.data(), want.out.data(), M * N, 1e30, 0.0, 1e-5);

@@ -41,6 +41,7 @@ std::vector<float> run(const Operands& o, int promote, int bits, Fp8AccumModel m
   p.b_scale = o.sb.data();
   p.out = out.data();
   p.m = o.M, p.n = o.N, p.k = o.K;
+  p.b_scale_rows = o.R;
   p.promote_interval = promote;
   p.accum_mantissa_bits = bits;
   p.accum_model = model;
@@ -87,7 +88,7 @@ std::vector<float> spec_gemm(const Operands& o, int P, int bits, Fp8AccumModel m
     for (int64_t n = 0; n < o.N; ++n) {
       float acc = 0, promoted = 0;
       for (int64_t kb = 0; kb < o.KB; ++kb) {
-        const float sab = o.sa[m * o.KB + kb] * o.sb[(n / 128) * o.KB + kb];
+        const float sab = o.sa[m * o.KB + kb] * o.sb[(n / o.R) * o.KB + kb];
         const int64_t g1 = std::min(o.K, (kb + 1) * 128);
         if (P == 0) {
           for (int64_t k = kb * 128; k < g1; ++k)
@@ -194,6 +195,34 @@ INSTANTIATE_TEST_SUITE_P(
       return std::string(std::get<0>(info.param) == Fp8AccumModel::kTruncateSum ? "TruncateSum" : "AlignTruncate") +
              "_b" + std::to_string(std::get<1>(info.param)) + "_P" + std::to_string(std::get<2>(info.param));
     });
+
+// Per-row B scales (b_scale_rows = 1, the Wgrad layout): the same semantics with column n's own
+// scale, bit for bit against the scalar statement, and within the fp32 bound of float64.
+TEST(Fp8Gemm, PerRowBScalesMatchSpecAndFloat64) {
+  const auto o = make_operands(6, 131, 300, 19, /*b_per_row=*/true);
+  ASSERT_EQ(o.sb.size(), size_t(131 * 3));
+  for (auto model : {Fp8AccumModel::kTruncateSum, Fp8AccumModel::kAlignTruncate})
+    for (int P : {0, 128, 40})
+      expect_bitwise_equal(run(o, P, 13, model), spec_gemm(o, P, 13, model),
+                           "per-row, model " + std::to_string(int(model)) + " P " + std::to_string(P));
+  const auto want = reference(o);
+  const auto got = run(o, 128, 23, Fp8AccumModel::kTruncateSum);
+  for (int64_t i = 0; i < o.M * o.N; ++i)
+    ASSERT_LE(std::fabs(got[i] - want.out[i]), (128 + o.KB + 2) * std::ldexp(1.0, -24) * want.abs[i]) << i;
+}
+
+// A block scale repeated on each of its rows gives the block result bit for bit.
+TEST(Fp8Gemm, PerRowScalesEqualBlockScalesWhenRepeated) {
+  const auto blocks = make_operands(5, 200, 260, 23);
+  auto rows = blocks;
+  rows.R = 1;
+  rows.sb.assign(blocks.N * blocks.KB, 0.0f);
+  for (int64_t n = 0; n < blocks.N; ++n)
+    for (int64_t kb = 0; kb < blocks.KB; ++kb) rows.sb[n * blocks.KB + kb] = blocks.sb[(n / 128) * blocks.KB + kb];
+  for (int P : {0, 128})
+    expect_bitwise_equal(run(rows, P, 13, Fp8AccumModel::kAlignTruncate),
+                         run(blocks, P, 13, Fp8AccumModel::kAlignTruncate), "P " + std::to_string(P));
+}
 
 // P >= 128 promotes at every scale boundary only, i.e. every 128.
 TEST(Fp8Gemm, PromoteIntervalAbove128PromotesEvery128) {

@@ -71,16 +71,29 @@ struct Operands {
   int64_t M, N, K, KB;
   std::vector<uint8_t> a, b;
   std::vector<float> sa, sb;
+  int64_t R = 128;  // rows of B per b_scale row (Fp8GemmParams::b_scale_rows)
 };
 
-// A = x quantized in 1 x 128 tiles, B = w quantized in 128 x 128 blocks, x and w ~ N(0, 1).
-inline Operands make_operands(int64_t M, int64_t N, int64_t K, uint64_t seed) {
+// A = x quantized in 1 x 128 tiles, B = w quantized in 128 x 128 blocks (or, with
+// b_per_row, in 1 x 128 tiles like an activation: the Wgrad layout), x and w ~ N(0, 1).
+inline Operands make_operands(int64_t M, int64_t N, int64_t K, uint64_t seed, bool b_per_row = false) {
   using ts::kern::ceil_div;
-  Operands o{M, N, K, ceil_div(K, 128), poisoned_codes(M * K), poisoned_codes(N * K),
-             ts::test::poisoned(M * ceil_div(K, 128)), ts::test::poisoned(ceil_div(N, 128) * ceil_div(K, 128))};
+  const int64_t R = b_per_row ? 1 : 128;
+  Operands o{M,
+             N,
+             K,
+             ceil_div(K, 128),
+             poisoned_codes(M * K),
+             poisoned_codes(N * K),
+             ts::test::poisoned(M * ceil_div(K, 128)),
+             ts::test::poisoned(ceil_div(N, R) * ceil_div(K, 128)),
+             R};
   const auto x = normal_vector(M * K, seed), w = normal_vector(N * K, seed + 1);
   ts::kern::fp8_quantize_tilewise_cpu({x.data(), o.a.data(), o.sa.data(), M, K, 128, false});
-  ts::kern::fp8_quantize_blockwise_cpu({w.data(), o.b.data(), o.sb.data(), N, K, 128, false});
+  if (b_per_row)
+    ts::kern::fp8_quantize_tilewise_cpu({w.data(), o.b.data(), o.sb.data(), N, K, 128, false});
+  else
+    ts::kern::fp8_quantize_blockwise_cpu({w.data(), o.b.data(), o.sb.data(), N, K, 128, false});
   return o;
 }
 
@@ -95,7 +108,7 @@ inline Reference reference(const Operands& o) {
       double s = 0, sa = 0;
       for (int64_t k = 0; k < o.K; ++k) {
         const double t = e4m3_value(o.a[m * o.K + k]) * o.sa[m * o.KB + k / 128] *
-                         e4m3_value(o.b[n * o.K + k]) * o.sb[(n / 128) * o.KB + k / 128];
+                         e4m3_value(o.b[n * o.K + k]) * o.sb[(n / o.R) * o.KB + k / 128];
         s += t;
         sa += std::fabs(t);
       }

@@ -1,0 +1,319 @@
+#include "csrc/parallel/executor.h"
+
+#include <torch/csrc/autograd/engine.h>
+#include <torch/csrc/autograd/variable.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "csrc/parallel/schedule_internal.h"
+#include "csrc/parallel/split_backward.h"
+
+namespace ts::parallel {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+}
+
+std::vector<StageRange> split_stages(int64_t n_layers, int stages) {
+  if (stages < 1 || stages > n_layers)
+    throw std::invalid_argument(fmt::format("pipeline: {} stages need 1 <= stages <= model.n_layers ({})", stages,
+                                            n_layers));
+  std::vector<StageRange> out(stages);
+  int64_t at = 0;
+  for (int s = 0; s < stages; ++s) {
+    const int64_t n = n_layers / stages + (s < n_layers % stages ? 1 : 0);
+    out[s] = {s, at, at + n, s == 0, s == stages - 1};
+    at += n;
+  }
+  return out;
+}
+
+int stage_of_parameter(const std::string& name, const std::vector<StageRange>& stages) {
+  if (name.starts_with("embed.")) return 0;
+  if (name.starts_with("norm.") || name.starts_with("head.")) return static_cast<int>(stages.size()) - 1;
+  if (name.starts_with("blocks.")) {
+    const int64_t block = std::stoll(name.substr(7, name.find('.', 7) - 7));
+    for (const auto& r : stages)
+      if (block >= r.begin && block < r.end) return r.stage;
+  }
+  throw std::invalid_argument("pipeline: parameter '" + name + "' belongs to no stage (embed, blocks.<i>, norm, head)");
+}
+
+// Everything one step keeps per unit and per message.
+struct StepContext {
+  struct UnitState {
+    at::Tensor embed_out;  // stage 0: the embedding's output (its graph leads to the embedding)
+    at::Tensor input;      // leaf the stage's graph starts from
+    at::Tensor output;     // block output, or the micro-batch loss on the last stage
+    at::Tensor d_input;    // gradient of `input`, after B/BW
+    SplitBackward split;   // between B and W
+  };
+  std::vector<at::Tensor> inputs, targets;  // [M] micro-batches, [b, T]
+  std::unordered_map<int, UnitState> units;
+  struct Pending {
+    c10::intrusive_ptr<c10d::Work> work;
+    at::Tensor tensor;
+    std::string what;
+  };
+  std::unordered_map<int, Pending> recvs;  // by message id
+  std::vector<Pending> sends;
+  std::vector<Dist::P2POp> batch;          // batched mode: p2p ops since the last compute
+  std::vector<std::string> batch_what;
+  double loss_sum = 0;
+  Clock::time_point t0;
+};
+
+PipelineExecutor::PipelineExecutor(Dist& dist, Schedule schedule, nn::Transformer model, ExecutorOptions options)
+    : dist_(dist), schedule_(std::move(schedule)), model_(std::move(model)), options_(std::move(options)) {
+  if (schedule_.ranks != dist_.world_size())
+    throw std::invalid_argument(fmt::format("pipeline: schedule {} has {} ranks but the job has {} (WORLD_SIZE)",
+                                            schedule_kind_name(schedule_.kind), schedule_.ranks, dist_.world_size()));
+  const auto report = validate(schedule_);
+  if (!report.ok) throw std::invalid_argument("pipeline: invalid schedule:\n" + report.summary());
+  if (options_.p2p == "auto") {
+    batched_ = dist_.backend_name() == "nccl";
+  } else if (options_.p2p == "per_op" || options_.p2p == "batched") {
+    batched_ = options_.p2p == "batched";
+  } else {
+    throw std::invalid_argument("pipeline.p2p: expected auto, per_op or batched, got '" + options_.p2p + "'");
+  }
+  ranges_ = split_stages(model_->n_layers(), schedule_.stages);
+  for (const Action& a : schedule_.actions[dist_.rank()]) {
+    if (!a.is_compute()) continue;
+    for (int s : {a.unit.stage, a.op == OpKind::kFB ? a.bwd.stage : a.unit.stage})
+      if (std::find(held_.begin(), held_.end(), s) == held_.end()) held_.push_back(s);
+  }
+  std::sort(held_.begin(), held_.end());
+  for (int s : held_) {
+    const int owner = schedule_.rank_of(schedule_.unit(0, s));
+    for (const auto& p : model_->named_parameters())
+      if (stage_of_parameter(p.key(), ranges_) == s) params_.push_back({p.key(), p.value(), s, owner == dist_.rank()});
+  }
+}
+
+void PipelineExecutor::forward(const Unit& u, StepContext& ctx) {
+  auto& st = ctx.units[detail::unit_id(schedule_, u)];
+  const StageRange& range = ranges_[u.stage];
+  if (range.first) {
+    st.embed_out = model_->embed_tokens(ctx.inputs[u.mb]);
+    st.input = st.embed_out.detach().requires_grad_(true);
+  } else {
+    const Unit prev = schedule_.unit(u.mb, u.stage - 1);
+    if (schedule_.rank_of(prev) == dist_.rank()) {
+      st.input = ctx.units.at(detail::unit_id(schedule_, prev)).output.detach().requires_grad_(true);
+    } else {
+      auto it = ctx.recvs.find(detail::message_id(schedule_, Payload::kActivation, prev));
+      if (it == ctx.recvs.end()) throw std::logic_error("pipeline: no RECV posted for " + describe(Action{OpKind::kF, u}));
+      if (it->second.work) dist_.wait(it->second.work, it->second.what);
+      st.input = it->second.tensor.requires_grad_(true);
+      ctx.recvs.erase(it);
+    }
+  }
+  at::Tensor h = model_->run_blocks(st.input, range.begin, range.end);
+  if (range.last) {
+    st.output = nn::TransformerImpl::loss(model_->logits(h), ctx.targets[u.mb]);
+    ctx.loss_sum += st.output.item<double>() / schedule_.microbatches;
+  } else {
+    st.output = h;
+  }
+}
+
+void PipelineExecutor::wait_inputs(const Action& a, StepContext& ctx) {
+  std::vector<detail::Need> needs;
+  detail::needs(schedule_, dist_.rank(), a, &needs);
+  for (const auto& n : needs) {
+    if (n.from_rank == dist_.rank()) continue;
+    auto it = ctx.recvs.find(detail::message_id(schedule_, detail::payload_of(n.what), n.unit));
+    if (it == ctx.recvs.end()) throw std::logic_error("pipeline: no RECV posted before " + describe(a));
+    if (it->second.work) dist_.wait(it->second.work, it->second.what);
+    it->second.work = nullptr;
+  }
+}
+
+at::Tensor PipelineExecutor::backward_root_grad(const Unit& u, StepContext& ctx) {
+  auto& st = ctx.units.at(detail::unit_id(schedule_, u));
+  if (ranges_[u.stage].last) return torch::full({}, 1.0 / schedule_.microbatches, st.output.options());
+  const Unit next = schedule_.unit(u.mb, u.stage + 1);
+  if (schedule_.rank_of(next) == dist_.rank()) return ctx.units.at(detail::unit_id(schedule_, next)).d_input;
+  auto it = ctx.recvs.find(detail::message_id(schedule_, Payload::kGradient, next));
+  if (it == ctx.recvs.end()) throw std::logic_error("pipeline: no gradient RECV posted for " + describe(Action{OpKind::kB, u}));
+  if (it->second.work) dist_.wait(it->second.work, it->second.what);
+  at::Tensor g = it->second.tensor;
+  ctx.recvs.erase(it);
+  return g;
+}
+
+void PipelineExecutor::backward(const Unit& u, bool defer_weight, StepContext& ctx) {
+  auto& st = ctx.units.at(detail::unit_id(schedule_, u));
+  const at::Tensor grad = backward_root_grad(u, ctx);
+  if (defer_weight) {
+    st.d_input = st.split.input_backward(st.output, grad, st.input);
+    return;
+  }
+  st.d_input = full_backward(st.output, grad, st.input);
+  weight(u, ctx);
+}
+
+void PipelineExecutor::weight(const Unit& u, StepContext& ctx) {
+  auto& st = ctx.units.at(detail::unit_id(schedule_, u));
+  if (st.split.pending()) st.split.weight_backward();
+  if (ranges_[u.stage].first) {
+    // The embedding's weight gradient: its graph ends at the stage input's gradient.
+    torch::autograd::Engine::get_default_engine().execute({torch::autograd::impl::gradient_edge(st.embed_out)},
+                                                          {st.d_input}, false, false, true);
+  }
+  // The unit's activations are free now; d_input stays for a SEND or a local consumer.
+  st.embed_out = at::Tensor();
+  st.input = at::Tensor();
+  st.output = at::Tensor();
+}
+
+StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& targets) {
+  const int M = schedule_.microbatches, me = dist_.rank();
+  TORCH_CHECK(inputs.size(0) % M == 0, "pipeline: batch of ", inputs.size(0), " rows does not split into ", M,
+              " micro-batches");
+  StepContext ctx;
+  ctx.inputs = inputs.to(dist_.device()).chunk(M, 0);
+  ctx.targets = targets.to(dist_.device()).chunk(M, 0);
+  const int64_t b = ctx.inputs[0].size(0), T = ctx.inputs[0].size(1), C = model_->embed->options.embedding_dim();
+  const auto act_options = torch::TensorOptions().dtype(torch::kFloat).device(dist_.device());
+  for (auto& p : params_) p.tensor.mutable_grad() = at::Tensor();
+
+  const auto& list = schedule_.actions[me];
+  std::vector<Span> spans(list.size());
+  double busy = 0;
+  auto now_s = [&] { return std::chrono::duration<double>(Clock::now() - ctx.t0).count(); };
+  auto flush_batch = [&] {
+    if (ctx.batch.empty()) return;
+    auto works = dist_.batch_isend_irecv(ctx.batch);
+    for (auto& w : works) dist_.wait(w, "batched send/recv before a compute");
+    ctx.batch.clear();
+    ctx.batch_what.clear();
+  };
+
+  dist_.barrier();
+  ctx.t0 = Clock::now();
+  for (size_t i = 0; i < list.size(); ++i) {
+    if (options_.debug_exit_after >= 0 && static_cast<int>(i) == options_.debug_exit_after) {
+      std::fprintf(stderr, "[rank %d] debug: pipeline.debug_exit_after=%d: this rank exits now on purpose\n", me,
+                   options_.debug_exit_after);
+      std::fflush(stderr);
+      std::_Exit(17);
+    }
+    const Action& a = list[i];
+    if (a.op == OpKind::kSend || a.op == OpKind::kRecv) {
+      const int id = detail::message_id(schedule_, a.payload, a.unit);
+      const int tag = message_tag(schedule_, a.payload, a.unit);
+      const std::string what = describe(a) + fmt::format(" on rank {}", me);
+      at::Tensor t;
+      if (a.op == OpKind::kSend) {
+        auto& st = ctx.units.at(detail::unit_id(schedule_, a.unit));
+        t = (a.payload == Payload::kActivation ? st.output.detach() : st.d_input).contiguous();
+      } else {
+        t = torch::empty({b, T, C}, act_options);
+      }
+      if (batched_) {
+        ctx.batch.push_back({a.op == OpKind::kSend, t, a.peer, tag});
+        ctx.batch_what.push_back(what);
+        if (a.op == OpKind::kRecv) ctx.recvs[id] = {nullptr, t, what};
+      } else if (a.op == OpKind::kSend) {
+        ctx.sends.push_back({dist_.isend(t, a.peer, tag), t, what});
+      } else {
+        ctx.recvs[id] = {dist_.irecv(t, a.peer, tag), t, what};
+      }
+      spans[i] = {now_s(), now_s()};
+      continue;
+    }
+    flush_batch();
+    wait_inputs(a, ctx);
+    const double start = now_s();  // inputs are in: waiting on a RECV is bubble, not work
+    switch (a.op) {
+      case OpKind::kF:
+        forward(a.unit, ctx);
+        break;
+      case OpKind::kB:
+        backward(a.unit, /*defer_weight=*/true, ctx);
+        break;
+      case OpKind::kW:
+        weight(a.unit, ctx);
+        break;
+      case OpKind::kBW:
+        backward(a.unit, /*defer_weight=*/false, ctx);
+        break;
+      case OpKind::kFB:
+        // Interleaved on one thread: the forward first, so its activation can travel (its SEND
+        // follows at once) while a GPU would still be running the backward.
+        forward(a.unit, ctx);
+        backward(a.bwd, /*defer_weight=*/false, ctx);
+        break;
+      default:
+        break;
+    }
+    const double end = now_s();
+    spans[i] = {start, end};
+    busy += end - start;
+  }
+  flush_batch();
+  for (auto& s : ctx.sends) dist_.wait(s.work, s.what);
+  ctx.sends.clear();
+  const double local_end = now_s();
+  if (schedule_.kind == ScheduleKind::kDualPipe) reduce_mirrors();
+
+  // Everyone learns the loss, each rank's busy time and spans (one all-reduce of a table).
+  const int R = schedule_.ranks;
+  size_t max_actions = 0;
+  for (const auto& l : schedule_.actions) max_actions = std::max(max_actions, l.size());
+  auto table = torch::zeros({R, static_cast<int64_t>(max_actions) * 2 + 3}, torch::kDouble);
+  auto row = table[me];
+  row[0] = ctx.loss_sum;
+  row[1] = busy;
+  row[2] = local_end;
+  for (size_t i = 0; i < spans.size(); ++i) {
+    row[3 + 2 * i] = spans[i].start;
+    row[4 + 2 * i] = spans[i].end;
+  }
+  std::vector<at::Tensor> v{table.to(dist_.device())};
+  dist_.all_reduce(v);
+  table = v[0].cpu();
+  StepResult out;
+  out.busy.resize(R);
+  out.spans.resize(R);
+  for (int r = 0; r < R; ++r) {
+    auto acc = table[r];
+    out.loss += acc[0].item<double>();
+    out.busy[r] = acc[1].item<double>();
+    out.seconds = std::max(out.seconds, acc[2].item<double>());
+    out.spans[r].resize(schedule_.actions[r].size());
+    for (size_t i = 0; i < out.spans[r].size(); ++i)
+      out.spans[r][i] = {acc[3 + 2 * i].item<double>(), acc[4 + 2 * i].item<double>()};
+  }
+  return out;
+}
+
+void PipelineExecutor::reduce_mirrors() {
+  // Rank r and rank R-1-r hold the same two stages (each serving one direction): sum their
+  // gradients so both copies carry the gradient of the whole batch.
+  const int me = dist_.rank(), mirror = schedule_.ranks - 1 - me;
+  std::vector<at::Tensor> grads;
+  for (auto& p : params_) {
+    if (!p.tensor.grad().defined()) p.tensor.mutable_grad() = torch::zeros_like(p.tensor);
+    grads.push_back(p.tensor.grad().flatten());
+  }
+  std::vector<at::Tensor> flat{torch::cat(grads)};
+  const Group& pair = dist_.group({std::min(me, mirror), std::max(me, mirror)});
+  dist_.all_reduce(flat, c10d::ReduceOp::SUM, &pair);
+  int64_t at = 0;
+  for (auto& p : params_) {
+    const int64_t n = p.tensor.numel();
+    p.tensor.mutable_grad().copy_(flat[0].narrow(0, at, n).view_as(p.tensor));
+    at += n;
+  }
+}
+
+}  // namespace ts::parallel

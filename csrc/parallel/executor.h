@@ -1,0 +1,103 @@
+// Runs a pipeline Schedule for real over c10d with the foundation's transformer split into
+// stages: stage s owns a contiguous range of blocks; stage 0 also the embedding, the last
+// stage the final norm, the head and the loss.
+//
+// Each rank walks its own action list (schedule.h): RECV posts an irecv, SEND an isend of an
+// activation or input gradient this rank produced, and computes wait for their inputs.
+// Backward is split (split_backward.h): B sends the input gradient at once and leaves the
+// weight gradient to W; BW does both; FB runs one unit's forward, then another's full
+// backward (on CPU the two halves are interleaved on one thread, with the forward's
+// activation already travelling while the backward computes). In DualPipe every stage
+// lives on two ranks (rank r holds stages r and R-1-r, as in DualPipe's own example), each
+// copy sees half the micro-batches, and the pair all-reduces the gradients of both stages
+// after the step, so both copies hold the full gradient and stay equal under the optimizer.
+// The step's loss is the mean of the micro-batch losses, and every parameter gradient is
+// the gradient of that mean: what one process gets from the whole batch.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "csrc/nn/transformer.h"
+#include "csrc/parallel/process_group.h"
+#include "csrc/parallel/schedule.h"
+#include "csrc/parallel/simulator.h"
+
+namespace ts::parallel {
+
+struct StageRange {
+  int stage = 0;
+  int64_t begin = 0, end = 0;  // blocks [begin, end)
+  bool first = false, last = false;
+};
+// Contiguous, as even as possible, earlier stages taking the remainder. Throws
+// std::invalid_argument unless 1 <= stages <= n_layers.
+std::vector<StageRange> split_stages(int64_t n_layers, int stages);
+// The stage a transformer parameter belongs to, from its name ("embed.*", "blocks.<i>.*",
+// "norm.*", "head.*"). Throws std::invalid_argument for a name outside these.
+int stage_of_parameter(const std::string& name, const std::vector<StageRange>& stages);
+
+struct ExecutorOptions {
+  std::string p2p = "auto";  // auto (gloo: per_op, nccl: batched) | per_op | batched (schedule.h)
+  int debug_exit_after = -1;  // fault injection: std::_Exit(17) after this many actions of a step
+};
+
+struct StepResult {
+  double loss = 0;                       // mean micro-batch loss, the same on every rank
+  double seconds = 0;                    // step time: last compute end over all ranks
+  std::vector<double> busy;              // [R] compute seconds per rank
+  std::vector<std::vector<Span>> spans;  // [R][action] seconds from the step start
+};
+
+struct StepContext;  // per-step state, executor.cpp
+
+class PipelineExecutor {
+ public:
+  // `model` is the whole transformer, initialized identically on every rank; this rank uses
+  // (and trains) the stages its schedule places on it.
+  PipelineExecutor(Dist& dist, Schedule schedule, nn::Transformer model, ExecutorOptions options = {});
+
+  // One step over inputs/targets [M*b, T] (int64, the whole batch on every rank; each rank
+  // reads the micro-batches its stages need). Leaves the gradient of the mean micro-batch
+  // loss in .grad of this rank's parameters (mirror-reduced for DualPipe).
+  StepResult step(const at::Tensor& inputs, const at::Tensor& targets);
+
+  // Fault injection for tests (ExecutorOptions::debug_exit_after), per step.
+  void set_debug_exit_after(int actions) { options_.debug_exit_after = actions; }
+
+  const Schedule& schedule() const { return schedule_; }
+  const std::vector<StageRange>& stages() const { return ranges_; }
+  const std::vector<int>& held_stages() const { return held_; }  // ascending
+  // Parameters of the held stages, in (stage, module order); for DualPipe, owned() is true
+  // only for the copy that counts in a global norm (stage s is owned by rank s).
+  struct Param {
+    std::string name;
+    torch::Tensor tensor;
+    int stage;
+    bool owned;
+  };
+  const std::vector<Param>& parameters() const { return params_; }
+
+ private:
+  void wait_inputs(const Action& a, StepContext& ctx);
+  void forward(const Unit& u, StepContext& ctx);
+  at::Tensor backward_root_grad(const Unit& u, StepContext& ctx);
+  void backward(const Unit& u, bool defer_weight, StepContext& ctx);
+  void weight(const Unit& u, StepContext& ctx);
+  void reduce_mirrors();
+
+  Dist& dist_;
+  Schedule schedule_;
+  nn::Transformer model_;
+  ExecutorOptions options_;
+  bool batched_ = false;
+  std::vector<StageRange> ranges_;
+  std::vector<int> held_;
+  std::vector<Param> params_;
+};
+
+}  // namespace ts::parallel

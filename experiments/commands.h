@@ -1,0 +1,26 @@
+// `tinyseek` subcommands beyond run/report, each registered on the app before parsing and
+// run (inside main's error handling) when the user picked it.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <string>
+
+namespace ts::experiments {
+
+struct Command {
+  CLI::App* app = nullptr;   // the registered subcommand
+  std::function<int()> run;  // its action; returns the exit status
+};
+
+// `tinyseek launch --nproc N CONFIG [--set k=v ...]` (launch.cpp).
+Command add_launch_command(CLI::App& app);
+// `tinyseek pipeline show|simulate ...` (pipeline_cli.cpp).
+Command add_pipeline_command(CLI::App& app);
+
+// Whether a config kind's driver runs as one rank of a multi-process job. `tinyseek run`
+// refuses the others under WORLD_SIZE > 1 (each rank would write the same run folder).
+bool kind_runs_distributed(const std::string& kind);
+
+}  // namespace ts::experiments

@@ -1,0 +1,119 @@
+#include "experiments/report_sections.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "csrc/train/checkpoint.h"
+#include "tinyseek_paths.h"
+
+namespace ts::experiments {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+struct Curves {
+  std::string variant;
+  fs::path dir;
+  std::map<int64_t, double> loss, val;  // step -> value
+};
+
+Curves read_curves(const fs::path& dir) {
+  Curves c{dir.filename().string(), dir, {}, {}};
+  if (std::ifstream s(dir / "summary.json"); s) c.variant = json::parse(s).value("variant", c.variant);
+  std::ifstream in(dir / "metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const auto j = json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.contains("step")) continue;
+    const auto step = j["step"].get<int64_t>();
+    if (j.contains("loss") && j["loss"].is_number()) c.loss[step] = j["loss"].get<double>();
+    if (j.contains("val_loss") && j["val_loss"].is_number()) c.val[step] = j["val_loss"].get<double>();
+  }
+  return c;
+}
+
+// Mean of v over steps[b, e) divided by the mean of base over the same steps, minus 1.
+double rel(const std::vector<double>& v, const std::vector<double>& base, size_t b, size_t e) {
+  double sv = 0, sb = 0;
+  for (size_t i = b; i < e; ++i) sv += v[i], sb += base[i];
+  return sv / sb - 1;
+}
+
+std::string pct(double v) { return std::isfinite(v) ? fmt::format("{:+.3f}%", 100 * v) : "n/a"; }
+
+}  // namespace
+
+std::string loss_error_section(const std::vector<fs::path>& variant_dirs, const fs::path& out_dir) {
+  std::vector<Curves> runs;
+  for (const auto& d : variant_dirs) {
+    auto c = read_curves(d);
+    if (!c.loss.empty()) runs.push_back(std::move(c));
+  }
+  if (runs.size() < 2) return "";
+  const Curves& base = runs.front();
+  std::string md = fmt::format(
+      "\n## Relative loss error against `{}`\n\n"
+      "(L_variant / L_{} - 1) on the same training batches, step by step. Last 10%: mean losses over the last "
+      "10% of logged steps; curve max: the largest |.| of 10-step means; val: the final validation loss.\n\n"
+      "| variant | last 10% | curve max | val |\n|---|---:|---:|---:|\n",
+      base.variant, base.variant);
+  json index = json::array({{{"variant", base.variant}, {"dir", fs::absolute(base.dir).string()}}});
+  for (size_t r = 1; r < runs.size(); ++r) {
+    const Curves& v = runs[r];
+    std::vector<double> lv, lb;
+    for (const auto& [step, loss] : v.loss)
+      if (auto it = base.loss.find(step); it != base.loss.end()) lv.push_back(loss), lb.push_back(it->second);
+    const size_t n = lv.size();
+    double last = NAN, curve = NAN, val = NAN;
+    if (n) {
+      last = rel(lv, lb, n - std::max<size_t>(1, n / 10), n);
+      curve = 0;
+      for (size_t b = 0; b + std::min<size_t>(10, n) <= n; ++b)
+        curve = std::max(curve, std::fabs(rel(lv, lb, b, b + std::min<size_t>(10, n))));
+    }
+    for (auto it = v.val.rbegin(); it != v.val.rend(); ++it)
+      if (auto jt = base.val.find(it->first); jt != base.val.end()) {
+        val = it->second / jt->second - 1;
+        break;
+      }
+    md += fmt::format("| {} | {} | {} | {} |\n", v.variant, pct(last), pct(curve), pct(val));
+    index.push_back({{"variant", v.variant}, {"dir", fs::absolute(v.dir).string()}});
+  }
+  fs::create_directories(out_dir / "plots");
+  train::atomic_write(out_dir / "plots" / "rel_loss_runs.json", index.dump(2));
+  const std::string cmd =
+      fmt::format("PYTHONPATH='{}/python' '{}' -m tinyseek.study_plots loss_error '{}' '{}' > '{}' 2>&1",
+                  TINYSEEK_SOURCE_DIR, TINYSEEK_PYTHON, (out_dir / "plots" / "rel_loss_runs.json").string(),
+                  (out_dir / "plots" / "rel_loss_error.png").string(), (out_dir / "plots" / "rel_loss.log").string());
+  md += std::system(cmd.c_str()) == 0 ? "\n![relative loss error](plots/rel_loss_error.png)\n"
+                                      : "\n(plot unavailable: see plots/rel_loss.log)\n";
+  return md;
+}
+
+std::string driver_sections(const std::vector<fs::path>& variant_dirs, const fs::path& out_dir) {
+  std::string md;
+  for (const auto& d : variant_dirs) {
+    std::ifstream in(d / "report_section.md");
+    if (!in) continue;
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string text = ss.str();
+    std::string rel = fs::relative(fs::absolute(d), fs::absolute(out_dir)).generic_string();
+    if (rel.empty()) rel = ".";
+    for (size_t pos; (pos = text.find("{{dir}}")) != std::string::npos;) text.replace(pos, 7, rel);
+    md += "\n" + text;
+  }
+  return md;
+}
+
+}  // namespace ts::experiments

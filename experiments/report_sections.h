@@ -1,0 +1,23 @@
+// Optional sections of `tinyseek report` beyond the summary table.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace ts::experiments {
+
+// Relative loss error of every variant against the first one (the baseline), from metrics.jsonl:
+// (L_variant / L_baseline - 1) per logged training step (the variants of one config see the same
+// batches), summarized as the mean over the last 10% of steps, the largest |.| of 10-step means
+// along the curve, and the final validation loss; plus plots/rel_loss_error.png. Empty unless at
+// least two variants logged a training loss.
+std::string loss_error_section(const std::vector<std::filesystem::path>& variant_dirs,
+                               const std::filesystem::path& out_dir);
+
+// The report_section.md a driver left in a variant folder (e.g. the FP8 accumulation study's
+// tables), with "{{dir}}" replaced by that folder's path relative to out_dir.
+std::string driver_sections(const std::vector<std::filesystem::path>& variant_dirs,
+                            const std::filesystem::path& out_dir);
+
+}  // namespace ts::experiments

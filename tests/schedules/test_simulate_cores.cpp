@@ -1,0 +1,89 @@
+// simulate_shared_cores: equal to simulate() with a core per rank; work-conserving on one
+// core; never faster with fewer cores.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "csrc/parallel/simulate_cores.h"
+
+namespace ts::parallel {
+namespace {
+
+struct Case {
+  ScheduleKind kind;
+  int ranks, microbatches;
+};
+
+const Case kCases[] = {{ScheduleKind::k1F1B, 4, 8},     {ScheduleKind::kZB1P, 4, 8},
+                       {ScheduleKind::kDualPipe, 4, 8}, {ScheduleKind::kDualPipeV, 2, 6},
+                       {ScheduleKind::kDualPipe, 6, 12}, {ScheduleKind::k1F1B, 3, 5}};
+
+Costs random_costs(std::mt19937& rng) {
+  std::uniform_int_distribution<int> d(1, 9);
+  Costs c;
+  c.F = d(rng);
+  c.B = d(rng);
+  c.W = d(rng);
+  c.FB = c.F + c.B + c.W - d(rng) % 3;
+  c.p2p = d(rng) % 3;
+  return c;
+}
+
+double work(const Schedule& s, const Costs& c) {
+  double w = 0;
+  for (const auto& list : s.actions)
+    for (const Action& a : list) w += cost_of(a.op, c);
+  return w;
+}
+
+TEST(SimulateCores, EqualsSimulateWithACorePerRank) {
+  std::mt19937 rng(11);
+  for (const Case& k : kCases) {
+    const Schedule s = make_schedule(k.kind, k.ranks, k.microbatches);
+    for (int trial = 0; trial < 5; ++trial) {
+      const Costs c = random_costs(rng);
+      const Timeline a = simulate(s, c), b = simulate_shared_cores(s, c, k.ranks);
+      ASSERT_NEAR(a.total, b.total, 1e-9) << schedule_kind_name(k.kind);
+      for (int r = 0; r < k.ranks; ++r) {
+        EXPECT_NEAR(a.busy[r], b.busy[r], 1e-9);
+        for (size_t i = 0; i < s.actions[r].size(); ++i) {
+          if (!s.actions[r][i].is_compute()) continue;
+          EXPECT_NEAR(a.spans[r][i].start, b.spans[r][i].start, 1e-9) << describe(s.actions[r][i]);
+          EXPECT_NEAR(a.spans[r][i].end, b.spans[r][i].end, 1e-9) << describe(s.actions[r][i]);
+        }
+      }
+    }
+  }
+}
+
+TEST(SimulateCores, OneCoreRunsAllWorkBackToBack) {
+  std::mt19937 rng(5);
+  for (const Case& k : kCases) {
+    const Schedule s = make_schedule(k.kind, k.ranks, k.microbatches);
+    Costs c = random_costs(rng);
+    c.p2p = 0;  // with latency the single core could idle while data travels
+    EXPECT_NEAR(simulate_shared_cores(s, c, 1).total, work(s, c), 1e-6) << schedule_kind_name(k.kind);
+  }
+}
+
+TEST(SimulateCores, FewerCoresNeverFaster) {
+  std::mt19937 rng(3);
+  for (const Case& k : kCases) {
+    const Schedule s = make_schedule(k.kind, k.ranks, k.microbatches);
+    const Costs c = random_costs(rng);
+    double prev = 0;
+    for (double cores : {double(k.ranks), 2.5, 2.0, 1.5, 1.0}) {
+      const double t = simulate_shared_cores(s, c, cores).total;
+      EXPECT_GE(t + 1e-9, prev) << schedule_kind_name(k.kind) << " cores " << cores;
+      prev = t;
+    }
+  }
+}
+
+TEST(SimulateCores, RejectsBadCores) {
+  const Schedule s = make_schedule(ScheduleKind::k1F1B, 2, 2);
+  EXPECT_THROW(simulate_shared_cores(s, Costs{}, 0), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace ts::parallel
