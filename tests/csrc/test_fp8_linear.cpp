@@ -159,7 +159,10 @@ TEST(Fp8Linear, OutlierKnob) {
   EXPECT_TRUE(same_bits(dxb0, dxb1)) << "Dgrad: per-token tiles";
   EXPECT_FALSE(same_bits(dwb0, dwb1)) << "Wgrad: tiles along tokens";
   auto [yp1, dxp1, dwp1] = run(fp8_precision("per_tensor_delayed"), f);
-  EXPECT_GT(rel_err(yp1, y0), 3 * rel_err(yb1, y0)) << "per-tensor loses the other tokens' values";
+  (void)dxp1;  // Dgrad: the outlier rows of dy are the tiny ones (divided by f); the rest is unharmed
+  // The other tokens' values fall ~2^14 below the tensor's amax, into e4m3's subnormals (3 bits
+  // or fewer): per-tensor output errors come out about twice blockwise's pure rounding error.
+  EXPECT_GT(rel_err(yp1, y0), 1.5 * rel_err(yb1, y0)) << "per-tensor loses the other tokens' values";
   EXPECT_GT(rel_err(dwp1, dw0), rel_err(dwb1, dw0)) << "per-tensor Wgrad is worse too";
   EXPECT_THROW(run(fp32, 3.0), ts::config::ConfigError);
 }
