@@ -39,6 +39,7 @@ struct LaunchArgs {
   std::string config;
   std::vector<std::string> sets;
   bool resume = false;
+  bool no_report = false;
   double grace_s = 20;
   int port = 0;
 };
@@ -105,6 +106,7 @@ int launch(const LaunchArgs& args) {
   std::vector<std::string> argv_s = {self, "run", args.config};
   for (const auto& s : args.sets) argv_s.insert(argv_s.end(), {"--set", s});
   if (args.resume) argv_s.push_back("--resume");
+  if (args.no_report) argv_s.push_back("--no-report");
   std::vector<char*> argv;
   for (auto& s : argv_s) argv.push_back(s.data());
   argv.push_back(nullptr);
@@ -242,6 +244,7 @@ Command add_launch_command(CLI::App& app) {
   sub->add_option("config", args->config, "YAML config, e.g. configs/pipeline_parity.yaml")->required();
   sub->add_option("--set", args->sets, "Override a key in every rank: --set pipeline.schedule=zb1p (repeatable)");
   sub->add_flag("--resume", args->resume, "Pass --resume to every rank");
+  sub->add_flag("--no-report", args->no_report, "Pass --no-report to every rank");
   sub->add_option("--grace", args->grace_s, "Seconds the other ranks get to stop on their own after one fails")
       ->check(CLI::Range(0.0, 3600.0));
   sub->add_option("--master-port", args->port, "Rendezvous port (default: a free one)")->check(CLI::Range(0, 65535));

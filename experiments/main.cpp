@@ -30,7 +30,7 @@ void on_sigint(int) {
   if (train::interrupt_flag().exchange(true)) std::_Exit(130);
 }
 
-int cmd_run(const std::string& path, const std::vector<std::string>& sets, bool resume) {
+int cmd_run(const std::string& path, const std::vector<std::string>& sets, bool resume, bool report) {
   // Every variant is parsed before anything runs or is written.
   auto ex = config::load_experiment(path, sets);
   // Under torchrun's variables (or `tinyseek launch`) only distributed kinds make sense, and
@@ -74,7 +74,7 @@ int cmd_run(const std::string& path, const std::vector<std::string>& sets, bool 
     if (out.status == train::RunStatus::kStopped) return rc;
   }
   parallel::release_process_dist();
-  if (!lead_rank) return rc;
+  if (!lead_rank || !report) return rc;
   const std::string md = experiments::write_report(done, root, first.name + ": " +
                                                                    (first.description.empty() ? path : first.description));
   std::cout << "\n" << md << "\nreport: " << (root / "report.md").string() << "\n";
@@ -98,6 +98,8 @@ int main(int argc, char** argv) {
   run->add_option("config", config_path, "YAML config, e.g. configs/quickstart.yaml")->required();
   run->add_option("--set", sets, "Override a key: --set train.steps=100 (repeatable)");
   run->add_flag("--resume", resume, "Continue from the latest checkpoints of this run");
+  bool no_report = false;
+  run->add_flag("--no-report", no_report, "Skip report.md and its plots (the run folders are still written)");
 
   std::vector<std::string> report_dirs;
   std::string report_out;
@@ -112,7 +114,7 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : 2;
   }
   try {
-    if (*run) return cmd_run(config_path, sets, resume);
+    if (*run) return cmd_run(config_path, sets, resume, !no_report);
     for (const auto& c : commands)
       if (c.app->parsed()) return c.run();
     if (*report) {

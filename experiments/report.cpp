@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -40,26 +41,49 @@ std::vector<fs::path> variant_dirs(const std::vector<fs::path>& dirs) {
   return out;
 }
 
-std::string num(const json& j, const char* key, const char* f = "{:.4f}") {
+std::string num(const json& j, const std::string& key, const char* f = "{:.4f}") {
   if (!j.contains(key) || !j[key].is_number()) return "n/a";
   return fmt::format(fmt::runtime(f), j[key].get<double>());
+}
+
+// Appends the strings of summary[key] (a list) that `out` does not hold yet: a run names the
+// technique-specific keys it wants in the report ("report_columns": extra table columns,
+// "plot_keys": metrics.jsonl keys plotted against step by tinyseek.plots).
+void collect_keys(const json& summary, const char* key, std::vector<std::string>& out) {
+  if (!summary.contains(key) || !summary[key].is_array()) return;
+  for (const auto& k : summary[key])
+    if (k.is_string() && std::find(out.begin(), out.end(), k.get<std::string>()) == out.end())
+      out.push_back(k.get<std::string>());
 }
 
 }  // namespace
 
 std::string write_report(const std::vector<fs::path>& dirs, const fs::path& out_dir, const std::string& title) {
   auto vdirs = variant_dirs(dirs);
-  std::string md = "# " + title + "\n\n";
-  md += "| variant | status | params | steps | train loss | val loss | best val | unigram entropy | tok/s | train s |\n";
-  md += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
-  json index = json::array();
+  std::vector<json> summaries;
+  std::vector<std::string> extra_columns, plot_keys;
   for (const auto& d : vdirs) {
     std::ifstream in(d / "summary.json");
-    json s = json::parse(in);
-    md += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", s.value("variant", d.filename().string()),
+    summaries.push_back(json::parse(in));
+    collect_keys(summaries.back(), "report_columns", extra_columns);
+    collect_keys(summaries.back(), "plot_keys", plot_keys);
+  }
+  std::string md = "# " + title + "\n\n";
+  md += "| variant | status | params | steps | train loss | val loss | best val | unigram entropy | tok/s | train s |";
+  for (const auto& c : extra_columns) md += " " + c + " |";
+  md += "\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|";
+  for (size_t i = 0; i < extra_columns.size(); ++i) md += "---:|";
+  md += "\n";
+  json index = json::array();
+  for (size_t i = 0; i < vdirs.size(); ++i) {
+    const auto& d = vdirs[i];
+    const json& s = summaries[i];
+    md += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |", s.value("variant", d.filename().string()),
                       s.value("status", "?"), s.value("parameters", int64_t{0}), s.value("steps", int64_t{0}),
                       num(s, "final_train_loss"), num(s, "final_val_loss"), num(s, "best_val_loss"),
                       num(s, "unigram_entropy"), num(s, "tokens_per_s", "{:.0f}"), num(s, "train_seconds", "{:.1f}"));
+    for (const auto& c : extra_columns) md += " " + num(s, c) + " |";
+    md += "\n";
     index.push_back({{"variant", s.value("variant", d.filename().string())}, {"dir", fs::absolute(d).string()}});
   }
   md += "\nLosses are mean next-token cross-entropy in nats; every number above was measured in these runs.\n";
@@ -72,6 +96,8 @@ std::string write_report(const std::vector<fs::path>& dirs, const fs::path& out_
                                       (out_dir / "plots").string(), (out_dir / "plots" / "plot.log").string());
   if (std::system(cmd.c_str()) == 0) {
     md += "\n![training loss](plots/loss.png)\n\n![validation loss](plots/val_loss.png)\n";
+    for (const auto& k : plot_keys)
+      if (fs::exists(out_dir / "plots" / (k + ".png"))) md += fmt::format("\n![{}](plots/{}.png)\n", k, k);
   } else {
     md += "\n(plots unavailable: see plots/plot.log)\n";
   }

@@ -49,11 +49,72 @@ struct DataConfig {
 };
 
 struct AttentionConfig {
-  std::string kind = "mha";  // the attention family (csrc/nn/attention)
+  std::string kind = "mha";  // the attention family (csrc/nn/attention): mha | gqa | mqa | mla
+  int64_t n_kv_heads = 0;    // gqa: key/value heads, dividing model.n_heads (0 = n_heads); mqa uses 1
+  // MLA (DeepSeek-V2 §2.1): the KV latent c_KV has kv_lora_rank values (d_c), the query latent
+  // q_lora_rank (d_c'; 0 = full-rank query projection); per head the query/key have
+  // qk_nope_head_dim + qk_rope_head_dim values (the rope key, d_R, is shared by all heads), the
+  // value v_head_dim. softmax_scale 0 means 1/sqrt(qk_nope_head_dim + qk_rope_head_dim).
+  int64_t kv_lora_rank = 64;
+  int64_t q_lora_rank = 0;
+  int64_t qk_nope_head_dim = 32;
+  int64_t qk_rope_head_dim = 16;
+  int64_t v_head_dim = 32;
+  double softmax_scale = 0;
 
   template <class V>
   void visit(V& v) {
-    v("kind", kind, OneOf{{"mha"}});
+    v("kind", kind, OneOf{{"mha", "gqa", "mqa", "mla"}});
+    v("n_kv_heads", n_kv_heads, Range{0, 1024});
+    v("kv_lora_rank", kv_lora_rank, Range{1, 1 << 16});
+    v("q_lora_rank", q_lora_rank, Range{0, 1 << 16});
+    v("qk_nope_head_dim", qk_nope_head_dim, Range{1, 4096});
+    v("qk_rope_head_dim", qk_rope_head_dim, Range{2, 4096});
+    v("v_head_dim", v_head_dim, Range{1, 4096});
+    v("softmax_scale", softmax_scale, Range{0, 1e3});
+  }
+};
+
+// Mixture of experts (model.ffn: moe; csrc/nn/moe.h), DeepSeekMoE / V2 / V3. Every layer from
+// first_k_dense on replaces its dense SwiGLU by n_shared_experts always-active experts plus
+// n_routed_experts fine-grained routed ones, each a SwiGLU of width expert_hidden, top_k per token.
+struct MoeConfig {
+  int64_t n_routed_experts = 8;   // E
+  int64_t n_shared_experts = 1;   // always active; together one SwiGLU of n_shared * expert_hidden
+  int64_t top_k = 2;              // K routed experts per token
+  int64_t expert_hidden = 88;     // SwiGLU hidden width of one (routed or shared) expert
+  int64_t first_k_dense = 0;      // the first layers keep the dense FFN (model.ffn_hidden)
+  std::string score_func = "softmax";  // softmax (V2: softmax over all, top-K kept) | sigmoid (V3)
+  // softmax only: renormalize the K kept weights to sum 1 (sigmoid always renormalizes, as in V3).
+  bool norm_topk_prob = false;
+  double routed_scaling_factor = 1.0;  // gate weights are multiplied by this (2.5 in V3)
+  int64_t n_group = 1;                 // group-limited routing: experts in n_group equal groups ...
+  int64_t topk_group = 1;              // ... only the topk_group best groups (sum of top-2) are eligible
+  double capacity_factor = 0;          // 0 = dropless; else each expert takes ceil(cf * T*K / E) slots
+  // Balancing, combinable: expert-level aux loss (V2), sequence-wise aux loss (V3), and the
+  // auxiliary-loss-free per-expert bias (b_i += bias_update_speed * sign(mean load - load_i)).
+  double aux_loss_alpha = 0;
+  double seq_aux_loss_alpha = 0;
+  bool loss_free = false;
+  double bias_update_speed = 0.001;
+
+  template <class V>
+  void visit(V& v) {
+    v("n_routed_experts", n_routed_experts, Range{1, 1 << 16});
+    v("n_shared_experts", n_shared_experts, Range{0, 1024});
+    v("top_k", top_k, Range{1, 1024});
+    v("expert_hidden", expert_hidden, Range{1, 1 << 20});
+    v("first_k_dense", first_k_dense, Range{0, 1024});
+    v("score_func", score_func, OneOf{{"softmax", "sigmoid"}});
+    v("norm_topk_prob", norm_topk_prob, NoCheck{});
+    v("routed_scaling_factor", routed_scaling_factor, Range{1e-6, 1e6});
+    v("n_group", n_group, Range{1, 1 << 16});
+    v("topk_group", topk_group, Range{1, 1 << 16});
+    v("capacity_factor", capacity_factor, Range{0, 1e6});
+    v("aux_loss_alpha", aux_loss_alpha, Range{0, 1e3});
+    v("seq_aux_loss_alpha", seq_aux_loss_alpha, Range{0, 1e3});
+    v("loss_free", loss_free, NoCheck{});
+    v("bias_update_speed", bias_update_speed, Range{0, 10});
   }
 };
 
@@ -63,10 +124,12 @@ struct ModelConfig {
   int64_t n_layers = 4;
   int64_t n_heads = 4;
   int64_t ffn_hidden = 352;  // SwiGLU hidden width
+  std::string ffn = "dense";  // dense (SwiGLU of ffn_hidden) | moe (the moe section)
   double rope_theta = 10000.0;
   double norm_eps = 1e-6;
   double init_std = 0.02;
   AttentionConfig attention;
+  MoeConfig moe;
 
   template <class V>
   void visit(V& v) {
@@ -75,10 +138,12 @@ struct ModelConfig {
     v("n_layers", n_layers, Range{1, 1024});
     v("n_heads", n_heads, Range{1, 1024});
     v("ffn_hidden", ffn_hidden, Range{1, 1 << 20});
+    v("ffn", ffn, OneOf{{"dense", "moe"}});
     v("rope_theta", rope_theta, Range{1, 1e9});
     v("norm_eps", norm_eps, Range{1e-12, 1e-1});
     v("init_std", init_std, Range{1e-6, 1});
     v.section("attention", attention);
+    v.section("moe", moe);
   }
 };
 
@@ -180,6 +245,32 @@ struct Fp8AccumulationConfig {
   }
 };
 
+// Decode throughput after training (kind: attention_ablation, experiments/attention_ablation.cpp):
+// batch_size sequences whose KV caches hold `context` tokens (random rows: speed does not depend
+// on the values) each decode `steps` more tokens through the whole model, for context =
+// context_min, 2 context_min, ..., context_max. MLA decodes on mla_path: absorbed (the
+// mla_decode op over the paged latent cache) or naive (decompress the latent, then attend).
+struct DecodeBenchConfig {
+  int64_t batch_size = 4;
+  int64_t steps = 8;
+  int64_t warmup_steps = 2;
+  int64_t context_min = 512;
+  int64_t context_max = 4096;
+  int64_t block_size = 64;  // rows per cache block (a multiple of 16, as FlashMLA)
+  std::string mla_path = "absorbed";
+
+  template <class V>
+  void visit(V& v) {
+    v("batch_size", batch_size, Range{1, 1 << 16});
+    v("steps", steps, Range{1, 1 << 20});
+    v("warmup_steps", warmup_steps, Range{0, 1 << 20});
+    v("context_min", context_min, Range{1, 1 << 24});
+    v("context_max", context_max, Range{1, 1 << 24});
+    v("block_size", block_size, Range{16, 1 << 16});
+    v("mla_path", mla_path, OneOf{{"absorbed", "naive"}});
+  }
+};
+
 // Process groups (csrc/parallel/process_group.h): used when the job has several ranks.
 struct DistConfig {
   std::string backend = "auto";  // auto (nccl on cuda, gloo on cpu) | gloo | nccl
@@ -244,10 +335,11 @@ struct Config {
   DistConfig dist;
   PipelineConfig pipeline;
   Fp8AccumulationConfig fp8_accumulation;
+  DecodeBenchConfig decode_bench;
 
   template <class V>
   void visit(V& v) {
-    v("kind", kind, OneOf{{"pretrain", "pipeline", "fp8_accumulation"}});
+    v("kind", kind, OneOf{{"pretrain", "pipeline", "fp8_accumulation", "attention_ablation"}});
     v("name", name, NoCheck{});
     v("description", description, NoCheck{});
     v("seed", seed, Range{0, 1e15});
@@ -259,6 +351,7 @@ struct Config {
     v.section("dist", dist);
     v.section("pipeline", pipeline);
     v.section("fp8_accumulation", fp8_accumulation);
+    v.section("decode_bench", decode_bench);
   }
 };
 

@@ -9,12 +9,16 @@ BlockImpl::BlockImpl(const config::Config& c, int64_t layer) {
   attn_norm = register_module("attn_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
   attn = register_module("attn", make_attention(c));
   ffn_norm = register_module("ffn_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
-  ffn = register_module("ffn", SwiGLU(cfg.d_model, cfg.ffn_hidden, c.precision));
+  if (cfg.ffn == "moe" && layer >= cfg.moe.first_k_dense)
+    moe = register_module("ffn", MoE(c));
+  else
+    ffn = register_module("ffn", SwiGLU(cfg.d_model, cfg.ffn_hidden, c.precision));
 }
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& x, const Rope& rope) {
   auto h = x + attn->forward(attn_norm(x), rope);
-  return h + ffn(ffn_norm(h));
+  auto n = ffn_norm(h);
+  return h + (moe ? moe(n) : ffn(n));
 }
 
 TransformerImpl::TransformerImpl(const config::Config& c) : cfg_(c.model), max_seq_len_(c.data.seq_len) {
@@ -66,6 +70,24 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens) {
 
 torch::Tensor TransformerImpl::loss(const torch::Tensor& logits, const torch::Tensor& targets) {
   return torch::nn::functional::cross_entropy(logits.flatten(0, 1).to(torch::kFloat), targets.flatten());
+}
+
+std::vector<std::shared_ptr<MoEImpl>> TransformerImpl::moe_layers() const {
+  std::vector<std::shared_ptr<MoEImpl>> out;
+  for (const auto& b : blocks)
+    if (b->moe) out.push_back(b->moe.ptr());
+  return out;
+}
+
+torch::Tensor TransformerImpl::aux_loss() const {
+  torch::Tensor sum;
+  for (const auto& m : moe_layers())
+    if (auto l = m->aux_loss(); l.defined()) sum = sum.defined() ? sum + l : l;
+  return sum;
+}
+
+void TransformerImpl::after_optimizer_step() {
+  for (const auto& m : moe_layers()) m->update_bias();
 }
 
 int64_t TransformerImpl::num_parameters() const {

@@ -7,10 +7,13 @@
 #include "csrc/config/config.h"
 #include "csrc/nn/attention/attention.h"
 #include "csrc/nn/layers.h"
+#include "csrc/nn/moe.h"
 
 namespace ts::nn {
 
-// Pre-norm block: x + attn(norm(x)), then x + ffn(norm(x)).
+// Pre-norm block: x + attn(norm(x)), then x + ffn(norm(x)). The FFN is the dense SwiGLU `ffn`, or,
+// with model.ffn: moe from layer moe.first_k_dense on, the mixture of experts `moe` (both are
+// registered as "ffn"; exactly one is non-null).
 class BlockImpl : public torch::nn::Module {
  public:
   BlockImpl(const config::Config& cfg, int64_t layer);
@@ -18,6 +21,7 @@ class BlockImpl : public torch::nn::Module {
   RMSNorm attn_norm{nullptr}, ffn_norm{nullptr};
   std::shared_ptr<AttentionImpl> attn;
   SwiGLU ffn{nullptr};
+  MoE moe{nullptr};
 };
 TORCH_MODULE(Block);
 
@@ -34,6 +38,12 @@ class TransformerImpl : public torch::nn::Module {
   static torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& targets);
 
   int64_t n_layers() const { return static_cast<int64_t>(blocks.size()); }
+  // Mixture of experts hooks (csrc/nn/moe.h); a dense model has no MoE layers, no aux loss and
+  // nothing to update. aux_loss: the balance losses of the last training forward (undefined when
+  // none), to be added to the loss. after_optimizer_step: the loss-free bias updates.
+  std::vector<std::shared_ptr<MoEImpl>> moe_layers() const;
+  torch::Tensor aux_loss() const;
+  void after_optimizer_step();
   int64_t num_parameters() const;
   // KV-cache values per token for the whole model (all layers).
   int64_t kv_cache_values_per_token() const;

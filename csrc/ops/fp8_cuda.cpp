@@ -65,10 +65,11 @@ at::Tensor fp8_gemm_nt_cuda(const at::Tensor& a_q, const at::Tensor& a_scale, co
                                            accum_mantissa_bits, accum_model);
   TS_CHECK_ARG(op, a_q, a_q.size(1) % 16 == 0, "expected K % 16 == 0 on CUDA (16-byte row loads), got K = ",
                a_q.size(1));
-  if (promote_interval != 128 || accum_mantissa_bits != 23)
+  if (promote_interval != 128 || accum_mantissa_bits != 23) {
     TORCH_WARN_ONCE("tinyseek.fp8_gemm_nt: promote_interval and accum_mantissa_bits configure the CPU emulator; "
                     "on CUDA the FP8 tensor cores accumulate and partial sums are promoted every 128 (got ",
                     promote_interval, ", ", accum_mantissa_bits, ")");
+  }
   c10::cuda::CUDAGuard guard(a_q.device());
   Fp8GemmOperands g(aligned16(a_q), a_scale, aligned16(b_q), b_scale, out_dtype, per_row);
   kern::fp8_gemm_nt_cuda(g.params, at::cuda::getCurrentCUDAStream());

@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 
+#include "kernels/common.h"
 #include "kernels/fp8.h"
 
 namespace ts::ops {

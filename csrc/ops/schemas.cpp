@@ -25,4 +25,28 @@ TORCH_LIBRARY(tinyseek, m) {
   m.def(
       "fp8_linear_per_tensor(Tensor x, Tensor weight, Tensor scales, int promote_interval=128, "
       "int accum_mantissa_bits=23, str accum_model=\"align_truncate\") -> Tensor");
+
+  // MLA decode attention over a paged latent cache, FlashMLA layout (kernels/mla_decode.h):
+  // q [B, S_q, H, D_qk], kv_cache [num_blocks, block_size, 1, D_qk], block_table [B, max_blocks]
+  // int32, seq_lens [B] int32 (including the S_q new tokens, which attend causally) ->
+  // out [B, S_q, H, head_dim_v], lse [B, H, S_q] fp32. Inference only.
+  m.def(
+      "mla_decode(Tensor q, Tensor kv_cache, Tensor block_table, Tensor seq_lens, int head_dim_v, "
+      "float softmax_scale) -> (Tensor out, Tensor lse)");
+
+  // Routed experts (DeepSeekMoE; kernels/moe.h, C++ API csrc/ops/moe.h). T tokens, K choices, E
+  // experts, M = T*K sorted rows. sorted_to_token holds the slot t*K + k of each sorted row.
+  m.def(
+      "moe_permute(Tensor x, Tensor topk_ids, int num_experts) -> "
+      "(Tensor x_sorted, Tensor sorted_to_token, Tensor expert_offsets)");
+  m.def("moe_permute_bwd(Tensor grad_x_sorted, Tensor sorted_to_token, SymInt tokens) -> Tensor");
+  m.def("moe_unpermute(Tensor y_sorted, Tensor sorted_to_token, Tensor topk_weights) -> Tensor");
+  m.def(
+      "moe_unpermute_bwd(Tensor grad_y, Tensor y_sorted, Tensor sorted_to_token, Tensor topk_weights) -> "
+      "(Tensor grad_y_sorted, Tensor grad_topk_weights)");
+  // out [M, N] = rows of expert e times w[e]^T, w [E, N, H] (NT, DeepGEMM's contiguous layout).
+  m.def("grouped_gemm(Tensor x_sorted, Tensor w, Tensor expert_offsets) -> Tensor");
+  m.def(
+      "grouped_gemm_bwd(Tensor grad_out, Tensor x_sorted, Tensor w, Tensor expert_offsets) -> "
+      "(Tensor grad_x_sorted, Tensor grad_w)");
 }

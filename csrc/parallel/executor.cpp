@@ -132,7 +132,7 @@ void PipelineExecutor::wait_inputs(const Action& a, StepContext& ctx) {
     auto it = ctx.recvs.find(detail::message_id(schedule_, detail::payload_of(n.what), n.unit));
     if (it == ctx.recvs.end()) throw std::logic_error("pipeline: no RECV posted before " + describe(a));
     if (it->second.work) dist_.wait(it->second.work, it->second.what);
-    it->second.work = nullptr;
+    it->second.work.reset();
   }
 }
 
@@ -187,6 +187,7 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
 
   const auto& list = schedule_.actions[me];
   std::vector<Span> spans(list.size());
+  std::vector<bool> posted_early(list.size(), false);  // SENDs an F&B posted ahead of their turn
   double busy = 0;
   auto now_s = [&] { return std::chrono::duration<double>(Clock::now() - ctx.t0).count(); };
   auto flush_batch = [&] {
@@ -201,12 +202,13 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
   ctx.t0 = Clock::now();
   for (size_t i = 0; i < list.size(); ++i) {
     if (options_.debug_exit_after >= 0 && static_cast<int>(i) == options_.debug_exit_after) {
-      std::fprintf(stderr, "[rank %d] debug: pipeline.debug_exit_after=%d: this rank exits now on purpose\n", me,
-                   options_.debug_exit_after);
+      std::fprintf(stderr, "debug: pipeline.debug_exit_after=%d: rank %d exits now on purpose\n",
+                   options_.debug_exit_after, me);
       std::fflush(stderr);
       std::_Exit(17);
     }
     const Action& a = list[i];
+    if (posted_early[i]) continue;
     if (a.op == OpKind::kSend || a.op == OpKind::kRecv) {
       const int id = detail::message_id(schedule_, a.payload, a.unit);
       const int tag = message_tag(schedule_, a.payload, a.unit);
@@ -221,7 +223,7 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
       if (batched_) {
         ctx.batch.push_back({a.op == OpKind::kSend, t, a.peer, tag});
         ctx.batch_what.push_back(what);
-        if (a.op == OpKind::kRecv) ctx.recvs[id] = {nullptr, t, what};
+        if (a.op == OpKind::kRecv) ctx.recvs[id] = {c10::intrusive_ptr<c10d::Work>(), t, what};
       } else if (a.op == OpKind::kSend) {
         ctx.sends.push_back({dist_.isend(t, a.peer, tag), t, what});
       } else {
@@ -247,9 +249,20 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
         backward(a.unit, /*defer_weight=*/false, ctx);
         break;
       case OpKind::kFB:
-        // Interleaved on one thread: the forward first, so its activation can travel (its SEND
-        // follows at once) while a GPU would still be running the backward.
+        // Interleaved on one thread: the forward first; its activation's SEND (listed right
+        // after this action) is posted at once, so it travels while the backward computes.
         forward(a.unit, ctx);
+        if (!batched_) {
+          for (size_t j = i + 1; j < list.size() && !list[j].is_compute(); ++j) {
+            if (list[j].op != OpKind::kSend || list[j].payload != Payload::kActivation || !(list[j].unit == a.unit))
+              continue;
+            at::Tensor t = ctx.units.at(detail::unit_id(schedule_, a.unit)).output.detach().contiguous();
+            ctx.sends.push_back({dist_.isend(t, list[j].peer, message_tag(schedule_, Payload::kActivation, a.unit)), t,
+                                 describe(list[j]) + fmt::format(" on rank {}", me)});
+            posted_early[j] = true;
+            spans[j] = {now_s(), now_s()};
+          }
+        }
         backward(a.bwd, /*defer_weight=*/false, ctx);
         break;
       default:

@@ -5,6 +5,7 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -143,8 +144,7 @@ Group Dist::make_group(const std::vector<int>& ranks, const std::string& prefix)
 const Group& Dist::group(const std::vector<int>& ranks) {
   for (const auto& g : groups_)
     if (g->ranks == ranks) return *g;
-  std::string prefix = "pg/group";
-  for (int r : ranks) prefix += "_" + std::to_string(r);
+  std::string prefix = fmt::format("pg/group_{}", fmt::join(ranks, "_"));
   groups_.push_back(std::make_unique<Group>(make_group(ranks, prefix)));
   return *groups_.back();
 }
@@ -162,11 +162,13 @@ Dist::~Dist() {
     watchdog_.join();
   }
   if (failed_) {
+    // The store's host lingers a moment so the others can still read why the job stops.
+    if (env_.world > 1 && env_.rank == 0 && !env_.agent_store) std::this_thread::sleep_for(4 * options_.heartbeat);
     // A peer is gone: tearing the backends down could wait on it. The process is about to end.
-    for (auto& g : groups_) g->backend.release();
-    world_.backend.release();
-    store_.release();
-    hb_store_.release();
+    for (auto& g : groups_) (void)g->backend.release();
+    (void)world_.backend.release();
+    (void)store_.release();
+    (void)hb_store_.release();
     return;
   }
   groups_.clear();

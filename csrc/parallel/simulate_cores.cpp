@@ -11,7 +11,7 @@
 
 namespace ts::parallel {
 
-Timeline simulate_shared_cores(const Schedule& s, const Costs& c, double cores) {
+Timeline simulate_shared_cores(const Schedule& s, const Costs& c, double cores, double bw) {
   if (!(cores > 0) || !std::isfinite(cores))
     throw std::invalid_argument("simulate_shared_cores: cores must be > 0, got " + std::to_string(cores));
   for (double v : {c.F, c.B, c.W, c.FB, c.p2p})
@@ -75,7 +75,8 @@ Timeline simulate_shared_cores(const Schedule& s, const Costs& c, double cores) 
       if (t <= now) {
         running[r] = true;
         started[r] = now;
-        left[r] = cost_of(s.actions[r][pc[r]].op, c);
+        const OpKind op = s.actions[r][pc[r]].op;
+        left[r] = op == OpKind::kBW && bw >= 0 ? bw : cost_of(op, c);
       } else {
         next_ready = std::min(next_ready, t);
       }

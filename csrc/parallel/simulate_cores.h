@@ -16,6 +16,8 @@ namespace ts::parallel {
 
 // Throws std::invalid_argument for an invalid schedule, bad costs or cores <= 0. The
 // Timeline's busy[r] is the wall time rank r spends inside computes (stretched by sharing).
-Timeline simulate_shared_cores(const Schedule& schedule, const Costs& costs, double cores);
+// `bw` is the cost of a fused full backward (BW) when it differs from B + W, as it does for
+// an executor whose split backward has overheads the fused one avoids; < 0 means B + W.
+Timeline simulate_shared_cores(const Schedule& schedule, const Costs& costs, double cores, double bw = -1);
 
 }  // namespace ts::parallel

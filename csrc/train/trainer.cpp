@@ -74,12 +74,14 @@ class Metrics {
 
 struct EvalResult {
   double loss;
+  json moe;  // MoE load statistics over the whole validation pass (maxvio_global); empty when dense
 };
 
 EvalResult evaluate(nn::Transformer& model, const TokenData& data, const config::Config& cfg,
                     const torch::Device& dev, bool autocast) {
   torch::NoGradGuard ng;
   model->eval();
+  nn::take_moe_stats(model->moe_layers(), "maxvio_global", false);  // start the count at zero
   double total = 0;
   const int64_t n = cfg.train.eval_batches;
   for (int64_t i = 0; i < n; ++i) {
@@ -90,7 +92,7 @@ EvalResult evaluate(nn::Transformer& model, const TokenData& data, const config:
     total += nn::TransformerImpl::loss(logits, b.targets.to(dev)).item<double>();
   }
   model->train();
-  return {total / n};
+  return {total / n, nn::take_moe_stats(model->moe_layers(), "maxvio_global", false)};
 }
 
 double global_grad_norm(const std::vector<torch::Tensor>& params) {
@@ -157,11 +159,15 @@ RunOutcome train_variant(const config::Config& cfg, const std::string& variant, 
                                step ? fmt::format(", resuming at step {}", step) : ""));
 
   const int64_t tokens_per_step = tc.batch_size * cfg.data.seq_len;
-  double last_loss = carried.value("last_loss", std::nan(""));
-  double last_val = carried.value("last_val_loss", std::nan(""));
-  double best_val = carried.value("best_val_loss", std::nan(""));
+  // NaN is stored as null in JSON.
+  auto carried_double = [&](const char* k) {
+    return carried.contains(k) && carried[k].is_number() ? carried[k].get<double>() : std::nan("");
+  };
+  double last_loss = carried_double("last_loss");
+  double last_val = carried_double("last_val_loss");
+  double best_val = carried_double("best_val_loss");
   int64_t skipped = carried.value("skipped_steps", int64_t{0});
-  double train_seconds = carried.value("train_seconds", 0.0);
+  double train_seconds = carried.contains("train_seconds") ? carried_double("train_seconds") : 0.0;
   RunStatus status = RunStatus::kCompleted;
   std::string nonfinite_msg;
 
@@ -171,10 +177,15 @@ RunOutcome train_variant(const config::Config& cfg, const std::string& variant, 
                 {"seed", cfg.seed}};
   };
   auto checkpoint = [&] { save_checkpoint(ckpt_root, step, *model, opt, state_json()); };
+  json last_moe_eval = json::object();
   auto run_eval = [&] {
-    last_val = evaluate(model, data, cfg, dev, autocast).loss;
+    auto ev = evaluate(model, data, cfg, dev, autocast);
+    last_val = ev.loss;
     if (!(best_val <= last_val)) best_val = last_val;
-    metrics.write({{"step", step}, {"val_loss", last_val}});
+    last_moe_eval = ev.moe;
+    json line = {{"step", step}, {"val_loss", last_val}};
+    line.update(ev.moe);
+    metrics.write(line);
     progress.message(fmt::format("{}: step {} val_loss {:.4f}", label, step, last_val));
   };
 
@@ -194,8 +205,9 @@ RunOutcome train_variant(const config::Config& cfg, const std::string& variant, 
     double loss_v = loss.item<double>();
     double gnorm = std::nan("");
     bool finite = std::isfinite(loss_v);
+    auto aux = model->aux_loss();  // MoE balance losses (undefined for a dense model)
     if (finite) {
-      loss.backward();
+      (aux.defined() ? loss + aux : loss).backward();
       gnorm = global_grad_norm(all_params);
       finite = std::isfinite(gnorm);
     }
@@ -217,13 +229,17 @@ RunOutcome train_variant(const config::Config& cfg, const std::string& variant, 
           if (p.grad().defined()) p.grad().mul_(tc.grad_clip / (gnorm + 1e-6));
       }
       opt.step();
+      model->after_optimizer_step();
       last_loss = loss_v;
     }
     ++step;
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     train_seconds += dt;
     const double tps = tokens_per_step / std::max(dt, 1e-9);
-    metrics.write({{"step", step}, {"loss", loss_v}, {"lr", lr}, {"grad_norm", gnorm}, {"tokens_per_s", tps}});
+    json line = {{"step", step}, {"loss", loss_v}, {"lr", lr}, {"grad_norm", gnorm}, {"tokens_per_s", tps}};
+    if (aux.defined()) line["aux_loss"] = aux.item<double>();
+    line.update(nn::take_moe_stats(model->moe_layers(), "maxvio_batch", true));
+    metrics.write(line);
     progress.update(step, loss_v, tps, tc.log_every);
 
     if (step % tc.eval_every == 0 || step == tc.steps) run_eval();
@@ -265,6 +281,12 @@ RunOutcome train_variant(const config::Config& cfg, const std::string& variant, 
                  {"device", dev.str()},
                  {"data", data.description}};
   if (!nonfinite_msg.empty()) out.summary["error"] = nonfinite_msg;
+  if (last_moe_eval.contains("maxvio_global")) {
+    out.summary["maxvio_global"] = last_moe_eval["maxvio_global"];
+    out.summary["maxvio_global_layers"] = last_moe_eval["maxvio_global_layers"];
+    out.summary["report_columns"].push_back("maxvio_global");  // extra columns of `tinyseek report`
+    out.summary["plot_keys"].push_back("maxvio_batch");        // extra plots of `tinyseek report`
+  }
   atomic_write(run_dir / "summary.json", out.summary.dump(2) + "\n");
   return out;
 }

@@ -70,4 +70,266 @@ class FP8Linear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, recipe={self.recipe}"
 
 
-__all__ = ["RMSNorm", "FP8Linear"]
+class MoE(torch.nn.Module):
+    """DeepSeekMoE feed-forward: shared experts plus fine-grained routed SwiGLU experts, top-k routing.
+
+    Same semantics as the C++ ts::nn::MoE (csrc/nn/moe.h, config section model.moe). Routed experts
+    run through torch.ops.tinyseek.moe_permute -> grouped_gemm -> SwiGLU -> grouped_gemm ->
+    moe_unpermute. score_func "softmax" (V2: softmax over all experts, the top-k probabilities as
+    gate weights, renormalized only with norm_topk_prob) or "sigmoid" (V3: the chosen sigmoids
+    normalized to sum 1); gate weights times routed_scaling_factor. n_group > 1: only the
+    topk_group groups with the highest sum of their two best scores are eligible.
+    Balancing: after a training forward `aux_loss` holds aux_loss_alpha * (expert-level loss) +
+    seq_aux_loss_alpha * (sequence-wise loss) (None when both are 0); with loss_free the buffer
+    `expert_bias` shifts the choice only, and update_bias() (call it after optimizer.step())
+    moves it by bias_update_speed * sign(mean load - load). `take_load()` returns the tokens per
+    expert routed since its last call.
+    """
+
+    def __init__(self, dim: int, n_routed_experts: int = 8, top_k: int = 2, expert_hidden: int = 88,
+                 n_shared_experts: int = 1, score_func: str = "softmax", norm_topk_prob: bool = False,
+                 routed_scaling_factor: float = 1.0, n_group: int = 1, topk_group: int = 1,
+                 aux_loss_alpha: float = 0.0, seq_aux_loss_alpha: float = 0.0, loss_free: bool = False,
+                 bias_update_speed: float = 1e-3, init_std: float = 0.02):
+        super().__init__()
+        E, F = n_routed_experts, expert_hidden
+        if score_func not in ("softmax", "sigmoid"):
+            raise ValueError(f"MoE: score_func must be 'softmax' or 'sigmoid', got {score_func!r}")
+        if E % n_group or topk_group > n_group or top_k > topk_group * (E // n_group):
+            raise ValueError(f"MoE: impossible routing: {E} experts, n_group={n_group}, topk_group={topk_group}, "
+                             f"top_k={top_k}")
+        self.E, self.K, self.F, self.G, self.topk_group = E, top_k, F, n_group, topk_group
+        self.score_func, self.norm_topk_prob, self.scale = score_func, norm_topk_prob, routed_scaling_factor
+        self.aux_loss_alpha, self.seq_aux_loss_alpha = aux_loss_alpha, seq_aux_loss_alpha
+        self.loss_free, self.bias_update_speed = loss_free, bias_update_speed
+        self.router = torch.nn.Parameter(torch.randn(E, dim) * init_std)
+        self.w13 = torch.nn.Parameter(torch.randn(E, 2 * F, dim) * init_std)  # gate rows [:F], up rows [F:]
+        self.w2 = torch.nn.Parameter(torch.randn(E, dim, F) * init_std)
+        S = n_shared_experts * F
+        self.shared_w13 = torch.nn.Parameter(torch.randn(2 * S, dim) * init_std) if S else None
+        self.shared_w2 = torch.nn.Parameter(torch.randn(dim, S) * init_std) if S else None
+        if loss_free:
+            self.register_buffer("expert_bias", torch.zeros(E))
+        self.aux_loss = None
+        self._load = None       # since take_load()
+        self._step_load = None  # training forwards since update_bias()
+
+    def route(self, h: torch.Tensor):
+        """h [T, C] -> (topk_ids [T, K] int64, topk_weights [T, K] fp32, scores [T, E] fp32)."""
+        logits = h.float() @ self.router.t()
+        scores = torch.sigmoid(logits) if self.score_func == "sigmoid" else torch.softmax(logits, -1)
+        choice = scores.detach()
+        if self.loss_free:
+            choice = choice + self.expert_bias
+        if self.G > 1 and self.topk_group < self.G:
+            T = choice.shape[0]
+            grouped = choice.view(T, self.G, -1)
+            gscore = grouped.topk(2, -1).values.sum(-1) if grouped.shape[-1] >= 2 else grouped[..., 0]
+            keep = torch.zeros(T, self.G, dtype=torch.bool, device=h.device)
+            keep.scatter_(1, gscore.topk(self.topk_group, -1).indices, True)
+            choice = choice.masked_fill(~keep.repeat_interleave(self.E // self.G, 1), float("-inf"))
+        ids = choice.topk(self.K, -1).indices
+        weights = scores.gather(1, ids)
+        if self.score_func == "sigmoid" or self.norm_topk_prob:
+            weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
+        return ids, weights * self.scale, scores
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        C, F = x.shape[-1], self.F
+        h = x.reshape(-1, C)
+        ids, weights, scores = self.route(h)
+        xs, s2t, offs = torch.ops.tinyseek.moe_permute(h, ids, self.E)
+        gu = torch.ops.tinyseek.grouped_gemm(xs, self.w13.to(xs.dtype), offs)
+        act = torch.nn.functional.silu(gu[:, :F]) * gu[:, F:]
+        ys = torch.ops.tinyseek.grouped_gemm(act.contiguous(), self.w2.to(xs.dtype), offs)
+        y = torch.ops.tinyseek.moe_unpermute(ys, s2t, weights.float())
+        if self.shared_w13 is not None:
+            g, u = (h @ self.shared_w13.t()).chunk(2, -1)
+            y = y + (torch.nn.functional.silu(g) * u) @ self.shared_w2.t()
+        with torch.no_grad():
+            counts = offs[1:] - offs[:-1]
+            self._load = counts.clone() if self._load is None else self._load + counts
+            if self.training:
+                self._step_load = counts.clone() if self._step_load is None else self._step_load + counts
+        self.aux_loss = None
+        if self.training and torch.is_grad_enabled() and (self.aux_loss_alpha > 0 or self.seq_aux_loss_alpha > 0):
+            sn = scores if self.score_func == "softmax" else scores / (scores.sum(-1, keepdim=True) + 1e-20)
+            T, E, K = ids.shape[0], self.E, self.K
+            loss = scores.new_zeros(())
+            if self.aux_loss_alpha > 0:
+                f = torch.bincount(ids.flatten(), minlength=E).float() * (E / (K * T))
+                loss = loss + self.aux_loss_alpha * (f * sn.mean(0)).sum()
+            if self.seq_aux_loss_alpha > 0:
+                B = x.shape[0] if x.dim() == 3 else 1
+                S = T // B
+                cnt = torch.zeros(B, E, device=x.device).scatter_add_(
+                    1, ids.view(B, S * K), torch.ones(B, S * K, device=x.device))
+                f = cnt * (E / (K * S))
+                loss = loss + self.seq_aux_loss_alpha * (f * sn.view(B, S, E).mean(1)).sum(-1).mean()
+            self.aux_loss = loss
+        return y.view(x.shape).to(x.dtype)
+
+    @torch.no_grad()
+    def update_bias(self) -> None:
+        if self.loss_free and self._step_load is not None:
+            load = self._step_load.float()
+            self.expert_bias += self.bias_update_speed * torch.sign(load.mean() - load)
+        self._step_load = None
+
+    def take_load(self) -> torch.Tensor:
+        load = self._load if self._load is not None else torch.zeros(self.E, dtype=torch.long)
+        self._load = None
+        return load
+
+    @staticmethod
+    def max_violation(load: torch.Tensor) -> float:
+        """MaxVio = (max load - mean load) / mean load."""
+        load = load.double()
+        mean = load.mean().item()
+        return (load.max().item() - mean) / mean if mean > 0 else 0.0
+
+
+def _rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
+    """Rotary embedding of x [B, T, H, D] at positions [B, T] (or [T]); pairs (x[2i], x[2i+1]),
+    the tables computed in float64 and rounded to fp32 like the C++ Rope."""
+    d = x.shape[-1]
+    inv = theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    ang = positions.to(device="cpu", dtype=torch.float64)[..., None] * inv
+    cos = torch.cos(ang).to(torch.float32).to(device=x.device, dtype=x.dtype)
+    sin = torch.sin(ang).to(torch.float32).to(device=x.device, dtype=x.dtype)
+    if positions.dim() == 1:
+        cos, sin = cos[None], sin[None]
+    cos, sin = cos[:, :, None, :], sin[:, :, None, :]
+    x0, x1 = x.unflatten(-1, (d // 2, 2)).unbind(-1)
+    return torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), -1).flatten(-2)
+
+
+def _linear(i: int, o: int) -> torch.nn.Linear:
+    return torch.nn.Linear(i, o, bias=False)
+
+
+class GroupedQueryAttention(torch.nn.Module):
+    """Causal self-attention with n_kv_heads key/value heads shared by consecutive query heads:
+    MHA (n_kv_heads = n_heads), GQA, MQA (n_kv_heads = 1). Rotary positions on the whole head.
+    Same parameters (wq, wk, wv, wo) and semantics as the C++ GroupedQueryAttentionImpl, so a
+    checkpoint's blocks.<i>.attn.* loads with load_state_dict."""
+
+    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None = None, rope_theta: float = 10000.0):
+        super().__init__()
+        n_kv_heads = n_kv_heads or n_heads
+        if d_model % n_heads or n_heads % n_kv_heads:
+            raise ValueError(f"GroupedQueryAttention: need n_heads | d_model and n_kv_heads | n_heads, got "
+                             f"d_model={d_model}, n_heads={n_heads}, n_kv_heads={n_kv_heads}")
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, d_model // n_heads
+        self.rope_theta = rope_theta
+        self.wq = _linear(d_model, n_heads * self.head_dim)
+        self.wk = _linear(d_model, n_kv_heads * self.head_dim)
+        self.wv = _linear(d_model, n_kv_heads * self.head_dim)
+        self.wo = _linear(n_heads * self.head_dim, d_model)
+
+    def kv_cache_values_per_token(self) -> int:
+        return 2 * self.n_kv_heads * self.head_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        pos = torch.arange(T)
+        q = _rope(self.wq(x).view(B, T, self.n_heads, self.head_dim), pos, self.rope_theta)
+        k = _rope(self.wk(x).view(B, T, self.n_kv_heads, self.head_dim), pos, self.rope_theta)
+        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
+        o = torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
+            enable_gqa=self.n_kv_heads != self.n_heads)
+        return self.wo(o.transpose(1, 2).reshape(B, T, -1))
+
+
+class MultiHeadLatentAttention(torch.nn.Module):
+    """Multi-head latent attention (DeepSeek-V2 §2.1, V3 §2.1), the Python twin of the C++
+    MultiHeadLatentAttentionImpl (csrc/nn/attention/mla.h; same parameter names and layout).
+
+    The KV cache holds per token only [c_KV ; k_R]: the RMS-normed latent (kv_lora_rank) and one
+    rotary key shared by all heads (qk_rope_head_dim). forward() trains or prefills (naive:
+    decompress keys and values, causal SDPA; autograd through everything); decode() appends tokens
+    to a paged latent cache and attends with W_UK absorbed into the query and W_UV into the output,
+    through torch.ops.tinyseek.mla_decode (inference only)."""
+
+    def __init__(self, d_model: int, n_heads: int, kv_lora_rank: int = 64, qk_nope_head_dim: int = 32,
+                 qk_rope_head_dim: int = 16, v_head_dim: int = 32, q_lora_rank: int = 0,
+                 softmax_scale: float = 0.0, rope_theta: float = 10000.0, norm_eps: float = 1e-6):
+        super().__init__()
+        if qk_rope_head_dim % 2:
+            raise ValueError(f"MultiHeadLatentAttention: qk_rope_head_dim must be even, got {qk_rope_head_dim}")
+        self.n_heads, self.kv_lora_rank, self.q_lora_rank = n_heads, kv_lora_rank, q_lora_rank
+        self.qk_nope_head_dim, self.qk_rope_head_dim, self.v_head_dim = qk_nope_head_dim, qk_rope_head_dim, v_head_dim
+        self.softmax_scale = softmax_scale or (qk_nope_head_dim + qk_rope_head_dim) ** -0.5
+        self.rope_theta = rope_theta
+        d_qk = qk_nope_head_dim + qk_rope_head_dim
+        if q_lora_rank:
+            self.wq_a = _linear(d_model, q_lora_rank)
+            self.q_norm = RMSNorm(q_lora_rank, norm_eps)
+            self.wq_b = _linear(q_lora_rank, n_heads * d_qk)
+        else:
+            self.wq = _linear(d_model, n_heads * d_qk)
+        self.wkv_a = _linear(d_model, kv_lora_rank + qk_rope_head_dim)
+        self.kv_norm = RMSNorm(kv_lora_rank, norm_eps)
+        self.wkv_b = _linear(kv_lora_rank, n_heads * (qk_nope_head_dim + v_head_dim))
+        self.wo = _linear(n_heads * v_head_dim, d_model)
+
+    def kv_cache_values_per_token(self) -> int:
+        return self.kv_lora_rank + self.qk_rope_head_dim
+
+    def _queries(self, x, pos):
+        B, T, _ = x.shape
+        q = self.wq_b(self.q_norm(self.wq_a(x))) if self.q_lora_rank else self.wq(x)
+        q = q.view(B, T, self.n_heads, -1)
+        dn = self.qk_nope_head_dim
+        return q[..., :dn], _rope(q[..., dn:], pos, self.rope_theta)
+
+    def latent_rows(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """The cache rows [c_KV ; k_R] of x [B, T, C] at positions pos: [B, T, kv_lora_rank + qk_rope_head_dim]."""
+        B, T, _ = x.shape
+        kv = self.wkv_a(x)
+        c = self.kv_norm(kv[..., :self.kv_lora_rank])
+        k_pe = _rope(kv[..., self.kv_lora_rank:].reshape(B, T, 1, -1), pos, self.rope_theta)
+        return torch.cat((c, k_pe[:, :, 0]), -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        H, dn, dv, dc = self.n_heads, self.qk_nope_head_dim, self.v_head_dim, self.kv_lora_rank
+        pos = torch.arange(T)
+        q_nope, q_pe = self._queries(x, pos)
+        rows = self.latent_rows(x, pos)
+        kvb = self.wkv_b(rows[..., :dc]).view(B, T, H, dn + dv)
+        k = torch.cat((kvb[..., :dn], rows[:, :, None, dc:].expand(B, T, H, -1)), -1)
+        q = torch.cat((q_nope, q_pe), -1)
+        o = torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), kvb[..., dn:].transpose(1, 2), is_causal=True,
+            scale=self.softmax_scale)
+        return self.wo(o.transpose(1, 2).reshape(B, T, H * dv))
+
+    @torch.no_grad()
+    def decode(self, x: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tensor,
+               seq_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Appends the S tokens x [B, S, C] to each sequence and attends over everything cached.
+
+        kv_cache [num_blocks, block_size, 1, kv_lora_rank + qk_rope_head_dim] (written in place),
+        block_table [B, max_blocks] int32, seq_lens [B] int32: tokens cached BEFORE this call (the
+        new ones take positions seq_lens[b] .. seq_lens[b] + S - 1). Returns (y [B, S, C], the new
+        seq_lens)."""
+        B, S, _ = x.shape
+        H, dn, dv, dc = self.n_heads, self.qk_nope_head_dim, self.v_head_dim, self.kv_lora_rank
+        bs = kv_cache.shape[1]
+        pos = seq_lens.long()[:, None] + torch.arange(S, device=x.device)  # [B, S]
+        q_nope, q_pe = self._queries(x, pos)
+        slots = block_table.long().gather(1, pos // bs) * bs + pos % bs
+        kv_cache.view(-1, kv_cache.shape[-1])[slots.flatten()] = self.latent_rows(x, pos).reshape(B * S, -1).to(
+            kv_cache.dtype)
+        w = self.wkv_b.weight.view(H, dn + dv, dc)
+        q_lat = torch.einsum("bshd,hdc->bshc", q_nope, w[:, :dn])
+        q = torch.cat((q_lat, q_pe), -1).to(kv_cache.dtype).contiguous()
+        new_lens = (seq_lens + S).to(torch.int32)
+        out, _ = torch.ops.tinyseek.mla_decode(q, kv_cache, block_table, new_lens, dc, self.softmax_scale)
+        o = torch.einsum("bshc,hvc->bshv", out.to(x.dtype), w[:, dn:])
+        return self.wo(o.reshape(B, S, H * dv)), new_lens
+
+
+__all__ = ["RMSNorm", "FP8Linear", "MoE", "GroupedQueryAttention", "MultiHeadLatentAttention"]

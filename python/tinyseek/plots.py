@@ -1,7 +1,8 @@
 """Plots for `tinyseek report`: python -m tinyseek.plots RUNS_JSON OUT_DIR.
 
 RUNS_JSON lists {"variant", "dir"} entries; each dir holds metrics.jsonl. Writes loss.png and
-val_loss.png (training and validation loss against step, one line per variant).
+val_loss.png (training and validation loss against step, one line per variant), and <key>.png
+for every metrics key a run lists in its summary.json under "plot_keys" (e.g. "maxvio_batch").
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def read_metrics(path: Path):
     return rows
 
 
-def plot_series(runs, key: str, title: str, out: Path, smooth: int = 1) -> None:
+def plot_series(runs, key: str, title: str, out: Path, smooth: int = 1, unit: str = " (nats)") -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     for run in runs:
         rows = [r for r in read_metrics(Path(run["dir"]) / "metrics.jsonl") if r.get(key) is not None]
@@ -37,7 +38,7 @@ def plot_series(runs, key: str, title: str, out: Path, smooth: int = 1) -> None:
             ys = [sum(ys[max(0, i - smooth + 1):i + 1]) / len(ys[max(0, i - smooth + 1):i + 1]) for i in range(len(ys))]
         ax.plot(xs, ys, label=run["variant"], marker="o" if len(xs) < 20 else None)
     ax.set_xlabel("step")
-    ax.set_ylabel(key + " (nats)")
+    ax.set_ylabel(key + unit)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -55,7 +56,21 @@ def main(argv) -> int:
     out.mkdir(parents=True, exist_ok=True)
     plot_series(runs, "loss", "training loss (moving average of 10 steps)", out / "loss.png", smooth=10)
     plot_series(runs, "val_loss", "validation loss", out / "val_loss.png")
+    for key in plot_keys(runs):
+        plot_series(runs, key, f"{key} (moving average of 10 steps)", out / f"{key}.png", smooth=10, unit="")
     return 0
+
+
+def plot_keys(runs) -> list:
+    """The union, in first-seen order, of the "plot_keys" lists in the runs' summary.json files."""
+    keys = []
+    for run in runs:
+        path = Path(run["dir"]) / "summary.json"
+        if path.is_file():
+            for k in json.loads(path.read_text()).get("plot_keys", []):
+                if isinstance(k, str) and k not in keys:
+                    keys.append(k)
+    return keys
 
 
 if __name__ == "__main__":

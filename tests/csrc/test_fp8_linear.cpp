@@ -148,17 +148,22 @@ TEST(Fp8Linear, OutlierKnob) {
     return std::tuple{y.detach(), x.grad(), lin->weight.grad()};
   };
   ts::config::PrecisionConfig fp32;
+  // 2^14: the other tokens land ~2^14 below the tensor's amax, in e4m3's subnormal range.
+  const double f = 16384;
   auto [y0, dx0, dw0] = run(fp32, 0);
-  auto [y1, dx1, dw1] = run(fp32, 1024);
+  auto [y1, dx1, dw1] = run(fp32, f);
   EXPECT_TRUE(same_bits(y0, y1) && same_bits(dx0, dx1) && same_bits(dw0, dw1)) << "fp32 is unchanged";
   auto [yb0, dxb0, dwb0] = run(fp8_precision("blockwise"), 0);
-  auto [yb1, dxb1, dwb1] = run(fp8_precision("blockwise"), 1024);
+  auto [yb1, dxb1, dwb1] = run(fp8_precision("blockwise"), f);
   EXPECT_TRUE(same_bits(yb0, yb1)) << "Fprop: per-token tiles";
   EXPECT_TRUE(same_bits(dxb0, dxb1)) << "Dgrad: per-token tiles";
   EXPECT_FALSE(same_bits(dwb0, dwb1)) << "Wgrad: tiles along tokens";
-  auto [yp0, dxp0, dwp0] = run(fp8_precision("per_tensor_delayed"), 0);
-  auto [yp1, dxp1, dwp1] = run(fp8_precision("per_tensor_delayed"), 1024);
-  EXPECT_GT(rel_err(yp1, yp0), 3 * rel_err(yb1, yp0) + 1e-3) << "per-tensor loses the small values";
+  auto [yp1, dxp1, dwp1] = run(fp8_precision("per_tensor_delayed"), f);
+  (void)dxp1;  // Dgrad: the outlier rows of dy are the tiny ones (divided by f); the rest is unharmed
+  // The other tokens' values fall ~2^14 below the tensor's amax, into e4m3's subnormals (3 bits
+  // or fewer): per-tensor output errors come out about twice blockwise's pure rounding error.
+  EXPECT_GT(rel_err(yp1, y0), 1.5 * rel_err(yb1, y0)) << "per-tensor loses the other tokens' values";
+  EXPECT_GT(rel_err(dwp1, dw0), rel_err(dwb1, dw0)) << "per-tensor Wgrad is worse too";
   EXPECT_THROW(run(fp32, 3.0), ts::config::ConfigError);
 }
 

@@ -48,9 +48,14 @@ TEST_P(RmsNormCpu, MatchesFloat64Reference) {
   // Each output is a handful of fp32 roundings of O(1) terms (a few ulp); dgrad sums D products and
   // wgrad sums R products in fp32 per chunk, so allow ~sqrt(n) ulp growth on top.
   const double u = std::ldexp(1.0, -23);
+  // grad_x = rstd * (g*w - x*coef) cancels; its rounding error scales with rstd times the size of
+  // the two terms (|g*w| and |x*coef| are both bounded by ~|g|*|w| after normalization).
+  double max_rstd = 0;
+  for (double r : ref.rstd) max_rstd = std::max(max_rstd, r);
   TS_EXPECT_CLOSE(y.data(), ref.y.data(), R * D, 8 * u, 8 * u, 1e-12, "y");
   TS_EXPECT_CLOSE(rstd.data(), ref.rstd.data(), R, 0.0, 4 * u, 1e-12, "rstd");
-  TS_EXPECT_CLOSE(gx.data(), ref.gx.data(), R * D, 16 * u * std::sqrt(double(D)), 16 * u, 1e-10, "grad_x");
+  TS_EXPECT_CLOSE(gx.data(), ref.gx.data(), R * D, 16 * u * std::sqrt(double(D)) * max_rstd * 1.5, 16 * u,
+                  D > 1 ? 1e-10 : 1.0 /* for D = 1 the true grad_x is ~eps-sized noise */, "grad_x");
   TS_EXPECT_CLOSE(gw.data(), ref.gw.data(), D, 16 * u * std::sqrt(double(R)), 16 * u, 1e-10, "grad_weight");
 }
 

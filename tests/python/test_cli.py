@@ -69,3 +69,32 @@ def test_run_layout_checkpoint_and_report(tmp_path):
     # --resume skips completed variants.
     r = run(["run", str(cfg), "--resume"], tmp_path)
     assert r.returncode == 0 and "already completed" in r.stdout
+
+
+def test_ctrl_c_saves_checkpoint_and_resume_finishes(tmp_path):
+    import signal
+    import time
+
+    cfg = tmp_path / "long.yaml"
+    cfg.write_text(TINY.split("variants:")[0].replace("steps: 6", "steps: 400").replace("checkpoint_every: 3",
+                                                                                       "checkpoint_every: 1000"))
+    p = subprocess.Popen([tinyseek_bin(), "run", str(cfg)], cwd=tmp_path, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "runs" / "clitest" / "default" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.exists() or metrics.stat().st_size == 0):
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, out + err
+    assert "interrupted at step" in out
+    d = tmp_path / "runs" / "clitest" / "default"
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    stopped = summary["steps"]
+    assert 0 < stopped < 400
+    assert (d / "checkpoints" / "latest").read_text().strip() == f"step_{stopped:08d}"
+    r = run(["run", str(cfg), "--resume"], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"resuming at step {stopped}" in r.stdout
+    assert json.loads((d / "summary.json").read_text())["steps"] == 400

@@ -35,7 +35,7 @@ def free_port() -> int:
 
 def test_launch_every_schedule_matches_sequential(tmp_path):
     t0 = time.time()
-    p = subprocess.run([str(BIN), "launch", "--nproc", "4", str(PARITY), "--set", f"output.dir={tmp_path}"],
+    p = subprocess.run([str(BIN), "launch", "--nproc", "4", str(PARITY), "--no-report", "--set", f"output.dir={tmp_path}"],
                        capture_output=True, text=True, timeout=180)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
     variants = ["1f1b", "zb1p", "dualpipe", "dualpipev", "dualpipe_batched"]
@@ -59,7 +59,7 @@ def run_ranks(tmp_path, extra):
     for r in range(4):
         env = dict(os.environ, RANK=str(r), WORLD_SIZE="4", LOCAL_RANK=str(r), MASTER_ADDR="127.0.0.1",
                    MASTER_PORT=str(port))
-        cmd = [str(BIN), "run", str(PARITY), "--set", f"output.dir={tmp_path}", *extra]
+        cmd = [str(BIN), "run", str(PARITY), "--no-report", "--set", f"output.dir={tmp_path}", *extra]
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     out = []
     for p in procs:
@@ -74,7 +74,8 @@ def run_ranks(tmp_path, extra):
 
 
 DEATH = ["--set", "pipeline.schedule=1f1b", "--set", "pipeline.debug_exit_rank=2",
-         "--set", "pipeline.debug_exit_after=5", "--set", "pipeline.check_sequential=false"]
+         "--set", "pipeline.debug_exit_after=5", "--set", "pipeline.check_sequential=false",
+         "--set", "dist.dead_after_s=2"]
 
 
 def test_dead_rank_stops_the_others_naming_it(tmp_path):
@@ -89,7 +90,7 @@ def test_dead_rank_stops_the_others_naming_it(tmp_path):
 
 def test_launch_names_the_dead_rank(tmp_path):
     t0 = time.time()
-    p = subprocess.run([str(BIN), "launch", "--nproc", "4", str(PARITY), "--set", f"output.dir={tmp_path}", *DEATH],
+    p = subprocess.run([str(BIN), "launch", "--nproc", "4", str(PARITY), "--no-report", "--set", f"output.dir={tmp_path}", *DEATH],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 1, p.stderr[-3000:]
     assert time.time() - t0 < 60

@@ -80,6 +80,14 @@ TEST(SimulateCores, FewerCoresNeverFaster) {
   }
 }
 
+TEST(SimulateCores, FusedBackwardCostOverride) {
+  const Schedule s = make_schedule(ScheduleKind::k1F1B, 4, 8);
+  const Costs c{2, 3, 1, 6, 0};
+  EXPECT_DOUBLE_EQ(simulate_shared_cores(s, c, 4, c.B + c.W).total, simulate(s, c).total);
+  // 1F1B runs only F and BW: with BW = 3 it is the schedule with B = 2, W = 1.
+  EXPECT_DOUBLE_EQ(simulate_shared_cores(s, c, 4, 3).total, simulate(s, Costs{2, 2, 1, 6, 0}).total);
+}
+
 TEST(SimulateCores, RejectsBadCores) {
   const Schedule s = make_schedule(ScheduleKind::k1F1B, 2, 2);
   EXPECT_THROW(simulate_shared_cores(s, Costs{}, 0), std::invalid_argument);

@@ -1,4 +1,5 @@
 #include "csrc/nn/attention/attention.h"
+#include "csrc/nn/attention/mla.h"
 
 namespace ts::nn {
 
@@ -23,11 +24,32 @@ torch::Tensor GroupedQueryAttentionImpl::forward(const torch::Tensor& x, const R
   return wo(o.transpose(1, 2).reshape({B, T, n_heads_ * head_dim_}));
 }
 
+torch::Tensor GroupedQueryAttentionImpl::forward_cached(const torch::Tensor& x, const Rope& rope, KVCache& cache,
+                                                       int64_t layer) {
+  const int64_t B = x.size(0), S = x.size(1);
+  const auto pos = cache.positions();
+  auto q = rope_at(rope, wq(x).view({B, S, n_heads_, head_dim_}), pos);
+  cache.write(layer, 0, rope_at(rope, wk(x).view({B, S, n_kv_heads_, head_dim_}), pos));
+  cache.write(layer, 1, wv(x).view({B, S, n_kv_heads_, head_dim_}));
+  const int64_t L = cache.max_total();
+  auto o = attend_over_cache(q, cache.gather(layer, 0, L), cache.gather(layer, 1, L), cache, std::nullopt);
+  return wo(o.reshape({B, S, n_heads_ * head_dim_}));
+}
+
 std::shared_ptr<AttentionImpl> make_attention(const config::Config& c) {
   const auto& cfg = c.model;
   const auto& a = cfg.attention;
   if (a.kind == "mha")
     return std::make_shared<GroupedQueryAttentionImpl>(cfg.d_model, cfg.n_heads, cfg.n_heads, c.precision);
+  if (a.kind == "mqa") return std::make_shared<GroupedQueryAttentionImpl>(cfg.d_model, cfg.n_heads, 1, c.precision);
+  if (a.kind == "gqa") {
+    const int64_t g = a.n_kv_heads ? a.n_kv_heads : cfg.n_heads;
+    if (cfg.n_heads % g)
+      throw config::ConfigError("model.attention.n_kv_heads: must divide model.n_heads (" +
+                                std::to_string(cfg.n_heads) + "), got " + std::to_string(g));
+    return std::make_shared<GroupedQueryAttentionImpl>(cfg.d_model, cfg.n_heads, g, c.precision);
+  }
+  if (a.kind == "mla") return std::make_shared<MultiHeadLatentAttentionImpl>(c);
   throw config::ConfigError("model.attention.kind: unsupported kind '" + a.kind + "'");
 }
 
