@@ -7,6 +7,7 @@
 //     the same grouped GEMM against one dense [M, H] x [H, N] GEMM of the same FLOPs. Balanced load
 //     (M/E rows per expert). Counter flop_per_s.
 #include <benchmark/benchmark.h>
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "csrc/ops/moe.h"
@@ -26,7 +27,7 @@ void permute_unpermute(benchmark::State& state, int64_t T, int64_t H, int64_t E,
       y = ts::ops::moe_unpermute(xs, s2t, w);  // the expert computation would sit between the two
     } else {
       auto flat = ids.flatten();
-      auto order = std::get<1>(flat.sort(/*stable=*/true));
+      auto order = std::get<1>(flat.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false));
       auto tok = torch::div(order, K, "floor");
       auto offs = torch::cat({torch::zeros({1}, torch::kLong), torch::bincount(flat, {}, E).cumsum(0)});
       auto xs = x.index_select(0, tok);
@@ -75,13 +76,12 @@ void register_all() {
     for (int64_t H : {256, 1024})
       for (int64_t E : {8, 64})
         for (int64_t K : {2, 8}) {
-          const std::string args = "/" + std::to_string(T) + "/" + std::to_string(H) + "/" + std::to_string(E) + "/" +
-                                   std::to_string(K);
+          const std::string args = fmt::format("/{}/{}/{}/{}", T, H, E, K);
           // The largest cases move gigabytes per iteration: a few iterations are plenty.
           const double min_time = T * H * K >= (int64_t{1} << 27) ? 0.5 : 0.2;
           for (bool fused : {true, false})
             benchmark::RegisterBenchmark(
-                ("moe_permute_unpermute/" + std::string(fused ? "tinyseek" : "base:torch") + args).c_str(),
+                fmt::format("moe_permute_unpermute/{}{}", fused ? "tinyseek" : "base:torch", args).c_str(),
                 [=](benchmark::State& s) { permute_unpermute(s, T, H, E, K, fused); })
                 ->Unit(benchmark::kMillisecond)
                 ->MinTime(min_time)
@@ -91,10 +91,9 @@ void register_all() {
     int64_t M, E, N, H;
   };
   for (auto g : {G{8192, 8, 512, 512}, G{32768, 64, 256, 256}, G{16384, 64, 512, 1024}}) {
-    const std::string args = "/" + std::to_string(g.M) + "/" + std::to_string(g.E) + "/" + std::to_string(g.N) +
-                             "/" + std::to_string(g.H);
+    const std::string args = fmt::format("/{}/{}/{}/{}", g.M, g.E, g.N, g.H);
     auto reg = [&](const std::string& name, Gemm impl) {
-      benchmark::RegisterBenchmark((name + args).c_str(),
+      benchmark::RegisterBenchmark(fmt::format("{}{}", name, args).c_str(),
                                    [=](benchmark::State& s) { grouped_gemm(s, g.M, g.E, g.N, g.H, impl); })
           ->Unit(benchmark::kMillisecond)
           ->MinTime(0.3)

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 
@@ -13,6 +14,8 @@ namespace ts::experiments {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+
+constexpr int kRepeats = 3;
 
 json measure_decode(const config::Config& cfg) {
   const auto& d = cfg.decode_bench;
@@ -31,7 +34,7 @@ json measure_decode(const config::Config& cfg) {
   json columns = json::array({"kv_cache_bytes_per_token"});
   const int64_t B = d.batch_size;
   for (int64_t ctx = d.context_min; ctx <= d.context_max; ctx *= 2) {
-    nn::Decoder dec(model, cfg, B, ctx + d.warmup_steps + d.steps, d.block_size);
+    nn::Decoder dec(model, cfg, B, ctx + d.warmup_steps + kRepeats * d.steps, d.block_size);
     auto& cache = dec.cache();
     out["kv_cache_bytes_per_token"] = cache.bytes_per_token();
     // Random cached rows stand in for a prompt of ctx tokens (cost does not depend on values).
@@ -40,11 +43,16 @@ json measure_decode(const config::Config& cfg) {
     cache.set_lengths(std::vector<int64_t>(static_cast<size_t>(B), ctx));
     auto tokens = torch::randint(0, cfg.model.vocab_size, {B, 1});
     for (int64_t i = 0; i < d.warmup_steps; ++i) dec.step(tokens);
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int64_t i = 0; i < d.steps; ++i) tokens = dec.step(tokens).argmax(-1);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    // The fastest of three timed blocks of `steps` steps: on a shared machine the slow blocks
+    // measure the other jobs, not the decoder. Each block attends over ctx + a few more tokens.
+    double best = 1e30;
+    for (int rep = 0; rep < kRepeats; ++rep) {
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int64_t i = 0; i < d.steps; ++i) tokens = dec.step(tokens).argmax(-1);
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
     const std::string key = fmt::format("decode_tok_s_{}", ctx);
-    out[key] = static_cast<double>(B * d.steps) / s;
+    out[key] = static_cast<double>(B * d.steps) / best;
     columns.push_back(key);
   }
   out["decode_batch_size"] = B;

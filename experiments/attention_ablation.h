@@ -18,7 +18,8 @@ train::RunOutcome run_attention_ablation(const config::Config& cfg, const std::s
 
 // The decode measurement alone (a freshly initialized model of cfg: speed does not depend on the
 // weights). Keys: kv_cache_bytes_per_token (measured on the cache object) and
-// decode_tok_s_<context> for every context; report_columns lists them in order.
+// decode_tok_s_<context> for every context (batch_size * steps tokens over the fastest of three
+// timed blocks of decode_bench.steps steps); report_columns lists them in order.
 nlohmann::json measure_decode(const config::Config& cfg);
 
 }  // namespace ts::experiments

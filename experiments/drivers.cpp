@@ -3,6 +3,7 @@
 #include "csrc/parallel/pipeline_train.h"
 #include "experiments/attention_ablation.h"
 #include "experiments/fp8_accumulation.h"
+#include "experiments/moe_ep.h"
 
 namespace ts::experiments {
 
@@ -12,6 +13,7 @@ const std::map<std::string, Driver>& drivers() {
       {"attention_ablation", &run_attention_ablation},
       {"fp8_accumulation", &run_fp8_accumulation},
       {"pipeline", &parallel::train_pipeline},
+      {"moe_ep", &run_moe_ep},
   };
   return m;
 }

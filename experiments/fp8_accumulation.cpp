@@ -141,13 +141,15 @@ train::RunOutcome run_fp8_accumulation(const config::Config& cfg, const std::str
       "||err|| / ||ref|| (Frobenius):\n\n{}\n![accumulation error]({{{{dir}}}}/plots/fp8_accumulation.png)\n",
       variant, c.m, c.n, dist, table(rows, ks, "max_err_rel"), table(rows, ks, "median_rel"),
       table(rows, ks, "norm_rel"));
-  train::atomic_write(run_dir / "fp8_accumulation.md", md);
   const std::string cmd =
       fmt::format("PYTHONPATH='{}/python' '{}' -m tinyseek.study_plots fp8_accumulation '{}' '{}' > '{}' 2>&1",
                   TINYSEEK_SOURCE_DIR, TINYSEEK_PYTHON, (run_dir / "metrics.jsonl").string(),
                   (run_dir / "plots" / "fp8_accumulation.png").string(), (run_dir / "plots" / "plot.log").string());
   if (std::system(cmd.c_str()) != 0) md += "\n(plot unavailable: see plots/plot.log)\n";
-  train::atomic_write(run_dir / "report_section.md", md);
+  train::atomic_write(run_dir / "report_section.md", md);  // "{{dir}}": filled in by `tinyseek report`
+  std::string standalone = md;
+  for (size_t pos; (pos = standalone.find("{{dir}}/")) != std::string::npos;) standalone.erase(pos, 8);
+  train::atomic_write(run_dir / "fp8_accumulation.md", standalone);
 
   json results = json::array();
   for (const auto& r : rows) results.push_back({{"accumulator", r.acc.label}, {"promote_interval", r.promote},

@@ -235,7 +235,7 @@ int launch(const LaunchArgs& args) {
 
 }  // namespace
 
-bool kind_runs_distributed(const std::string& kind) { return kind == "pipeline"; }
+bool kind_runs_distributed(const std::string& kind) { return kind == "pipeline" || kind == "moe_ep"; }
 
 Command add_launch_command(CLI::App& app) {
   auto args = std::make_shared<LaunchArgs>();

@@ -339,7 +339,7 @@ struct Config {
 
   template <class V>
   void visit(V& v) {
-    v("kind", kind, OneOf{{"pretrain", "pipeline", "fp8_accumulation", "attention_ablation"}});
+    v("kind", kind, OneOf{{"pretrain", "pipeline", "fp8_accumulation", "attention_ablation", "moe_ep"}});
     v("name", name, NoCheck{});
     v("description", description, NoCheck{});
     v("seed", seed, Range{0, 1e15});

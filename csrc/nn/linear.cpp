@@ -1,5 +1,7 @@
 #include "csrc/nn/linear.h"
 
+#include <fmt/format.h>
+
 #include <cmath>
 
 #include "csrc/ops/fp8.h"
@@ -16,8 +18,9 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, const config::PrecisionConfig& p
   const double f = precision.inject_outliers;
   int exponent = 0;
   if (f != 0 && (f < 2 || std::frexp(f, &exponent) != 0.5))
-    throw config::ConfigError("precision.inject_outliers: expected 0 (off) or a power of two >= 2 (so the fp32 "
-                              "model is unchanged bit for bit), got " + std::to_string(f));
+    throw config::ConfigError(fmt::format(
+        "precision.inject_outliers: expected 0 (off) or a power of two >= 2 (so the fp32 model is unchanged bit "
+        "for bit), got {}", f));
 }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {

@@ -29,7 +29,7 @@ MoEImpl::MoEImpl(const config::Config& c) : cfg_(c.model.moe) {
 }
 
 torch::Tensor MoEImpl::forward(const torch::Tensor& x) {
-  const int64_t C = x.size(-1), E = cfg_.n_routed_experts, F = cfg_.expert_hidden, K = cfg_.top_k;
+  const int64_t C = x.size(-1), E = cfg_.n_routed_experts, K = cfg_.top_k;
   auto h = x.reshape({-1, C});  // [T, C]
   const int64_t T = h.size(0), M = T * K;
 
@@ -53,9 +53,7 @@ torch::Tensor MoEImpl::forward(const torch::Tensor& x) {
     dropped = keep_row.logical_not().sum();
   }
 
-  auto gu = w13(xs, offs);                                           // [M, 2F]
-  auto act = torch::silu(gu.narrow(1, 0, F)) * gu.narrow(1, F, F);   // [M, F]
-  auto ys = w2(act, offs);                                           // [M, C]
+  auto ys = runner_ ? runner_(xs, offs) : local_experts(xs, offs);  // [M, C]
   auto y = ops::moe_unpermute(ys, s2t, weights.to(torch::kFloat));   // [T, C]
   if (shared) y = y + shared(h);
 
@@ -73,6 +71,13 @@ torch::Tensor MoEImpl::forward(const torch::Tensor& x) {
       add(sequence_balance_loss(r, cfg_, x.dim() == 3 ? x.size(0) : 1, cfg_.seq_aux_loss_alpha));
   }
   return y.view(x.sizes());
+}
+
+torch::Tensor MoEImpl::local_experts(const torch::Tensor& xs, const torch::Tensor& offsets) {
+  const int64_t F = cfg_.expert_hidden;
+  auto gu = w13(xs, offsets);                                       // [rows, 2F]
+  auto act = torch::silu(gu.narrow(1, 0, F)) * gu.narrow(1, F, F);  // [rows, F]
+  return w2(act, offsets);                                          // [rows, C]
 }
 
 void MoEImpl::update_bias() {

@@ -10,6 +10,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "csrc/config/config.h"
@@ -51,6 +52,15 @@ class MoEImpl : public torch::nn::Module {
 
   const config::MoeConfig& config() const { return cfg_; }
 
+  // The routed experts this layer holds, on rows sorted by expert: xs [rows, C], offsets
+  // [experts held + 1] -> [rows, C] = w2(SwiGLU(w13 xs)) per expert segment.
+  torch::Tensor local_experts(const torch::Tensor& xs, const torch::Tensor& offsets);
+  // How the routed experts run on the permuted rows (xs [M, C], offsets [E + 1] over all E
+  // experts) -> [M, C]. Default: local_experts. Expert parallelism (csrc/parallel/
+  // expert_parallel.h) installs a runner that ships rows to the ranks owning their experts.
+  using ExpertRunner = std::function<torch::Tensor(const torch::Tensor& xs, const torch::Tensor& offsets)>;
+  void set_expert_runner(ExpertRunner runner) { runner_ = std::move(runner); }
+
   torch::Tensor router;       // [E, C] fp32 gate (kept in fp32 in every precision)
   torch::Tensor expert_bias;  // [E] buffer "expert_bias", loss_free only (checkpointed, not trained)
   GroupedLinear w13{nullptr};  // [E, 2F, C]: gate (first F rows) and up projections
@@ -62,6 +72,7 @@ class MoEImpl : public torch::nn::Module {
   torch::Tensor aux_loss_;
   torch::Tensor load_, dropped_;  // since take_load()
   torch::Tensor step_load_;      // training forwards since update_bias()
+  ExpertRunner runner_;
 };
 TORCH_MODULE(MoE);
 

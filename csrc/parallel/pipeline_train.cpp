@@ -286,6 +286,7 @@ train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& v
                       {"microbatches", M},
                       {"backend", dist->backend_name()},
                       {"final_train_loss", last_loss},
+                      {"parameters", model->num_parameters()},
                       {"step_s", step_s},
                       {"bubble_fraction", median(bubbles)},
                       {"tokens_per_s", tokens_per_step / std::max(step_s, 1e-9)},

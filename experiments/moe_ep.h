@@ -1,0 +1,24 @@
+// The `moe_ep` experiment kind: expert parallelism for the DeepSeekMoE layer (csrc/parallel/
+// expert_parallel.h) checked across real processes (`tinyseek launch --nproc W CONFIG`).
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include "csrc/config/config.h"
+#include "csrc/train/trainer.h"
+
+namespace ts::experiments {
+
+// Every rank builds the same MoE layer (model.moe, same seed) twice: whole, as the reference,
+// and sharded over the W ranks. The reference runs forward and backward on the global batch
+// (W x train.batch_size sequences of data.seq_len random vectors); the sharded layer on this
+// rank's slice, with dispatch and combine by all-to-all. Compared per rank: the output, the
+// input gradient, the gradients of this rank's experts, and the summed gradients of the
+// replicated router and shared experts: max ||a - b|| / ||b|| must stay within
+// pipeline.check_tolerance or the run fails. Then train.steps timed forward+backward passes of
+// the sharded layer. Rank 0 writes config.resolved.yaml and summary.json ("parity", "ep_step_ms").
+train::RunOutcome run_moe_ep(const config::Config& cfg, const std::string& variant,
+                             const std::filesystem::path& run_dir, bool resume);
+
+}  // namespace ts::experiments

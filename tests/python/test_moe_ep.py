@@ -1,0 +1,37 @@
+"""Expert parallelism for the MoE layer across processes (Gloo on CPU), through `tinyseek launch`:
+every rank's output and gradients match the single-process layer (configs/moe_ep_parity.yaml)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LIB = Path(os.environ.get("TINYSEEK_LIBRARY", ROOT / "build" / "libtinyseek.so"))
+BIN = LIB.parent / "tinyseek"
+CONFIG = ROOT / "configs" / "moe_ep_parity.yaml"
+
+pytestmark = pytest.mark.skipif(not BIN.exists(), reason=f"{BIN} not built")
+
+
+def test_expert_parallel_matches_single_process(tmp_path):
+    p = subprocess.run([str(BIN), "launch", "--nproc", "2", str(CONFIG), "--no-report", "--set", f"output.dir={tmp_path}"],
+                       capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+    for v in ["v2_softmax_top2", "v3_sigmoid_groups"]:
+        s = json.loads((tmp_path / "moe_ep_parity" / v / "summary.json").read_text())
+        assert s["status"] == "completed" and s["ranks"] == 2, s
+        assert s["parity"]["max_rel_diff"] <= 1e-5, s["parity"]
+        for r in range(2):
+            assert f"[rank {r}] moe_ep_parity/{v}: expert-parallel parity on rank {r} of 2" in p.stdout
+
+
+def test_experts_must_divide_over_the_ranks(tmp_path):
+    p = subprocess.run([str(BIN), "launch", "--nproc", "3", str(CONFIG), "--no-report", "--set", f"output.dir={tmp_path}"],
+                       capture_output=True, text=True, timeout=240)
+    assert p.returncode != 0
+    assert "model.moe.n_routed_experts: expert parallelism over 3 ranks needs a multiple of 3, got 8" in (
+        p.stdout + p.stderr)
