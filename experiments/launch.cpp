@@ -1,7 +1,7 @@
 // `tinyseek launch`: a local torchrun. Starts N ranks of this binary (`tinyseek run CONFIG`)
 // with torchrun's variables, prefixes their output with "[rank r] ", and if one rank fails,
 // names it, gives the others --grace seconds to stop on their own (their watchdogs name the
-// failed rank too), then terminates what is left and exits 1.
+// failed rank too), then terminates what is left and exits 1 (or 2 or 130 when that is how the failed rank exited).
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -228,6 +228,9 @@ int launch(const LaunchArgs& args) {
     for (int r = 0; r < args.nproc; ++r)
       if (r != failed_rank) others += fmt::format("{}rank {} {}", others.empty() ? "" : ", ", r, describe_status(kids[r].status));
     std::cerr << fmt::format("tinyseek launch: failed: rank {} {} (then: {})\n", failed_rank, failed_how, others);
+    // A usage/config error (2) or an interrupt (130) on the first failing rank is the job's status.
+    const int st = kids[failed_rank].status;
+    if (WIFEXITED(st) && (WEXITSTATUS(st) == 2 || WEXITSTATUS(st) == 130)) return WEXITSTATUS(st);
     return 1;
   }
   return 0;

@@ -64,11 +64,20 @@ int cmd_run(const std::string& path, const std::vector<std::string>& sets, bool 
     auto out = experiments::drivers().at(v.config.kind)(v.config, v.name, dir, resume);
     done.push_back(dir);
     const auto& s = out.summary;
-    if (lead_rank)
-      std::cout << fmt::format("{}/{}: {} after {} steps: train loss {:.4f}, val loss {:.4f} (unigram entropy {:.4f}), {:.0f} tok/s\n",
-                             v.config.name, v.name, s.value("status", "?"), s.value("steps", int64_t{0}),
-                             s.value("final_train_loss", NAN), s.value("final_val_loss", NAN),
-                             s.value("unigram_entropy", NAN), s.value("tokens_per_s", 0.0));
+    if (lead_rank) {
+      // Only what this kind measured (a parity or accumulation study has no losses).
+      std::string line = fmt::format("{}/{}: {}", v.config.name, v.name, s.value("status", "?"));
+      if (s.value("steps", int64_t{0}) > 0) line += fmt::format(" after {} steps", s.value("steps", int64_t{0}));
+      auto num = [&](const char* key, const char* fmt_str) {
+        if (s.contains(key) && s[key].is_number()) line += fmt::format(fmt::runtime(fmt_str), s[key].get<double>());
+      };
+      num("final_train_loss", ": train loss {:.4f}");
+      num("final_val_loss", ", val loss {:.4f}");
+      num("unigram_entropy", " (unigram entropy {:.4f})");
+      if (s.value("tokens_per_s", 0.0) > 0) line += fmt::format(", {:.0f} tok/s", s.value("tokens_per_s", 0.0));
+      num("parity_max_rel_diff", ", max relative difference {:.3g}");
+      std::cout << line << "\n";
+    }
     if (out.status == train::RunStatus::kInterrupted) return 130;
     if (out.status == train::RunStatus::kNonFinite) rc = 3;
     if (out.status == train::RunStatus::kStopped) return rc;

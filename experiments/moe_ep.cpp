@@ -33,10 +33,19 @@ train::RunOutcome run_moe_ep(const config::Config& cfg, const std::string& varia
   if (cfg.train.threads > 0) torch::set_num_threads(static_cast<int>(cfg.train.threads));
   auto dist = parallel::process_dist(cfg);
   const int me = dist->rank(), W = dist->world_size();
-  const auto& group = dist->world();
+  const int N = cfg.parallel.expert == 0 ? W : static_cast<int>(cfg.parallel.expert);
+  if (W % N)
+    throw config::ConfigError(fmt::format("parallel.expert: {} does not divide the {} ranks of this job", N, W));
+  // Expert-parallel group: N consecutive ranks sharing the experts. Replica group: the ranks
+  // holding the same expert shard in the W / N data-parallel copies.
+  std::vector<int> ep_ranks, replica_ranks;
+  for (int r = (me / N) * N; r < (me / N + 1) * N; ++r) ep_ranks.push_back(r);
+  for (int r = me % N; r < W; r += N) replica_ranks.push_back(r);
+  const auto& group = dist->group(ep_ranks);
+  const auto& replicas = dist->group(replica_ranks);
   const auto dev = dist->device();
   const int64_t B = cfg.train.batch_size, S = cfg.data.seq_len, C = cfg.model.d_model;
-  const int64_t E = cfg.model.moe.n_routed_experts, local = E / W;
+  const int64_t E = cfg.model.moe.n_routed_experts, local = E / N;
 
   torch::manual_seed(static_cast<uint64_t>(cfg.seed));
   nn::MoE full(cfg);
@@ -66,7 +75,10 @@ train::RunOutcome run_moe_ep(const config::Config& cfg, const std::string& varia
     auto grad = p.value().grad();
     auto ref = full_params[p.key()].grad();
     if (p.key().starts_with("w13.") || p.key().starts_with("w2.")) {
-      ref = ref.narrow(0, me * local, local);  // this rank's experts: their whole gradient is here
+      // This rank's experts: its EP group's tokens are here; the replicas add theirs.
+      ref = ref.narrow(0, group.rank * local, local);
+      std::vector<at::Tensor> t{grad};
+      dist->all_reduce(t, c10d::ReduceOp::SUM, &replicas);
     } else {
       std::vector<at::Tensor> t{grad};  // replicated: each rank holds its tokens' share
       dist->all_reduce(t);
@@ -79,9 +91,10 @@ train::RunOutcome run_moe_ep(const config::Config& cfg, const std::string& varia
   dist->all_reduce(w, c10d::ReduceOp::MAX);
   const double worst_all = w[0].item<double>();
   const double tol = cfg.pipeline.check_tolerance;
-  std::cout << fmt::format("{}/{}: expert-parallel parity on rank {} of {}: max relative difference {:.3g} "
-                           "(all ranks {:.3g}, tolerance {:.3g})\n",
-                           cfg.name, variant, me, W, worst, worst_all, tol)
+  std::cout << fmt::format("{}/{}: expert-parallel parity on rank {} of {} ({} expert-parallel group(s) of {} "
+                           "ranks, {} experts per rank): max relative difference {:.3g} (all ranks {:.3g}, "
+                           "tolerance {:.3g})\n",
+                           cfg.name, variant, me, W, W / N, N, local, worst, worst_all, tol)
             << std::flush;
 
   // Timed sharded forward + backward (dispatch, experts, combine), after one warm-up pass.
@@ -101,6 +114,7 @@ train::RunOutcome run_moe_ep(const config::Config& cfg, const std::string& varia
                  {"status", worst_all <= tol ? "completed" : "parity_failed"},
                  {"steps", 0},
                  {"ranks", W},
+                 {"expert_parallel", N},
                  {"experts_per_rank", local},
                  {"tokens_per_rank", B * S},
                  {"parity", {{"max_rel_diff", worst_all}, {"tolerance", tol}, {"rank0", diffs}}},

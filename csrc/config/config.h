@@ -313,6 +313,19 @@ struct PipelineConfig {
   }
 };
 
+// How a multi-process job (`tinyseek launch --nproc W`) splits the work.
+struct ParallelConfig {
+  // Expert parallelism (kind moe_ep; csrc/parallel/expert_parallel.h): the routed experts are
+  // split over groups of `expert` consecutive ranks, and the W / expert groups are data-parallel
+  // replicas of each other. 0 = one group of all W ranks. Must divide W.
+  int64_t expert = 0;
+
+  template <class V>
+  void visit(V& v) {
+    v("expert", expert, Range{0, 1 << 16});
+  }
+};
+
 struct OutputConfig {
   std::string dir = "runs";
 
@@ -334,6 +347,7 @@ struct Config {
   OutputConfig output;
   DistConfig dist;
   PipelineConfig pipeline;
+  ParallelConfig parallel;
   Fp8AccumulationConfig fp8_accumulation;
   DecodeBenchConfig decode_bench;
 
@@ -350,6 +364,7 @@ struct Config {
     v.section("output", output);
     v.section("dist", dist);
     v.section("pipeline", pipeline);
+    v.section("parallel", parallel);
     v.section("fp8_accumulation", fp8_accumulation);
     v.section("decode_bench", decode_bench);
   }

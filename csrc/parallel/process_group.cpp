@@ -287,14 +287,28 @@ std::string Dist::explain(const std::string& what, const std::string& error) {
                      f ? *f : std::string("no rank identified as failed"), error);
 }
 
+// Posting an operation can fail at once too (Gloo throws when the peer's connection is already
+// closed): such errors go through explain() like those wait() sees, so that they name the rank
+// that caused them rather than this one.
+template <class F>
+c10::intrusive_ptr<c10d::Work> Dist::post(const std::string& what, F&& f) {
+  try {
+    return f();
+  } catch (const DistError&) {
+    throw;
+  } catch (const std::exception& ex) {
+    throw DistError(explain(what, error_text(ex)));
+  }
+}
+
 c10::intrusive_ptr<c10d::Work> Dist::isend(const at::Tensor& t, int dst, int tag) {
   std::vector<at::Tensor> v{t};
-  return world_.backend->send(v, dst, tag);
+  return post(fmt::format("send to rank {}", dst), [&] { return world_.backend->send(v, dst, tag); });
 }
 
 c10::intrusive_ptr<c10d::Work> Dist::irecv(const at::Tensor& t, int src, int tag) {
   std::vector<at::Tensor> v{t};
-  return world_.backend->recv(v, src, tag);
+  return post(fmt::format("recv from rank {}", src), [&] { return world_.backend->recv(v, src, tag); });
 }
 
 std::vector<c10::intrusive_ptr<c10d::Work>> Dist::batch_isend_irecv(const std::vector<P2POp>& ops) {
@@ -327,27 +341,27 @@ void Dist::all_reduce(std::vector<at::Tensor>& tensors, c10d::ReduceOp op, const
   c10d::AllreduceOptions o;
   o.reduceOp = op;
   o.timeout = options_.timeout;
-  wait(pick(g).backend->allreduce(tensors, o), "all_reduce");
+  wait(post("all_reduce", [&] { return pick(g).backend->allreduce(tensors, o); }), "all_reduce");
 }
 
 void Dist::broadcast(std::vector<at::Tensor>& tensors, int root, const Group* g) {
   c10d::BroadcastOptions o;
   o.rootRank = root;
   o.timeout = options_.timeout;
-  wait(pick(g).backend->broadcast(tensors, o), "broadcast");
+  wait(post("broadcast", [&] { return pick(g).backend->broadcast(tensors, o); }), "broadcast");
 }
 
 void Dist::all_to_all_single(at::Tensor& out, at::Tensor& in, std::vector<int64_t> out_splits,
                              std::vector<int64_t> in_splits, const Group* g) {
   c10d::AllToAllOptions o;
   o.timeout = options_.timeout;
-  wait(pick(g).backend->alltoall_base(out, in, out_splits, in_splits, o), "all_to_all");
+  wait(post("all_to_all", [&] { return pick(g).backend->alltoall_base(out, in, out_splits, in_splits, o); }), "all_to_all");
 }
 
 void Dist::barrier(const Group* g) {
   c10d::BarrierOptions o;
   o.timeout = options_.timeout;
-  wait(pick(g).backend->barrier(o), "barrier");
+  wait(post("barrier", [&] { return pick(g).backend->barrier(o); }), "barrier");
 }
 
 }  // namespace ts::parallel

@@ -134,6 +134,8 @@ class Dist {
   void watchdog_loop();
   void record_failure(const std::string& message, bool announce);
   std::string explain(const std::string& what, const std::string& error);
+  template <class F>
+  c10::intrusive_ptr<c10d::Work> post(const std::string& what, F&& f);
   Group make_group(const std::vector<int>& ranks, const std::string& prefix);
   const Group& pick(const Group* g) const { return g ? *g : world_; }
 

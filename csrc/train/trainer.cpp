@@ -109,6 +109,10 @@ RunOutcome train_variant(const config::Config& cfg, const std::string& variant, 
                          bool resume) {
   const auto wall_start = std::chrono::steady_clock::now();
   const auto& tc = cfg.train;
+  if (cfg.parallel.expert > 1)
+    throw config::ConfigError(fmt::format(
+        "parallel.expert: {} needs several processes; kind pretrain trains on one (expert parallelism runs in kind "
+        "moe_ep: tinyseek launch --nproc N configs/moe_ep_parity.yaml)", cfg.parallel.expert));
   if (tc.threads > 0) torch::set_num_threads(static_cast<int>(tc.threads));
   const torch::Device dev = pick_device(tc);
   if (cfg.precision.kind == "bf16" && !dev.is_cuda())

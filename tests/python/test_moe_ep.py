@@ -17,16 +17,30 @@ CONFIG = ROOT / "configs" / "moe_ep_parity.yaml"
 pytestmark = pytest.mark.skipif(not BIN.exists(), reason=f"{BIN} not built")
 
 
-def test_expert_parallel_matches_single_process(tmp_path):
-    p = subprocess.run([str(BIN), "launch", "--nproc", "2", str(CONFIG), "--no-report", "--set", f"output.dir={tmp_path}"],
+@pytest.mark.parametrize("nproc,expert,groups", [(2, 0, 1), (4, 0, 1), (4, 2, 2)],
+                         ids=["2ranks", "4ranks", "4ranks_ep2_x_dp2"])
+def test_expert_parallel_matches_single_process(tmp_path, nproc, expert, groups):
+    p = subprocess.run([str(BIN), "launch", "--nproc", str(nproc), str(CONFIG), "--no-report",
+                        "--set", f"output.dir={tmp_path}", "--set", f"parallel.expert={expert}"],
                        capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
-    for v in ["v2_softmax_top2", "v3_sigmoid_groups"]:
+    ep = expert or nproc
+    for v, experts in [("v2_softmax_top2", 8), ("v3_sigmoid_groups", 16)]:
         s = json.loads((tmp_path / "moe_ep_parity" / v / "summary.json").read_text())
-        assert s["status"] == "completed" and s["ranks"] == 2, s
+        assert s["status"] == "completed" and s["ranks"] == nproc and s["expert_parallel"] == ep, s
+        assert s["experts_per_rank"] == experts // ep, s
         assert s["parity"]["max_rel_diff"] <= 1e-5, s["parity"]
-        for r in range(2):
-            assert f"[rank {r}] moe_ep_parity/{v}: expert-parallel parity on rank {r} of 2" in p.stdout
+        for r in range(nproc):
+            assert (f"[rank {r}] moe_ep_parity/{v}: expert-parallel parity on rank {r} of {nproc} "
+                    f"({groups} expert-parallel group(s) of {ep} ranks, {experts // ep} experts per rank)") in p.stdout
+
+
+def test_expert_group_must_divide_the_ranks(tmp_path):
+    p = subprocess.run([str(BIN), "launch", "--nproc", "4", str(CONFIG), "--no-report",
+                        "--set", f"output.dir={tmp_path}", "--set", "parallel.expert=3"],
+                       capture_output=True, text=True, timeout=240)
+    assert p.returncode == 2, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "parallel.expert: 3 does not divide the 4 ranks of this job" in p.stdout + p.stderr
 
 
 def test_experts_must_divide_over_the_ranks(tmp_path):
