@@ -5,6 +5,8 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -30,9 +32,19 @@ void on_sigint(int) {
   if (train::interrupt_flag().exchange(true)) std::_Exit(130);
 }
 
-int cmd_run(const std::string& path, const std::vector<std::string>& sets, bool resume, bool report) {
+int cmd_run(const std::string& path, const std::vector<std::string>& sets, const std::vector<std::string>& only,
+            bool resume, bool report) {
   // Every variant is parsed before anything runs or is written.
   auto ex = config::load_experiment(path, sets);
+  if (!only.empty()) {
+    std::string names;
+    for (const auto& v : ex.variants) names += (names.empty() ? "" : ", ") + v.name;
+    for (const auto& o : only)
+      if (std::none_of(ex.variants.begin(), ex.variants.end(), [&](const auto& v) { return v.name == o; }))
+        throw config::ConfigError(fmt::format("--variant {}: {} has no such variant (it has: {})", o, path, names));
+    std::erase_if(ex.variants,
+                  [&](const auto& v) { return std::find(only.begin(), only.end(), v.name) == only.end(); });
+  }
   // Under torchrun's variables (or `tinyseek launch`) only distributed kinds make sense, and
   // only rank 0 reports.
   const char* world_env = std::getenv("WORLD_SIZE");
@@ -107,6 +119,8 @@ int main(int argc, char** argv) {
   run->add_option("config", config_path, "YAML config, e.g. configs/quickstart.yaml")->required();
   run->add_option("--set", sets, "Override a key: --set train.steps=100 (repeatable)");
   run->add_flag("--resume", resume, "Continue from the latest checkpoints of this run");
+  std::vector<std::string> only;
+  run->add_option("--variant", only, "Run only this variant (repeatable); the report covers the variants run");
   bool no_report = false;
   run->add_flag("--no-report", no_report, "Skip report.md and its plots (the run folders are still written)");
 
@@ -123,7 +137,7 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : 2;
   }
   try {
-    if (*run) return cmd_run(config_path, sets, resume, !no_report);
+    if (*run) return cmd_run(config_path, sets, only, resume, !no_report);
     for (const auto& c : commands)
       if (c.app->parsed()) return c.run();
     if (*report) {

@@ -3,11 +3,15 @@
 #include <torch/csrc/autograd/engine.h>
 #include <torch/csrc/autograd/variable.h>
 
+#include <c10/core/Event.h>
+#include <c10/core/StreamGuard.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <stdexcept>
 #include <unordered_map>
 
@@ -66,6 +70,7 @@ struct StepContext {
   std::vector<Dist::P2POp> batch;          // batched mode: p2p ops since the last compute
   std::vector<std::string> batch_what;
   double loss_sum = 0;
+  std::vector<at::Tensor> losses;  // last-stage losses, read after the step (no sync per forward)
   Clock::time_point t0;
 };
 
@@ -97,6 +102,47 @@ PipelineExecutor::PipelineExecutor(Dist& dist, Schedule schedule, nn::Transforme
   }
 }
 
+namespace {
+
+// On CUDA every forward of direction d is queued on its own stream d (forked from the current
+// stream, so it sees every input already there). Autograd later replays a node's backward on
+// the stream its forward ran on, so in DualPipe's F&B pairs (a forward of one direction, a full
+// backward of the other) the two halves land on different streams and overlap on the GPU. The
+// join (the current stream waits for stream d) comes after the backward has been queued. On
+// CPU, or with no forward streams, everything stays on the calling thread's one stream.
+class ForwardStream {
+ public:
+  ForwardStream(std::vector<c10::Stream>& streams, const torch::Device& device, int dir) {
+    if (!device.is_cuda()) return;
+    c10::impl::VirtualGuardImpl impl(c10::DeviceType::CUDA);
+    while (streams.size() < 2) streams.push_back(impl.getStreamFromGlobalPool(device, /*isHighPriority=*/false));
+    main_.emplace(impl.getStream(device));
+    side_.emplace(streams.at(static_cast<size_t>(dir)));
+    c10::Event fork(c10::DeviceType::CUDA);
+    fork.record(*main_);
+    fork.block(*side_);
+    guard_.emplace(*side_);
+  }
+  // Back to the main stream (the forward's work stays queued on its own).
+  void leave() { guard_.reset(); }
+  // The main stream waits for everything queued on the forward stream.
+  ~ForwardStream() {
+    guard_.reset();
+    if (!side_) return;
+    c10::Event join(c10::DeviceType::CUDA);
+    join.record(*side_);
+    join.block(*main_);
+  }
+  ForwardStream(const ForwardStream&) = delete;
+  ForwardStream& operator=(const ForwardStream&) = delete;
+
+ private:
+  std::optional<c10::Stream> main_, side_;
+  std::optional<c10::StreamGuard> guard_;
+};
+
+}  // namespace
+
 void PipelineExecutor::forward(const Unit& u, StepContext& ctx) {
   auto& st = ctx.units[detail::unit_id(schedule_, u)];
   const StageRange& range = ranges_[u.stage];
@@ -118,7 +164,7 @@ void PipelineExecutor::forward(const Unit& u, StepContext& ctx) {
   at::Tensor h = model_->run_blocks(st.input, range.begin, range.end);
   if (range.last) {
     st.output = nn::TransformerImpl::loss(model_->logits(h), ctx.targets[u.mb]);
-    ctx.loss_sum += st.output.item<double>() / schedule_.microbatches;
+    ctx.losses.push_back(st.output.detach());
   } else {
     st.output = h;
   }
@@ -236,9 +282,11 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
     wait_inputs(a, ctx);
     const double start = now_s();  // inputs are in: waiting on a RECV is bubble, not work
     switch (a.op) {
-      case OpKind::kF:
+      case OpKind::kF: {
+        ForwardStream stream(forward_streams_, dist_.device(), a.unit.dir);
         forward(a.unit, ctx);
         break;
+      }
       case OpKind::kB:
         backward(a.unit, /*defer_weight=*/true, ctx);
         break;
@@ -248,9 +296,12 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
       case OpKind::kBW:
         backward(a.unit, /*defer_weight=*/false, ctx);
         break;
-      case OpKind::kFB:
-        // Interleaved on one thread: the forward first; its activation's SEND (listed right
-        // after this action) is posted at once, so it travels while the backward computes.
+      case OpKind::kFB: {
+        // One thread queues both halves: the forward first, then its activation's SEND (listed
+        // right after this action) is posted at once, so it travels while the backward computes.
+        // On CPU the halves run one after the other; on CUDA the forward is on its direction's
+        // stream and the backward on the other direction's (ForwardStream), so they overlap.
+        ForwardStream stream(forward_streams_, dist_.device(), a.unit.dir);
         forward(a.unit, ctx);
         if (!batched_) {
           for (size_t j = i + 1; j < list.size() && !list[j].is_compute(); ++j) {
@@ -263,11 +314,16 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
             spans[j] = {now_s(), now_s()};
           }
         }
+        stream.leave();  // the SENDs above were posted on the forward's stream, as NCCL must see it
         backward(a.bwd, /*defer_weight=*/false, ctx);
         break;
+      }
       default:
         break;
     }
+    // On CUDA the work is only queued: wait for it so that the span is the compute's.
+    if (dist_.device().is_cuda())
+      c10::impl::VirtualGuardImpl(c10::DeviceType::CUDA).getStream(dist_.device()).synchronize();
     const double end = now_s();
     spans[i] = {start, end};
     busy += end - start;
@@ -275,6 +331,7 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
   flush_batch();
   for (auto& s : ctx.sends) dist_.wait(s.work, s.what);
   ctx.sends.clear();
+  for (const auto& l : ctx.losses) ctx.loss_sum += l.item<double>() / schedule_.microbatches;
   const double local_end = now_s();
   if (schedule_.kind == ScheduleKind::kDualPipe) reduce_mirrors();
 

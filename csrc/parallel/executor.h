@@ -6,8 +6,11 @@
 // activation or input gradient this rank produced, and computes wait for their inputs.
 // Backward is split (split_backward.h): B sends the input gradient at once and leaves the
 // weight gradient to W; BW does both; FB runs one unit's forward, then another's full
-// backward (on CPU the two halves are interleaved on one thread, with the forward's
-// activation already travelling while the backward computes). In DualPipe every stage
+// backward, with the forward's activation already travelling while the backward computes:
+// on CPU the two halves run one after the other on one thread; on CUDA each direction's
+// forwards run on their own stream, so the backward (replayed by autograd on the stream of its
+// own forward, the other direction's) overlaps the forward on the GPU. (The CUDA path compiles
+// but has not run on a GPU yet.) In DualPipe every stage
 // lives on two ranks (rank r holds stages r and R-1-r, as in DualPipe's own example), each
 // copy sees half the micro-batches, and the pair all-reduces the gradients of both stages
 // after the step, so both copies hold the full gradient and stay equal under the optimizer.
@@ -16,6 +19,8 @@
 #pragma once
 
 #include <torch/torch.h>
+
+#include <c10/core/Stream.h>
 
 #include <memory>
 #include <string>
@@ -98,6 +103,7 @@ class PipelineExecutor {
   std::vector<StageRange> ranges_;
   std::vector<int> held_;
   std::vector<Param> params_;
+  std::vector<c10::Stream> forward_streams_;  // CUDA only: one per direction, made on first use
 };
 
 }  // namespace ts::parallel

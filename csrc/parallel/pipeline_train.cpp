@@ -201,6 +201,8 @@ train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& v
   if (lead) metrics = std::make_unique<std::ofstream>(run_dir / "metrics.jsonl", std::ios::trunc);
   const int64_t tokens_per_step = tc.batch_size * M * cfg.data.seq_len;
   std::vector<double> step_times, bubbles;
+  // Durations of every compute in the measured steps, by kind (F, B, W, BW, FB), all ranks.
+  std::map<OpKind, std::vector<double>> run_durations;
   StepResult last;
   double last_loss = std::nan("");
   for (int64_t step = 0; step < tc.steps; ++step) {
@@ -260,6 +262,10 @@ train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& v
     if (step > 0 || tc.steps == 1) {
       step_times.push_back(last.seconds);
       bubbles.push_back(bubble);
+      for (int r = 0; r < R; ++r)
+        for (size_t i = 0; i < schedule.actions[r].size() && i < last.spans[r].size(); ++i)
+          if (schedule.actions[r][i].is_compute())
+            run_durations[schedule.actions[r][i].op].push_back(last.spans[r][i].end - last.spans[r][i].start);
     }
     if (lead) {
       *metrics << json{{"step", step},          {"loss", last.loss},         {"lr", lr},
@@ -289,8 +295,33 @@ train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& v
                       {"parameters", model->num_parameters()},
                       {"step_s", step_s},
                       {"bubble_fraction", median(bubbles)},
+                      {"step_ms", step_s * 1e3},
                       {"tokens_per_s", tokens_per_step / std::max(step_s, 1e-9)},
                       {"peak_activations", peak_activations(schedule)}});
+  {
+    // The schedule model checked on its own: the simulator fed with the median duration of each
+    // kind of compute as it ran in these steps (so machine speed, sharing and drift between a
+    // separate cost measurement and the run cancel out), one core per rank.
+    auto med = [&](OpKind k, double fallback) {
+      auto it = run_durations.find(k);
+      return it == run_durations.end() || it->second.empty() ? fallback : median(it->second);
+    };
+    Costs rc;
+    rc.F = med(OpKind::kF, 0);
+    const double bw_run = med(OpKind::kBW, -1);
+    rc.W = med(OpKind::kW, bw_run > 0 ? bw_run / 3 : rc.F / 2);
+    rc.B = med(OpKind::kB, bw_run > 0 ? bw_run - rc.W : rc.F);
+    rc.FB = med(OpKind::kFB, rc.F + rc.B + rc.W);
+    const Timeline from_run = simulate_shared_cores(schedule, rc, R, bw_run);
+    summary["run_costs_s"] = costs_json(rc);
+    summary["run_costs_s"]["BW"] = bw_run > 0 ? bw_run : rc.B + rc.W;
+    summary["predicted_from_run_costs"] = {{"step_s", from_run.total},
+                                           {"bubble_fraction", bubble_fraction(from_run.busy, from_run.total)}};
+    summary["predicted_from_run_step_ms"] = from_run.total * 1e3;
+    summary["step_error_vs_run_cost_prediction"] = (step_s - from_run.total) / from_run.total;
+    summary["report_columns"] = {"step_ms", "predicted_from_run_step_ms", "step_error_vs_run_cost_prediction",
+                                 "bubble_fraction"};
+  }
   if (pc.measure_costs) {
     const double cores = std::max(1u, std::thread::hardware_concurrency());
     // The fused BW is measured on its own: it is cheaper than B + W (no split overheads).
@@ -313,6 +344,11 @@ train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& v
         {"core_per_rank", {{"step_s", dedicated.total}, {"bubble_fraction", bubble_fraction(dedicated.busy, dedicated.total)}}},
         {"shared_cores", {{"step_s", shared.total}, {"bubble_fraction", bubble_fraction(shared.busy, shared.total)}}}};
     summary["step_error_vs_shared_prediction"] = (step_s - shared.total) / shared.total;
+    // Flat copies for the report table (`tinyseek report` shows top-level numbers).
+    summary["predicted_step_ms"] = shared.total * 1e3;
+    summary["predicted_bubble_fraction"] = bubble_fraction(shared.busy, shared.total);
+    for (const char* k : {"predicted_step_ms", "step_error_vs_shared_prediction", "predicted_bubble_fraction"})
+      summary["report_columns"].push_back(k);
     if (lead) {
       train::atomic_write(run_dir / "timeline_predicted.svg", render_svg(schedule, shared));
     }

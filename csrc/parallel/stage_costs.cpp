@@ -58,10 +58,16 @@ std::vector<StageCosts> measure_stage_costs(nn::Transformer& model, const std::v
   const int64_t C = model->embed->options.embedding_dim();
   const at::Tensor activation =
       torch::randn({tokens.size(0), tokens.size(1), C}, torch::TensorOptions().device(tokens.device()));
-  std::vector<StageCosts> out;
-  for (const StageRange& r : stages) {
+  // Repeats are the outer loop, so a slow spell of a shared machine spreads over every stage
+  // instead of inflating one; each median then drops it.
+  struct Samples {
     std::vector<double> f, b, w, bw, fb;
-    for (int rep = 0; rep <= repeats; ++rep) {  // rep 0 warms up
+  };
+  std::vector<Samples> samples(stages.size());
+  for (int rep = 0; rep <= repeats; ++rep) {  // rep 0 warms up
+    for (size_t si = 0; si < stages.size(); ++si) {
+      const StageRange& r = stages[si];
+      auto& [f, b, w, bw, fb] = samples[si];
       auto t = Clock::now();
       Unit1 u = run_forward(model, r, tokens, targets, activation);
       const double tf = seconds_since(t);
@@ -93,13 +99,17 @@ std::vector<StageCosts> measure_stage_costs(nn::Transformer& model, const std::v
       bw.push_back(tbw);
       fb.push_back(tfb);
     }
+  }
+  std::vector<StageCosts> out;
+  for (size_t si = 0; si < stages.size(); ++si) {
+    const auto& sm = samples[si];
     StageCosts s;
-    s.stage = r.stage;
-    s.costs.F = median(f);
-    s.costs.B = median(b);
-    s.costs.W = median(w);
-    s.costs.FB = median(fb);
-    s.BW = median(bw);
+    s.stage = stages[si].stage;
+    s.costs.F = median(sm.f);
+    s.costs.B = median(sm.b);
+    s.costs.W = median(sm.w);
+    s.costs.FB = median(sm.fb);
+    s.BW = median(sm.bw);
     out.push_back(s);
   }
   model->zero_grad(/*set_to_none=*/true);

@@ -71,6 +71,18 @@ def test_run_layout_checkpoint_and_report(tmp_path):
     assert r.returncode == 0 and "already completed" in r.stdout
 
 
+def test_variant_option_runs_only_the_named_variants(tmp_path):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    r = run(["run", str(cfg), "--variant", "wide", "--no-report"], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    root = tmp_path / "runs" / "clitest"
+    assert (root / "wide" / "summary.json").exists() and not (root / "small").exists()
+    r = run(["run", str(cfg), "--variant", "narrow"], tmp_path)
+    assert r.returncode == 2
+    assert "--variant narrow:" in r.stderr and "(it has: small, wide)" in r.stderr
+
+
 def test_ctrl_c_saves_checkpoint_and_resume_finishes(tmp_path):
     import signal
     import time
