@@ -50,6 +50,14 @@ TINYSEEK_LIBRARY=$(pwd)/$BUILD/libtinyseek.so timeout 240 "$PY" -m pytest -q tes
   > "$OUTDIR/pytest.log" 2>&1
 RESULT[pytest]="rc=$? $(tail -1 "$OUTDIR/pytest.log")"
 
+# Device benchmarks (python/tinyseek/gpu_bench.py): FP8 GEMM TFLOP/s, MoE permute bandwidth vs a
+# device copy, grouped GEMM, mla_decode vs decompress+SDPA, rms_norm; each against its baseline.
+GPU_BENCH_ARGS="--json $OUTDIR/gpu_bench.json"
+[ "$CPU_ONLY" = 1 ] && GPU_BENCH_ARGS="$GPU_BENCH_ARGS --device cpu --quick --iters 3"
+PYTHONPATH=$(pwd)/python TINYSEEK_LIBRARY=$(pwd)/$BUILD/libtinyseek.so timeout 240 "$PY" -m tinyseek.gpu_bench \
+  $GPU_BENCH_ARGS > "$OUTDIR/gpu_bench.log" 2>&1
+RESULT[gpu_bench]="rc=$? (tables in gpu_bench.log)"
+
 # Kernel benchmarks: each against its baseline (the speedup table is the last block of the output).
 BENCH_FILTER='cuda|rms_norm'
 [ "$CPU_ONLY" = 1 ] && BENCH_FILTER='rms_norm'
@@ -60,7 +68,9 @@ BRC=$?
 echo
 echo "== gpu-check summary ($( [ "$CPU_ONLY" = 1 ] && echo 'CPU only: no GPU here' || echo GPU ), $(( $(date +%s) - START )) s) =="
 printf "%-24s %s\n" "step" "result"
-for k in tinyseek_kernel_tests tinyseek_tests pytest; do printf "%-24s %s\n" "$k" "${RESULT[$k]}"; done
+for k in tinyseek_kernel_tests tinyseek_tests pytest gpu_bench; do printf "%-24s %s\n" "$k" "${RESULT[$k]}"; done
 printf "%-24s rc=%s\n" "tinyseek_bench" "$BRC"
 echo
 sed -n '/^group /,$p' "$OUTDIR/bench.log"
+echo
+sed -n '/^| op /,$p' "$OUTDIR/gpu_bench.log"
