@@ -256,6 +256,7 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
     const Action& a = list[i];
     if (posted_early[i]) continue;
     if (a.op == OpKind::kSend || a.op == OpKind::kRecv) {
+      const double post_start = now_s();  // the span of a SEND/RECV is the time to post it
       const int id = detail::message_id(schedule_, a.payload, a.unit);
       const int tag = message_tag(schedule_, a.payload, a.unit);
       const std::string what = describe(a) + fmt::format(" on rank {}", me);
@@ -275,7 +276,7 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
       } else {
         ctx.recvs[id] = {dist_.irecv(t, a.peer, tag), t, what};
       }
-      spans[i] = {now_s(), now_s()};
+      spans[i] = {post_start, now_s()};
       continue;
     }
     flush_batch();
@@ -307,11 +308,12 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
           for (size_t j = i + 1; j < list.size() && !list[j].is_compute(); ++j) {
             if (list[j].op != OpKind::kSend || list[j].payload != Payload::kActivation || !(list[j].unit == a.unit))
               continue;
+            const double post_start = now_s();
             at::Tensor t = ctx.units.at(detail::unit_id(schedule_, a.unit)).output.detach().contiguous();
             ctx.sends.push_back({dist_.isend(t, list[j].peer, message_tag(schedule_, Payload::kActivation, a.unit)), t,
                                  describe(list[j]) + fmt::format(" on rank {}", me)});
             posted_early[j] = true;
-            spans[j] = {now_s(), now_s()};
+            spans[j] = {post_start, now_s()};
           }
         }
         stream.leave();  // the SENDs above were posted on the forward's stream, as NCCL must see it

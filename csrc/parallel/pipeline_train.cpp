@@ -201,7 +201,8 @@ train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& v
   if (lead) metrics = std::make_unique<std::ofstream>(run_dir / "metrics.jsonl", std::ios::trunc);
   const int64_t tokens_per_step = tc.batch_size * M * cfg.data.seq_len;
   std::vector<double> step_times, bubbles;
-  // Durations of every compute in the measured steps, by kind (F, B, W, BW, FB), all ranks.
+  // Durations in the measured steps, all ranks: computes by kind (F, B, W, BW, FB); the
+  // postings of SEND and RECV pooled under kSend.
   std::map<OpKind, std::vector<double>> run_durations;
   StepResult last;
   double last_loss = std::nan("");
@@ -264,8 +265,8 @@ train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& v
       bubbles.push_back(bubble);
       for (int r = 0; r < R; ++r)
         for (size_t i = 0; i < schedule.actions[r].size() && i < last.spans[r].size(); ++i)
-          if (schedule.actions[r][i].is_compute())
-            run_durations[schedule.actions[r][i].op].push_back(last.spans[r][i].end - last.spans[r][i].start);
+          run_durations[schedule.actions[r][i].is_compute() ? schedule.actions[r][i].op : OpKind::kSend].push_back(
+              last.spans[r][i].end - last.spans[r][i].start);  // SEND and RECV postings pooled
     }
     if (lead) {
       *metrics << json{{"step", step},          {"loss", last.loss},         {"lr", lr},
@@ -300,8 +301,9 @@ train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& v
                       {"peak_activations", peak_activations(schedule)}});
   {
     // The schedule model checked on its own: the simulator fed with the median duration of each
-    // kind of compute as it ran in these steps (so machine speed, sharing and drift between a
-    // separate cost measurement and the run cancel out), one core per rank.
+    // kind of compute as it ran in these steps, and of posting a SEND or RECV (so machine speed,
+    // sharing and drift between a separate cost measurement and the run cancel out), one core
+    // per rank.
     auto med = [&](OpKind k, double fallback) {
       auto it = run_durations.find(k);
       return it == run_durations.end() || it->second.empty() ? fallback : median(it->second);
@@ -312,8 +314,10 @@ train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& v
     rc.W = med(OpKind::kW, bw_run > 0 ? bw_run / 3 : rc.F / 2);
     rc.B = med(OpKind::kB, bw_run > 0 ? bw_run - rc.W : rc.F);
     rc.FB = med(OpKind::kFB, rc.F + rc.B + rc.W);
+    rc.post = med(OpKind::kSend, 0);  // posting a SEND or RECV: Gloo's TCP copy and thread wake-ups
     const Timeline from_run = simulate_shared_cores(schedule, rc, R, bw_run);
     summary["run_costs_s"] = costs_json(rc);
+    summary["run_costs_s"]["post"] = rc.post;
     summary["run_costs_s"]["BW"] = bw_run > 0 ? bw_run : rc.B + rc.W;
     summary["predicted_from_run_costs"] = {{"step_s", from_run.total},
                                            {"bubble_fraction", bubble_fraction(from_run.busy, from_run.total)}};

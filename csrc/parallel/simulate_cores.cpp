@@ -39,8 +39,11 @@ Timeline simulate_shared_cores(const Schedule& s, const Costs& c, double cores, 
   auto pass_messages = [&](int r) {
     while (pc[r] < s.actions[r].size() && !s.actions[r][pc[r]].is_compute()) {
       const Action& a = s.actions[r][pc[r]];
+      // Posting takes c.post of the rank's time (not modelled as sharing the cores).
+      const double t0 = clock[r];
+      clock[r] += c.post;
       if (a.op == OpKind::kSend) posted[detail::message_id(s, a.payload, a.unit)] = clock[r];
-      tl.spans[r][pc[r]] = {clock[r], clock[r]};
+      tl.spans[r][pc[r]] = {t0, clock[r]};
       ++pc[r];
     }
   };

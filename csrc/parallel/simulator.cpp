@@ -23,17 +23,18 @@ double cost_of(OpKind op, const Costs& c) {
       return c.B + c.W;
     case OpKind::kSend:
     case OpKind::kRecv:
-      return 0;
+      return c.post;
   }
   return 0;
 }
 
 Timeline simulate(const Schedule& s, const Costs& c) {
-  for (double v : {c.F, c.B, c.W, c.FB, c.p2p})
+  for (double v : {c.F, c.B, c.W, c.FB, c.p2p, c.post})
     if (!std::isfinite(v) || v < 0)
       throw std::invalid_argument("simulate: costs must be finite and >= 0 (F=" + std::to_string(c.F) +
                                   " B=" + std::to_string(c.B) + " W=" + std::to_string(c.W) +
-                                  " FB=" + std::to_string(c.FB) + " p2p=" + std::to_string(c.p2p) + ")");
+                                  " FB=" + std::to_string(c.FB) + " p2p=" + std::to_string(c.p2p) +
+                                  " post=" + std::to_string(c.post) + ")");
   const ValidationReport rep = validate(s);
   if (!rep.ok) throw std::invalid_argument("simulate: invalid schedule:\n" + rep.summary());
 
@@ -68,7 +69,7 @@ Timeline simulate(const Schedule& s, const Costs& c) {
         }
         if (!ready) break;
         const double end = start + cost_of(a.op, c);
-        if (a.op == OpKind::kSend) posted[detail::message_id(s, a.payload, a.unit)] = start;
+        if (a.op == OpKind::kSend) posted[detail::message_id(s, a.payload, a.unit)] = end;  // once posted
         if (const Unit* f = a.forward_unit()) f_end[detail::unit_id(s, *f)] = end;
         if (const Unit* b = a.input_backward_unit()) b_end[detail::unit_id(s, *b)] = end;
         tl.spans[r].push_back({start, end});
@@ -110,6 +111,7 @@ std::string common_preconditions(ScheduleKind kind, int ranks, int microbatches,
     need(false, e.what());
   }
   need(c.p2p == 0, "p2p == 0");
+  need(c.post == 0, "post == 0");
   need(c.F > 0 && c.B > 0 && c.W > 0, "F, B, W > 0");
   const int pp = pp_of(kind, ranks);
   switch (kind) {

@@ -41,9 +41,10 @@ struct Costs {
   double W = 1;    // backward for weights of one unit
   double FB = 3;   // forward of one unit overlapped with the full backward (B+W) of another
   double p2p = 0;  // from posting a SEND until the receiver can use the data
+  double post = 0;  // rank time to post one SEND or RECV (a CPU transport copies and wakes threads)
 };
 
-// Rank time an action takes: BW = B + W; SEND and RECV take none.
+// Rank time an action takes: BW = B + W; SEND and RECV take `post` (0 by default).
 double cost_of(OpKind op, const Costs& c);
 
 struct Span {

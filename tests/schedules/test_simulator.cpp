@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "csrc/parallel/simulate_cores.h"
 #include "csrc/parallel/simulator.h"
 
 namespace ts::parallel {
@@ -60,8 +61,9 @@ std::string costs_text(const Costs& c) {
 }
 
 // Checks a timeline against the rules directly, without the simulator's bookkeeping:
-// each compute lasts its cost, a rank runs one thing at a time in list order, and every
-// input is ready (remote inputs p2p after the producer's SEND was posted) before it starts.
+// each action lasts its cost (a SEND or RECV `post`), a rank runs one thing at a time in list
+// order, and every input is ready (remote inputs p2p after the producer's SEND was posted, i.e.
+// after its posting ends) before it starts.
 void expect_consistent(const Schedule& s, const Timeline& tl, const Costs& c) {
   std::vector<double> f_end(s.microbatches * s.stages, -1), b_end(f_end), sent_act(f_end), sent_grad(f_end);
   auto id = [&](const Unit& u) { return u.mb * s.stages + u.stage; };
@@ -71,7 +73,7 @@ void expect_consistent(const Schedule& s, const Timeline& tl, const Costs& c) {
       if (const Unit* f = a.forward_unit()) f_end[id(*f)] = tl.spans[r][i].end;
       if (const Unit* b = a.input_backward_unit()) b_end[id(*b)] = tl.spans[r][i].end;
       if (a.op == OpKind::kSend)
-        (a.payload == Payload::kActivation ? sent_act : sent_grad)[id(a.unit)] = tl.spans[r][i].start;
+        (a.payload == Payload::kActivation ? sent_act : sent_grad)[id(a.unit)] = tl.spans[r][i].end;
     }
   }
   double total = 0;
@@ -83,7 +85,7 @@ void expect_consistent(const Schedule& s, const Timeline& tl, const Costs& c) {
       ASSERT_GE(sp.start, prev_end) << "rank " << r << " #" << i;
       prev_end = sp.end;
       if (!a.is_compute()) {
-        ASSERT_EQ(sp.start, sp.end);
+        ASSERT_EQ(sp.end - sp.start, c.post) << describe(a);
         continue;
       }
       ASSERT_EQ(sp.end - sp.start, cost_of(a.op, c)) << describe(a);
@@ -231,6 +233,35 @@ TEST(SimulatorTest, PointToPointLatency) {
       expect_consistent(s, tl, lat);
     }
   }
+}
+
+// Posting cost: one micro-batch through 1F1B waits for 3(R-1) postings on its critical path:
+// going forward, each sender first posts its RECV of the gradient (the placement rule lists a
+// rank's RECVs before its SENDs, schedule_messages.cpp) and then the SEND of the activation;
+// going back, each hop's SEND. With several micro-batches the timelines still obey the rules,
+// the step never gets shorter, and the shared-core simulation with a core per rank agrees.
+TEST(SimulatorTest, PostingCost) {
+  const Costs c{.F = 3, .B = 4, .W = 2, .FB = 7, .p2p = 0, .post = 0.5};
+  for (int ranks : {1, 2, 4, 7}) {
+    const Timeline tl = simulate(make_schedule(ScheduleKind::k1F1B, ranks, 1), c);
+    EXPECT_EQ(tl.total, ranks * (c.F + c.B + c.W) + 3 * (ranks - 1) * c.post);
+  }
+  CostDraw rng(7);
+  for (ScheduleKind kind : kKinds) {
+    const Schedule s = make_schedule(kind, 4, 8);
+    for (int draw = 0; draw < 5; ++draw) {
+      Costs k = rng.draw(kind, false);
+      const double base = simulate(s, k).total;
+      k.post = rng.uniform(0.1, 2);
+      const Timeline tl = simulate(s, k);
+      EXPECT_GE(tl.total, base);
+      expect_consistent(s, tl, k);
+      EXPECT_NEAR(simulate_shared_cores(s, k, s.ranks).total, tl.total, 1e-9) << schedule_kind_name(kind);
+    }
+  }
+  Costs bad = c;
+  bad.post = -1;
+  EXPECT_THROW(simulate(make_schedule(ScheduleKind::k1F1B, 2, 2), bad), std::invalid_argument);
 }
 
 TEST(SimulatorTest, RejectsBadInput) {
