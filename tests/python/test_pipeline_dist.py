@@ -46,6 +46,11 @@ def test_launch_every_schedule_matches_sequential(tmp_path):
         assert parity["loss_rel_diff"] <= 1e-6, (v, parity)
         assert summary["status"] == "completed"
         assert (tmp_path / "pipeline_parity" / v / "timeline_measured.svg").exists()
+        # The simulator's prediction from this run's own durations (computes and postings).
+        pred, costs = summary["predicted_from_run_costs"], summary["run_costs_s"]
+        assert pred["step_s"] > 0 and 0 <= pred["bubble_fraction"] < 1, (v, pred)
+        assert costs["F"] > 0 and costs["post"] >= 0, (v, costs)
+        assert summary["step_ms"] == summary["step_s"] * 1e3
     # Every rank reported its own comparison, prefixed by the launcher.
     for r in range(4):
         assert f"[rank {r}] pipeline_parity/dualpipe: parity on rank {r}" in p.stdout
