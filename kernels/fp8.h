@@ -220,6 +220,8 @@ struct Fp8DequantParams {
 };
 
 // CPU twins: threaded over tiles / blocks / rows; deterministic (no reductions across threads).
+// q[i] = fp8_quantize_value(x[i], scale) for i < n (host; AVX-512 when built for it, the same codes).
+void fp8_quantize_span_cpu(const float* x, uint8_t* q, int64_t n, float scale);
 void fp8_quantize_tilewise_cpu(const Fp8QuantTilewiseParams& p);
 void fp8_quantize_blockwise_cpu(const Fp8QuantBlockwiseParams& p);
 void fp8_dequantize_cpu(const Fp8DequantParams& p);

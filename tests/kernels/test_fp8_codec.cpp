@@ -1,6 +1,8 @@
 // E4M3 codec: every code, random floats (ties, subnormals, saturation, NaN) against a float64
 // reference of the grid; the scale and bf16 helpers.
+#include <algorithm>
 #include <cmath>
+#include <random>
 #include <limits>
 #include <vector>
 
@@ -128,3 +130,50 @@ TEST(Fp8Codec, Bf16RoundNearestEven) {
 }
 
 }  // namespace
+
+// The CPU quantizer's span function (AVX-512 when the build has it) against the scalar
+// fp8_quantize_value: every fp32 bit pattern as the value with scale 1 (x / 1 == x), so every
+// path of the encoder (normal, subnormal, saturation, inf, NaN, both signs) is compared.
+TEST(Fp8Codec, VectorQuantizerMatchesScalarForAllFloats) {
+  constexpr int64_t kChunk = int64_t{1} << 16;
+  constexpr int64_t kChunks = (int64_t{1} << 32) / kChunk;
+  int64_t mismatches = 0;
+  uint32_t first_bad = 0;
+#pragma omp parallel
+  {
+    std::vector<float> x(kChunk);
+    std::vector<uint8_t> q(kChunk);
+#pragma omp for reduction(+ : mismatches)
+    for (int64_t c = 0; c < kChunks; ++c) {
+      for (int64_t i = 0; i < kChunk; ++i) x[i] = ts::kern::fp8_f32_from_bits(static_cast<uint32_t>(c * kChunk + i));
+      std::fill(q.begin(), q.end(), uint8_t{0xAB});
+      ts::kern::fp8_quantize_span_cpu(x.data(), q.data(), kChunk, 1.0f);
+      for (int64_t i = 0; i < kChunk; ++i)
+        if (q[i] != ts::kern::fp8_quantize_value(x[i], 1.0f)) {
+#pragma omp critical
+          if (mismatches == 0) first_bad = static_cast<uint32_t>(c * kChunk + i);
+          ++mismatches;
+        }
+    }
+  }
+  EXPECT_EQ(mismatches, 0) << "first mismatch at bits 0x" << std::hex << first_bad;
+}
+
+// Random data with outliers over random scales and ragged lengths (the vector body plus the
+// scalar tail), against the scalar quantizer.
+TEST(Fp8Codec, VectorQuantizerMatchesScalarOnRandomScales) {
+  std::mt19937 rng(123);
+  std::normal_distribution<float> nd;
+  std::uniform_real_distribution<float> ud(-30, 30);
+  for (int trial = 0; trial < 200; ++trial) {
+    const int64_t n = 1 + static_cast<int64_t>(rng() % 300);
+    std::vector<float> x(n);
+    for (auto& v : x) v = nd(rng) * std::exp2(ud(rng) / 3);
+    x[rng() % n] *= 1e4f;  // an outlier
+    const float scale = std::exp2(ud(rng)) * (1 + nd(rng) * nd(rng) * 0.1f + 0.5f);
+    std::vector<uint8_t> q(n, 0xAB);
+    ts::kern::fp8_quantize_span_cpu(x.data(), q.data(), n, std::abs(scale));
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_EQ(q[i], ts::kern::fp8_quantize_value(x[i], std::abs(scale))) << "trial " << trial << " i " << i;
+  }
+}
