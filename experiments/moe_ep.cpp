@@ -11,21 +11,12 @@
 #include "csrc/parallel/expert_parallel.h"
 #include "csrc/parallel/pipeline_train.h"
 #include "csrc/train/checkpoint.h"
+#include "csrc/util/tensor_compare.h"
 
 namespace ts::experiments {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-namespace {
-
-double rel_diff(const torch::Tensor& a, const torch::Tensor& b) {
-  const double nb = b.norm().item<double>();
-  const double d = (a - b).norm().item<double>();
-  return nb > 0 ? d / nb : d;
-}
-
-}  // namespace
 
 train::RunOutcome run_moe_ep(const config::Config& cfg, const std::string& variant, const fs::path& run_dir,
                              bool resume) {
@@ -68,8 +59,8 @@ train::RunOutcome run_moe_ep(const config::Config& cfg, const std::string& varia
   (yl * g.narrow(0, me * B, B)).sum().backward();
 
   std::map<std::string, double> diffs;
-  diffs["output"] = rel_diff(yl.detach(), yf.narrow(0, me * B, B));
-  diffs["grad_input"] = rel_diff(xl.grad(), xf.grad().narrow(0, me * B, B));
+  diffs["output"] = util::rel_diff(yl.detach(), yf.narrow(0, me * B, B));
+  diffs["grad_input"] = util::rel_diff(xl.grad(), xf.grad().narrow(0, me * B, B));
   auto full_params = full->named_parameters();
   for (auto& p : ep->named_parameters()) {
     auto grad = p.value().grad();
@@ -83,7 +74,7 @@ train::RunOutcome run_moe_ep(const config::Config& cfg, const std::string& varia
       std::vector<at::Tensor> t{grad};  // replicated: each rank holds its tokens' share
       dist->all_reduce(t);
     }
-    diffs["grad_" + p.key()] = rel_diff(grad, ref);
+    diffs["grad_" + p.key()] = util::rel_diff(grad, ref);
   }
   double worst = 0;
   for (const auto& [k, v] : diffs) worst = std::max(worst, v);

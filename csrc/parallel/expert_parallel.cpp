@@ -52,12 +52,15 @@ torch::Tensor run_sharded(nn::MoEImpl& moe, Dist& dist, const Group& group, int6
                           const torch::Tensor& offsets) {
   const int64_t W = group.size;
   // Rows for each (owner rank, local expert), then what each rank sends me for my experts.
-  auto send_counts = (offsets.slice(0, 1) - offsets.slice(0, 0, -1)).to(torch::kCPU).contiguous();  // [W * E_l]
+  // The counts travel on the rows' device (NCCL only moves device tensors), then come to the host.
+  auto send_counts = (offsets.slice(0, 1) - offsets.slice(0, 0, -1)).contiguous();  // [W * E_l]
   auto recv_counts = torch::empty_like(send_counts);
   {
     std::vector<int64_t> even(W, local);
     dist.all_to_all_single(recv_counts, send_counts, even, even, &group);
   }
+  send_counts = send_counts.cpu();
+  recv_counts = recv_counts.cpu();
   auto sc = send_counts.view({W, local}), rc = recv_counts.view({W, local});  // rc[s][j]: from s for my j
   std::vector<int64_t> send_rows(W), recv_rows(W);
   for (int64_t r = 0; r < W; ++r) {
