@@ -126,10 +126,9 @@ struct MoeGroupedGemmBackwardParams {
   int64_t rows = 0, out_features = 0, hidden = 0, experts = 0;
 };
 
-// Eigen products (fp32, FMA) on tiles of whole expert segments: rows are cut into equal tiles
-// that never straddle two experts, and the tiles are spread over OpenMP threads, so one heavy
-// expert does not serialize the rest. Each tile is a single Eigen product; a call with a single
-// tile lets Eigen parallelize that product itself.
+// fp32 with FMA (kernels/cpu/gemm_f32.h) on tiles of each expert's product, spread over OpenMP
+// threads so that one heavy expert does not serialize the rest. Each output element is summed in
+// order over k: results do not depend on the number of threads.
 void moe_grouped_gemm_cpu(const MoeGroupedGemmParams& p);
 void moe_grouped_gemm_backward_cpu(const MoeGroupedGemmBackwardParams& p);
 

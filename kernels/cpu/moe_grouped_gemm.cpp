@@ -1,38 +1,32 @@
-// CPU twin of the MoE grouped GEMM (contract in kernels/moe.h): Eigen products over tiles of the
-// contiguous expert segments.
+// CPU twin of the MoE grouped GEMM (contract in kernels/moe.h): the packed GEMM of gemm_f32.h over
+// tiles of each expert's product.
 //
-// Why tiles: one product per expert, run one expert after another with Eigen's own threads,
-// loses parallel efficiency on small experts; one product per expert spread over threads
-// serializes on the heaviest expert. Cutting every segment into tiles of equal size (a tile never
-// straddles two experts) and spreading the tiles over threads does neither. Tiles are sized so
-// that each is one large Eigen product (at least kMinTile rows/columns, about 4 tiles per thread),
-// so the packing of an expert's weight per tile costs under a few percent.
-#include <Eigen/Core>
+// Why tiles: one product per expert, one expert after another, loses parallel efficiency on small
+// experts; one product per expert spread over threads serializes on the heaviest expert. Each
+// expert's output is cut into tiles of about equal cost, columns first (a column tile packs only
+// its own part of B, so nothing is packed twice), rows only when an expert has too few columns to
+// keep every thread busy; the tiles are spread over threads. Each output element is one dot
+// product summed in order over k, so results do not depend on the threads or the tiling.
 #include <algorithm>
 #include <vector>
 
 #include "kernels/common.h"
+#include "kernels/cpu/gemm_f32.h"
 #include "kernels/moe.h"
 
 namespace ts::kern {
 namespace {
 
-using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using ConstMat = Eigen::Map<const RowMat>;
-using Mat = Eigen::Map<RowMat>;
-
-constexpr int64_t kMinTile = 64;
 constexpr int64_t kTilesPerThread = 4;
+constexpr int64_t kMinTileCols = 128;  // a row group of A is reused over at least 4 panels of B
+constexpr int64_t kMinTileRows = 96;   // row splits repack B: only for tall tiles
 
-// One unit of work: expert e, and a range [begin, end) of its rows (NT, NN) or of the output
-// features (TN).
+// Rows [r0, r1) and columns [c0, c1) of expert e's product.
 struct Tile {
-  int64_t expert, begin, end;
+  int64_t expert, r0, r1, c0, c1;
 };
 
-// Runs f(tile) for every tile. A single tile runs on the calling thread so that Eigen can
-// parallelize its product; several tiles are spread over threads (Eigen then stays serial inside
-// each, since it does not nest inside an active OpenMP team).
+// Runs f(tile) for every tile, spread over threads when there are several.
 template <class F>
 void run_tiles(const std::vector<Tile>& tiles, F&& f) {
   const int64_t n = static_cast<int64_t>(tiles.size());
@@ -46,26 +40,31 @@ void run_tiles(const std::vector<Tile>& tiles, F&& f) {
   for (int64_t i = 0; i < n; ++i) f(tiles[i]);
 }
 
-// Row tiles of equal height over the expert segments (empty experts get none).
-std::vector<Tile> row_tiles(const int64_t* offsets, int64_t E, int64_t M) {
-  const int64_t height = std::max(kMinTile, ceil_div(M, kTilesPerThread * num_threads()));
-  std::vector<Tile> tiles;
-  for (int64_t e = 0; e < E; ++e)
-    for (int64_t b = offsets[e]; b < offsets[e + 1]; b += height)
-      tiles.push_back({e, b, std::min(b + height, offsets[e + 1])});
-  return tiles;
-}
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
-// Tiles over the output features n of grad_w[e], with about equal cost (rows_e * width) each;
-// an empty expert gets one tile that zeroes its gradient.
-std::vector<Tile> feature_tiles(const int64_t* offsets, int64_t E, int64_t M, int64_t N) {
-  const int64_t target = std::max<int64_t>(1, ceil_div(M * N, kTilesPerThread * num_threads()));
+// Tiles of the E products C_e [rows(e), cols] with depth depth(e); cost rows * cols * depth. An
+// expert whose product is empty (no rows or no columns) gets no tile, one with rows but depth 0
+// gets tiles that write zeros.
+template <class Rows, class Depth>
+std::vector<Tile> make_tiles(int64_t E, int64_t cols, Rows&& rows, Depth&& depth) {
+  double total = 0;
+  for (int64_t e = 0; e < E; ++e) total += static_cast<double>(rows(e)) * cols * std::max<int64_t>(depth(e), 1);
+  const double target = std::max(1.0, total / static_cast<double>(kTilesPerThread * num_threads()));
+  const int64_t tr = gemm_f32_tile_rows(), tc = gemm_f32_tile_cols();
   std::vector<Tile> tiles;
   for (int64_t e = 0; e < E; ++e) {
-    const int64_t rows = offsets[e + 1] - offsets[e];
-    const int64_t pieces = std::clamp<int64_t>(ceil_div(rows * N, target), 1, std::max<int64_t>(1, N / kMinTile));
-    const int64_t width = ceil_div(N, pieces);
-    for (int64_t b = 0; b < N; b += width) tiles.push_back({e, b, std::min(b + width, N)});
+    const int64_t R = rows(e);
+    if (R == 0 || cols == 0) continue;
+    const double cost = static_cast<double>(R) * cols * std::max<int64_t>(depth(e), 1);
+    const int64_t pieces = std::max<int64_t>(1, static_cast<int64_t>(cost / target + 0.5));
+    const int64_t col_pieces = std::clamp<int64_t>(pieces, 1, std::max<int64_t>(1, cols / kMinTileCols));
+    const int64_t width = round_up(ceil_div(cols, col_pieces), tc);
+    const int64_t row_pieces = std::clamp<int64_t>(ceil_div(pieces, ceil_div(cols, width)), 1,
+                                                   std::max<int64_t>(1, R / kMinTileRows));
+    const int64_t height = round_up(ceil_div(R, row_pieces), tr);
+    for (int64_t r = 0; r < R; r += height)
+      for (int64_t c = 0; c < cols; c += width)
+        tiles.push_back({e, r, std::min(r + height, R), c, std::min(c + width, cols)});
   }
   return tiles;
 }
@@ -75,53 +74,55 @@ std::vector<Tile> feature_tiles(const int64_t* offsets, int64_t E, int64_t M, in
 void moe_grouped_gemm_cpu(const MoeGroupedGemmParams& p) {
   const int64_t M = p.rows, N = p.out_features, H = p.hidden, E = p.experts;
   TS_KERNEL_ASSERT(M >= 0 && N >= 0 && H >= 0 && E >= 0);
-  TS_KERNEL_ASSERT(p.expert_offsets[0] == 0 && p.expert_offsets[E] == M);
-  if (N == 0) return;
-  run_tiles(row_tiles(p.expert_offsets, E, M), [&](const Tile& tile) {
-    const int64_t rows = tile.end - tile.begin;
-    Mat out(p.out + tile.begin * N, rows, N);
-    if (H == 0) {
-      out.setZero();
-      return;
-    }
-    ConstMat x(p.x_sorted + tile.begin * H, rows, H);
-    ConstMat w(p.w + tile.expert * N * H, N, H);
-    out.noalias() = x * w.transpose();
+  const int64_t* off = p.expert_offsets;
+  TS_KERNEL_ASSERT(off[0] == 0 && off[E] == M);
+  // out[b + i, n] = sum_h x[b + i, h] * w[e, n, h]: A = x rows, B(h, n) = w[e][n * H + h].
+  auto rows = [&](int64_t e) { return off[e + 1] - off[e]; };
+  run_tiles(make_tiles(E, N, rows, [&](int64_t) { return H; }), [&](const Tile& t) {
+    const int64_t b = off[t.expert] + t.r0;
+    GemmF32 g;
+    g.m = t.r1 - t.r0, g.n = t.c1 - t.c0, g.k = H;
+    g.a = p.x_sorted + b * H, g.a_rs = H, g.a_cs = 1;
+    g.b = p.w + (t.expert * N + t.c0) * H, g.b_rs = 1, g.b_cs = H;
+    g.c = p.out + b * N + t.c0, g.ldc = N;
+    gemm_f32(g);
   });
 }
 
 void moe_grouped_gemm_backward_cpu(const MoeGroupedGemmBackwardParams& p) {
   const int64_t M = p.rows, N = p.out_features, H = p.hidden, E = p.experts;
   TS_KERNEL_ASSERT(M >= 0 && N >= 0 && H >= 0 && E >= 0);
-  TS_KERNEL_ASSERT(p.expert_offsets[0] == 0 && p.expert_offsets[E] == M);
+  const int64_t* off = p.expert_offsets;
+  TS_KERNEL_ASSERT(off[0] == 0 && off[E] == M);
   if (H == 0) return;  // grad_x [M, 0] and grad_w [E, N, 0] hold nothing
   if (p.grad_x) {
-    TS_KERNEL_ASSERT(M == 0 || p.w != nullptr);
-    run_tiles(row_tiles(p.expert_offsets, E, M), [&](const Tile& tile) {
-      const int64_t rows = tile.end - tile.begin;
-      Mat gx(p.grad_x + tile.begin * H, rows, H);
-      if (N == 0) {
-        gx.setZero();
-        return;
-      }
-      ConstMat go(p.grad_out + tile.begin * N, rows, N);
-      ConstMat w(p.w + tile.expert * N * H, N, H);
-      gx.noalias() = go * w;
+    TS_KERNEL_ASSERT(M == 0 || N == 0 || p.w != nullptr);
+    // grad_x[b + i, h] = sum_n grad_out[b + i, n] * w[e, n, h]: A = grad_out rows, B = w[e] as is.
+    auto rows = [&](int64_t e) { return off[e + 1] - off[e]; };
+    run_tiles(make_tiles(E, H, rows, [&](int64_t) { return N; }), [&](const Tile& t) {
+      const int64_t b = off[t.expert] + t.r0;
+      GemmF32 g;
+      g.m = t.r1 - t.r0, g.n = t.c1 - t.c0, g.k = N;
+      g.a = p.grad_out + b * N, g.a_rs = N, g.a_cs = 1;
+      g.b = p.w + t.expert * N * H + t.c0, g.b_rs = H, g.b_cs = 1;
+      g.c = p.grad_x + b * H + t.c0, g.ldc = H;
+      gemm_f32(g);
     });
   }
   if (p.grad_w && N > 0) {
     TS_KERNEL_ASSERT(M == 0 || p.x_sorted != nullptr);
-    const int64_t* off = p.expert_offsets;
-    run_tiles(feature_tiles(off, E, M, N), [&](const Tile& tile) {
-      const int64_t e = tile.expert, b = off[e], rows = off[e + 1] - b, width = tile.end - tile.begin;
-      Mat gw(p.grad_w + (e * N + tile.begin) * H, width, H);
-      if (rows == 0) {
-        gw.setZero();
-        return;
-      }
-      ConstMat go(p.grad_out + b * N, rows, N);
-      ConstMat x(p.x_sorted + b * H, rows, H);
-      gw.noalias() = go.middleCols(tile.begin, width).transpose() * x;
+    // grad_w[e, n, h] = sum_i grad_out[b + i, n] * x[b + i, h]: A(n, i) = grad_out[(b + i) * N + n]
+    // (columns contiguous), B = the expert's x rows; an expert without rows gets zeros (depth 0).
+    auto rows = [&](int64_t) { return N; };
+    auto depth = [&](int64_t e) { return off[e + 1] - off[e]; };
+    run_tiles(make_tiles(E, H, rows, depth), [&](const Tile& t) {
+      const int64_t b = off[t.expert];
+      GemmF32 g;
+      g.m = t.r1 - t.r0, g.n = t.c1 - t.c0, g.k = off[t.expert + 1] - b;
+      g.a = p.grad_out + b * N + t.r0, g.a_rs = 1, g.a_cs = N;
+      g.b = p.x_sorted + b * H + t.c0, g.b_rs = H, g.b_cs = 1;
+      g.c = p.grad_w + (t.expert * N + t.r0) * H + t.c0, g.ldc = H;
+      gemm_f32(g);
     });
   }
 }

@@ -42,9 +42,10 @@ const std::vector<GemmCase>& cases() {
       {{64, 64, 64, 64}, 48, 80},                   // balanced
       {{0, 300, 5, 0, 77, 1, 0, 129}, 33, 70},      // uneven, empty experts (first one too), odd sizes
       {{0, 700, 0}, 40, 24},                        // one expert takes every row: split into tiles
-      {{40}, 16, 8},                                // a single small tile (Eigen's own threading)
+      {{40}, 16, 8},                                // a single small tile (runs on the calling thread)
       {{200, 0, 31, 250, 0, 0, 180, 90}, 130, 96},  // N over the minimum tile: grad_w split by features
       {{3, 1, 2, 0}, 5, 1},                         // H = 1
+      {{0, 300, 13, 280}, 530, 600},                // depth and width over one packed block (256 x 512)
   };
   return all;
 }
