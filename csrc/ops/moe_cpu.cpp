@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "csrc/ops/moe.h"
+#include "csrc/util/alloc.h"
 #include "csrc/util/check.h"
 #include "kernels/moe.h"
 
@@ -52,7 +53,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> permute_cpu(const at::Tensor& x_i
       {ids.data_ptr<int64_t>(), offs.data_ptr<int64_t>(), s2t.data_ptr<int64_t>(), t2s.data_ptr<int64_t>(), T, K, E});
   TS_CHECK_ARG(op, topk_ids, st.ok, "expert id ", st.id, " at [", st.token, ", ", st.k, "] is outside [0, ", E,
                ") (num_experts = ", E, ")");
-  auto xs = at::empty({M, H}, x.options());
+  auto xs = util::empty_output({M, H}, x.options());
   kern::moe_permute_cpu({x.data_ptr<float>(), s2t.data_ptr<int64_t>(), xs.data_ptr<float>(), T, K, H});
   return {xs, s2t, offs};
 }
@@ -67,7 +68,7 @@ at::Tensor permute_bwd_cpu(const at::Tensor& g_in, const at::Tensor& s2t_in, int
   TS_CHECK_ARG(op, tokens, (T == 0 && M == 0) || (T > 0 && M % T == 0), "expected a divisor of ", M, ", got ", T);
   auto g = g_in.contiguous();
   auto t2s = invert_slots(op, s2t_in.contiguous());
-  auto gx = at::empty({T, H}, g.options());
+  auto gx = util::empty_output({T, H}, g.options());
   kern::moe_permute_backward_cpu({g.data_ptr<float>(), t2s.data_ptr<int64_t>(), gx.data_ptr<float>(), T,
                                   T ? M / T : 0, H});
   return gx;
@@ -80,7 +81,7 @@ at::Tensor unpermute_cpu(const at::Tensor& ys_in, const at::Tensor& s2t_in, cons
   auto ys = ys_in.contiguous(), w = w_in.contiguous();
   const int64_t T = w.size(0), K = w.size(1), H = ys.size(1);
   auto t2s = invert_slots(op, s2t_in.contiguous());
-  auto y = at::empty({T, H}, ys.options());
+  auto y = util::empty_output({T, H}, ys.options());
   kern::moe_unpermute_cpu({ys.data_ptr<float>(), t2s.data_ptr<int64_t>(), w.data_ptr<float>(), y.data_ptr<float>(),
                            T, K, H});
   return y;
@@ -97,7 +98,7 @@ std::tuple<at::Tensor, at::Tensor> unpermute_bwd_cpu(const at::Tensor& gy_in, co
   auto gy = gy_in.contiguous(), ys = ys_in.contiguous(), w = w_in.contiguous();
   const int64_t T = w.size(0), K = w.size(1), H = ys.size(1);
   auto t2s = invert_slots(op, s2t_in.contiguous());
-  auto gys = at::empty_like(ys);
+  auto gys = util::empty_output(ys.sizes(), ys.options());
   auto gw = at::empty_like(w);
   kern::moe_unpermute_backward_cpu({gy.data_ptr<float>(), ys.data_ptr<float>(), t2s.data_ptr<int64_t>(),
                                     w.data_ptr<float>(), gys.data_ptr<float>(), gw.data_ptr<float>(), T, K, H});
@@ -111,7 +112,7 @@ at::Tensor grouped_gemm_cpu(const at::Tensor& x_in, const at::Tensor& w_in, cons
   auto x = x_in.contiguous(), w = w_in.contiguous(), offs = offs_in.contiguous();
   const int64_t M = x.size(0), H = x.size(1), E = w.size(0), N = w.size(1);
   check_offsets(op, offs, M);
-  auto out = at::empty({M, N}, x.options());
+  auto out = util::empty_output({M, N}, x.options());
   kern::moe_grouped_gemm_cpu(
       {x.data_ptr<float>(), w.data_ptr<float>(), offs.data_ptr<int64_t>(), out.data_ptr<float>(), M, N, H, E});
   return out;
@@ -128,8 +129,8 @@ std::tuple<at::Tensor, at::Tensor> grouped_gemm_bwd_cpu(const at::Tensor& g_in, 
   auto g = g_in.contiguous(), x = x_in.contiguous(), w = w_in.contiguous(), offs = offs_in.contiguous();
   const int64_t M = x.size(0), H = x.size(1), E = w.size(0), N = w.size(1);
   check_offsets(op, offs, M);
-  auto gx = at::empty_like(x);
-  auto gw = at::empty_like(w);
+  auto gx = util::empty_output(x.sizes(), x.options());
+  auto gw = util::empty_output(w.sizes(), w.options());
   kern::moe_grouped_gemm_backward_cpu({g.data_ptr<float>(), x.data_ptr<float>(), w.data_ptr<float>(),
                                        offs.data_ptr<int64_t>(), gx.data_ptr<float>(), gw.data_ptr<float>(), M, N,
                                        H, E});
