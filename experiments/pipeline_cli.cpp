@@ -35,6 +35,7 @@ struct PipelineArgs {
   std::string out;
   bool json_out = false;
   double cores = 0;
+  double message_cpu = 0;
   int width = 0;
 };
 
@@ -66,14 +67,20 @@ Schedule build(const std::string& name, int ranks, int microbatches) {
   }
 }
 
-Timeline timeline_for(const Schedule& s, const Costs& c, double cores) {
-  return cores > 0 ? simulate_shared_cores(s, c, cores) : simulate(s, c);
+Timeline timeline_for(const Schedule& s, const Costs& c, double cores, double message_cpu) {
+  return cores > 0 ? simulate_shared_cores(s, c, cores, -1, message_cpu) : simulate(s, c);
+}
+
+void check_cores_args(const PipelineArgs& a) {
+  if (a.message_cpu > 0 && !(a.cores > 0))
+    throw config::ConfigError("--message-cpu: needs --cores (message work shares the cores with computes)");
 }
 
 int show(const PipelineArgs& a) {
+  check_cores_args(a);
   const Schedule s = build(a.schedule, a.ranks, a.microbatches);
   const Costs c = parse_costs(a.costs);
-  const Timeline tl = timeline_for(s, c, a.cores);
+  const Timeline tl = timeline_for(s, c, a.cores, a.message_cpu);
   TextOptions topt;
   if (a.width > 0) topt.max_width = a.width;
   std::cout << render_text(s, tl, topt);
@@ -96,8 +103,8 @@ int show(const PipelineArgs& a) {
   return 0;
 }
 
-json simulate_one(const Schedule& s, const Costs& c, double cores) {
-  const Timeline tl = timeline_for(s, c, cores);
+json simulate_one(const Schedule& s, const Costs& c, double cores, double message_cpu) {
+  const Timeline tl = timeline_for(s, c, cores, message_cpu);
   json j{{"schedule", std::string(schedule_kind_name(s.kind))},
          {"ranks", s.ranks},
          {"stages", s.stages},
@@ -111,11 +118,13 @@ json simulate_one(const Schedule& s, const Costs& c, double cores) {
          {"peak_activations", tl.peak_activations},
          {"formula_bubble", formula_bubble(s.kind, s.ranks, c)},
          {"closed_form_bubble", closed_form_bubble(s.kind, s.ranks, c)},
-         {"formula_preconditions", formula_preconditions(s.kind, s.ranks, s.microbatches, c)}};
+         {"formula_preconditions", cores > 0 ? std::string("a device per rank (not --cores)")
+                                             : formula_preconditions(s.kind, s.ranks, s.microbatches, c)}};
   double sum = 0;
   for (double b : tl.bubble) sum += b;
   j["total_bubble"] = sum;
   if (cores > 0) j["cores"] = cores;
+  if (cores > 0 && message_cpu > 0) j["message_cpu"] = message_cpu;
   const TableRow row = table_row(s);
   j["table"] = {{"params_per_device", row.params_per_device},
                 {"activations_per_device", row.activations_per_device},
@@ -146,6 +155,7 @@ void print_one(const json& j) {
 }
 
 int simulate_cmd(const PipelineArgs& a) {
+  check_cores_args(a);
   const Costs c = parse_costs(a.costs);
   std::vector<Schedule> schedules;
   if (a.schedule == "all") {
@@ -157,7 +167,7 @@ int simulate_cmd(const PipelineArgs& a) {
     schedules.push_back(build(a.schedule, a.ranks, a.microbatches));
   }
   json all = json::array();
-  for (const auto& s : schedules) all.push_back(simulate_one(s, c, a.cores));
+  for (const auto& s : schedules) all.push_back(simulate_one(s, c, a.cores, a.message_cpu));
   if (a.json_out) {
     std::cout << (all.size() == 1 ? all[0] : all).dump(2) << "\n";
     return 0;
@@ -197,6 +207,9 @@ Command add_pipeline_command(CLI::App& app) {
         ->capture_default_str();
     c->add_option("--cores", a.cores, "Simulate ranks sharing this many cores (0: a device per rank)")
         ->check(CLI::Range(0.0, 1e6));
+    c->add_option("--message-cpu", a.message_cpu,
+                  "With --cores: CPU work to move one message (a CPU transport's threads), in the costs' unit")
+        ->check(CLI::Range(0.0, 1e9));
   };
   auto* show_cmd = sub->add_subcommand("show", "Draw a schedule: text here, SVG/JSON/PNG with --out");
   common(show_cmd, *show_args, false);

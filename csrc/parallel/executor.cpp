@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <optional>
 #include <stdexcept>
@@ -22,6 +23,15 @@ namespace ts::parallel {
 
 namespace {
 using Clock = std::chrono::steady_clock;
+
+// CPU seconds used so far by the calling thread, and by the whole process (all its threads).
+double cpu_seconds(clockid_t which) {
+  timespec ts{};
+  clock_gettime(which, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+double thread_cpu_s() { return cpu_seconds(CLOCK_THREAD_CPUTIME_ID); }
+double process_cpu_s() { return cpu_seconds(CLOCK_PROCESS_CPUTIME_ID); }
 }
 
 std::vector<StageRange> split_stages(int64_t n_layers, int stages) {
@@ -233,6 +243,7 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
 
   const auto& list = schedule_.actions[me];
   std::vector<Span> spans(list.size());
+  std::vector<double> cpu(list.size(), 0.0);  // CPU seconds of this thread per action
   std::vector<bool> posted_early(list.size(), false);  // SENDs an F&B posted ahead of their turn
   double busy = 0;
   auto now_s = [&] { return std::chrono::duration<double>(Clock::now() - ctx.t0).count(); };
@@ -246,6 +257,7 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
 
   dist_.barrier();
   ctx.t0 = Clock::now();
+  const double process_cpu0 = process_cpu_s(), thread_cpu0 = thread_cpu_s();
   for (size_t i = 0; i < list.size(); ++i) {
     if (options_.debug_exit_after >= 0 && static_cast<int>(i) == options_.debug_exit_after) {
       std::fprintf(stderr, "debug: pipeline.debug_exit_after=%d: rank %d exits now on purpose\n",
@@ -257,6 +269,7 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
     if (posted_early[i]) continue;
     if (a.op == OpKind::kSend || a.op == OpKind::kRecv) {
       const double post_start = now_s();  // the span of a SEND/RECV is the time to post it
+      const double post_cpu = thread_cpu_s();
       const int id = detail::message_id(schedule_, a.payload, a.unit);
       const int tag = message_tag(schedule_, a.payload, a.unit);
       const std::string what = describe(a) + fmt::format(" on rank {}", me);
@@ -277,11 +290,14 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
         ctx.recvs[id] = {dist_.irecv(t, a.peer, tag), t, what};
       }
       spans[i] = {post_start, now_s()};
+      cpu[i] = thread_cpu_s() - post_cpu;
       continue;
     }
     flush_batch();
     wait_inputs(a, ctx);
     const double start = now_s();  // inputs are in: waiting on a RECV is bubble, not work
+    const double start_cpu = thread_cpu_s();
+    double early_post_cpu = 0;  // SENDs an F&B posts inside it count as theirs
     switch (a.op) {
       case OpKind::kF: {
         ForwardStream stream(forward_streams_, dist_.device(), a.unit.dir);
@@ -308,12 +324,14 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
           for (size_t j = i + 1; j < list.size() && !list[j].is_compute(); ++j) {
             if (list[j].op != OpKind::kSend || list[j].payload != Payload::kActivation || !(list[j].unit == a.unit))
               continue;
-            const double post_start = now_s();
+            const double post_start = now_s(), post_cpu = thread_cpu_s();
             at::Tensor t = ctx.units.at(detail::unit_id(schedule_, a.unit)).output.detach().contiguous();
             ctx.sends.push_back({dist_.isend(t, list[j].peer, message_tag(schedule_, Payload::kActivation, a.unit)), t,
                                  describe(list[j]) + fmt::format(" on rank {}", me)});
             posted_early[j] = true;
             spans[j] = {post_start, now_s()};
+            cpu[j] = thread_cpu_s() - post_cpu;
+            early_post_cpu += cpu[j];
           }
         }
         stream.leave();  // the SENDs above were posted on the forward's stream, as NCCL must see it
@@ -328,6 +346,7 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
       c10::impl::VirtualGuardImpl(c10::DeviceType::CUDA).getStream(dist_.device()).synchronize();
     const double end = now_s();
     spans[i] = {start, end};
+    cpu[i] = thread_cpu_s() - start_cpu - early_post_cpu;
     busy += end - start;
   }
   flush_batch();
@@ -335,20 +354,27 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
   ctx.sends.clear();
   for (const auto& l : ctx.losses) ctx.loss_sum += l.item<double>() / schedule_.microbatches;
   const double local_end = now_s();
+  const double background_cpu = (process_cpu_s() - process_cpu0) - (thread_cpu_s() - thread_cpu0);
   if (schedule_.kind == ScheduleKind::kDualPipe) reduce_mirrors();
 
   // Everyone learns the loss, each rank's busy time and spans (one all-reduce of a table).
   const int R = schedule_.ranks;
   size_t max_actions = 0;
   for (const auto& l : schedule_.actions) max_actions = std::max(max_actions, l.size());
-  auto table = torch::zeros({R, static_cast<int64_t>(max_actions) * 2 + 3}, torch::kDouble);
+  // Row: loss, busy, local end, background CPU, start on the steady clock, then (start, end) per
+  // action, then CPU per action.
+  const int64_t n = static_cast<int64_t>(max_actions);
+  auto table = torch::zeros({R, 3 * n + 5}, torch::kDouble);
   auto row = table[me];
   row[0] = ctx.loss_sum;
   row[1] = busy;
   row[2] = local_end;
+  row[3] = background_cpu;
+  row[4] = std::chrono::duration<double>(ctx.t0.time_since_epoch()).count();
   for (size_t i = 0; i < spans.size(); ++i) {
-    row[3 + 2 * i] = spans[i].start;
-    row[4 + 2 * i] = spans[i].end;
+    row[5 + 2 * i] = spans[i].start;
+    row[6 + 2 * i] = spans[i].end;
+    row[5 + 2 * n + i] = cpu[i];
   }
   std::vector<at::Tensor> v{table.to(dist_.device())};
   dist_.all_reduce(v);
@@ -356,14 +382,22 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
   StepResult out;
   out.busy.resize(R);
   out.spans.resize(R);
+  out.cpu.resize(R);
+  out.background_cpu.resize(R);
+  out.clock_start.resize(R);
   for (int r = 0; r < R; ++r) {
     auto acc = table[r];
     out.loss += acc[0].item<double>();
     out.busy[r] = acc[1].item<double>();
     out.seconds = std::max(out.seconds, acc[2].item<double>());
+    out.background_cpu[r] = acc[3].item<double>();
+    out.clock_start[r] = acc[4].item<double>();
     out.spans[r].resize(schedule_.actions[r].size());
-    for (size_t i = 0; i < out.spans[r].size(); ++i)
-      out.spans[r][i] = {acc[3 + 2 * i].item<double>(), acc[4 + 2 * i].item<double>()};
+    out.cpu[r].resize(schedule_.actions[r].size());
+    for (size_t i = 0; i < out.spans[r].size(); ++i) {
+      out.spans[r][i] = {acc[5 + 2 * i].item<double>(), acc[6 + 2 * i].item<double>()};
+      out.cpu[r][i] = acc[5 + 2 * n + i].item<double>();
+    }
   }
   return out;
 }

@@ -56,6 +56,15 @@ struct StepResult {
   double seconds = 0;                    // step time: last compute end over all ranks
   std::vector<double> busy;              // [R] compute seconds per rank
   std::vector<std::vector<Span>> spans;  // [R][action] seconds from the step start
+  // CPU time (CLOCK_THREAD_CPUTIME_ID) of each action on its rank's main thread: a compute's own
+  // work, without the time it waited for a core when ranks share cores ([R][action], seconds).
+  // On CUDA only the host side of the work.
+  std::vector<std::vector<double>> cpu;
+  // [R] CPU seconds of the rank's other threads during the step: the transport's (Gloo's).
+  std::vector<double> background_cpu;
+  // [R] when each rank's spans start, in seconds of its std::chrono::steady_clock: comparable
+  // across ranks on one machine (one monotonic clock), not across machines.
+  std::vector<double> clock_start;
 };
 
 struct StepContext;  // per-step state, executor.cpp

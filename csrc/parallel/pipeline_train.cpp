@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <sched.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -83,6 +85,20 @@ double bubble_fraction(const std::vector<double>& busy, double total) {
 }
 
 json costs_json(const Costs& c) { return {{"F", c.F}, {"B", c.B}, {"W", c.W}, {"FB", c.FB}}; }
+
+// Cores this process may run on (its affinity mask; the machine's count if that is unknown).
+double usable_cores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+double mean(const std::vector<double>& v) {
+  double sum = 0;
+  for (double x : v) sum += x;
+  return v.empty() ? std::nan("") : sum / static_cast<double>(v.size());
+}
 
 double median(std::vector<double> v) {
   if (v.empty()) return std::nan("");
@@ -199,6 +215,11 @@ train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& v
   // Durations in the measured steps, all ranks: computes by kind (F, B, W, BW, FB); the
   // postings of SEND and RECV pooled under kSend.
   std::map<OpKind, std::vector<double>> run_durations;
+  std::map<OpKind, std::vector<double>> run_cpu;  // the same actions' main-thread CPU time
+  std::vector<double> message_cpu;                // per step: transport threads' CPU per message
+  int messages_per_step = 0;
+  for (const auto& list : schedule.actions)
+    for (const Action& a : list) messages_per_step += a.op == OpKind::kSend;
   StepResult last;
   double last_loss = std::nan("");
   for (int64_t step = 0; step < tc.steps; ++step) {
@@ -259,9 +280,14 @@ train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& v
       step_times.push_back(last.seconds);
       bubbles.push_back(bubble);
       for (int r = 0; r < R; ++r)
-        for (size_t i = 0; i < schedule.actions[r].size() && i < last.spans[r].size(); ++i)
-          run_durations[schedule.actions[r][i].is_compute() ? schedule.actions[r][i].op : OpKind::kSend].push_back(
-              last.spans[r][i].end - last.spans[r][i].start);  // SEND and RECV postings pooled
+        for (size_t i = 0; i < schedule.actions[r].size() && i < last.spans[r].size(); ++i) {
+          const OpKind kind = schedule.actions[r][i].is_compute() ? schedule.actions[r][i].op : OpKind::kSend;
+          run_durations[kind].push_back(last.spans[r][i].end - last.spans[r][i].start);  // SEND, RECV pooled
+          run_cpu[kind].push_back(last.cpu[r][i]);
+        }
+      double background = 0;
+      for (double b : last.background_cpu) background += b;
+      if (messages_per_step > 0) message_cpu.push_back(background / messages_per_step);
     }
     if (lead) {
       *metrics << json{{"step", step},          {"loss", last.loss},         {"lr", lr},
@@ -331,8 +357,45 @@ train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& v
     summary["report_columns"] = {"step_ms", "predicted_from_run_step_ms", "step_error_vs_run_cost_prediction",
                                  "bubble_fraction"};
   }
+  if (!dev.is_cuda()) {
+    // The same in-run check from CPU time instead of wall time: each compute's own work (its
+    // main-thread CPU time, without the waits for a core when ranks share cores), each posting's,
+    // and the transport threads' CPU per message, simulated with the ranks sharing this machine's
+    // cores (simulate_shared_cores). This is the check that holds up with more ranks than cores.
+    // Means, not medians: with the cores shared, the step is bound by the total work.
+    auto avg = [&](OpKind k, double fallback) {
+      auto it = run_cpu.find(k);
+      return it == run_cpu.end() || it->second.empty() ? fallback : mean(it->second);
+    };
+    Costs cc;
+    cc.F = avg(OpKind::kF, 0);
+    const double bw_cpu = avg(OpKind::kBW, -1);
+    cc.W = avg(OpKind::kW, bw_cpu > 0 ? bw_cpu / 3 : cc.F / 2);
+    cc.B = avg(OpKind::kB, bw_cpu > 0 ? bw_cpu - cc.W : cc.F);
+    cc.FB = avg(OpKind::kFB, cc.F + cc.B + cc.W);
+    cc.post = avg(OpKind::kSend, 0);
+    const double per_message = message_cpu.empty() ? 0.0 : mean(message_cpu);
+    const double cores = usable_cores();
+    const Timeline from_cpu = simulate_shared_cores(schedule, cc, cores, bw_cpu, per_message);
+    json measured = json::object();
+    for (auto [k, name] : {std::pair{OpKind::kF, "F"}, {OpKind::kB, "B"}, {OpKind::kW, "W"}, {OpKind::kBW, "BW"},
+                           {OpKind::kFB, "FB"}})
+      if (run_cpu.count(k)) measured[name] = avg(k, 0);
+    measured["post"] = cc.post;
+    measured["message"] = per_message;
+    summary["run_cpu_costs_s"] = measured;
+    summary["cores"] = cores;
+    summary["predicted_from_run_cpu"] = {{"step_s", from_cpu.total},
+                                         {"bubble_fraction", bubble_fraction(from_cpu.busy, from_cpu.total)}};
+    summary["predicted_from_run_cpu_step_ms"] = from_cpu.total * 1e3;
+    summary["step_error_vs_run_cpu_prediction"] = (step_s - from_cpu.total) / from_cpu.total;
+    summary["predicted_from_run_cpu_bubble_fraction"] = bubble_fraction(from_cpu.busy, from_cpu.total);
+    for (const char* k : {"predicted_from_run_cpu_step_ms", "step_error_vs_run_cpu_prediction",
+                          "predicted_from_run_cpu_bubble_fraction"})
+      summary["report_columns"].push_back(k);
+  }
   if (pc.measure_costs) {
-    const double cores = std::max(1u, std::thread::hardware_concurrency());
+    const double cores = usable_cores();
     // The fused BW is measured on its own: it is cheaper than B + W (no split overheads).
     double bw = 0;
     for (const auto& s : stage_costs) bw += s.BW / static_cast<double>(stage_costs.size());

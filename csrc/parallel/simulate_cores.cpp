@@ -11,9 +11,12 @@
 
 namespace ts::parallel {
 
-Timeline simulate_shared_cores(const Schedule& s, const Costs& c, double cores, double bw) {
+Timeline simulate_shared_cores(const Schedule& s, const Costs& c, double cores, double bw, double message_cpu) {
   if (!(cores > 0) || !std::isfinite(cores))
     throw std::invalid_argument("simulate_shared_cores: cores must be > 0, got " + std::to_string(cores));
+  if (!(message_cpu >= 0) || !std::isfinite(message_cpu))
+    throw std::invalid_argument("simulate_shared_cores: message_cpu must be finite and >= 0, got " +
+                                std::to_string(message_cpu));
   for (double v : {c.F, c.B, c.W, c.FB, c.p2p})
     if (!std::isfinite(v) || v < 0) throw std::invalid_argument("simulate_shared_cores: costs must be finite and >= 0");
   const ValidationReport rep = validate(s);
@@ -27,7 +30,14 @@ Timeline simulate_shared_cores(const Schedule& s, const Costs& c, double cores, 
   tl.busy.assign(R, 0);
   for (int r = 0; r < R; ++r) tl.spans[r].resize(s.actions[r].size());
   std::vector<double> f_end(detail::unit_count(s), kNotYet), b_end(detail::unit_count(s), kNotYet);
-  std::vector<double> posted(detail::message_count(s), kNotYet);
+  // arrived[m]: when message m can be used by its receiver (after p2p).
+  std::vector<double> arrived(detail::message_count(s), kNotYet);
+  // Messages being moved (message_cpu > 0): each is a job sharing the cores from its posting on.
+  struct Transfer {
+    int id;
+    double start, left;
+  };
+  std::vector<Transfer> transfers;
   std::vector<size_t> pc(R, 0);
   std::vector<double> clock(R, 0);     // when the rank became free
   std::vector<bool> running(R, false);
@@ -42,7 +52,13 @@ Timeline simulate_shared_cores(const Schedule& s, const Costs& c, double cores, 
       // Posting takes c.post of the rank's time (not modelled as sharing the cores).
       const double t0 = clock[r];
       clock[r] += c.post;
-      if (a.op == OpKind::kSend) posted[detail::message_id(s, a.payload, a.unit)] = clock[r];
+      if (a.op == OpKind::kSend) {
+        const int id = detail::message_id(s, a.payload, a.unit);
+        if (message_cpu > 0)
+          transfers.push_back({id, clock[r], message_cpu});
+        else
+          arrived[id] = clock[r] + c.p2p;
+      }
       tl.spans[r][pc[r]] = {t0, clock[r]};
       ++pc[r];
     }
@@ -55,7 +71,7 @@ Timeline simulate_shared_cores(const Schedule& s, const Costs& c, double cores, 
     double t = clock[r];
     for (const detail::Need& n : need) {
       const double e = n.from_rank == r ? (n.what == detail::Need::kF ? f_end : b_end)[detail::unit_id(s, n.unit)]
-                                        : posted[detail::message_id(s, detail::payload_of(n.what), n.unit)] + c.p2p;
+                                        : arrived[detail::message_id(s, detail::payload_of(n.what), n.unit)];
       if (std::isnan(e)) return kInf;
       t = std::max(t, e);
     }
@@ -84,13 +100,18 @@ Timeline simulate_shared_cores(const Schedule& s, const Costs& c, double cores, 
         next_ready = std::min(next_ready, t);
       }
     }
-    if (all_done) break;
+    if (all_done && transfers.empty()) break;
+    // Transfers whose SEND is posted by now share the cores with the running computes.
+    auto moving = [&](const Transfer& m) { return m.start <= now; };
     int active = 0;
     for (int r = 0; r < R; ++r) active += running[r];
+    for (const Transfer& m : transfers) active += moving(m);
     const double rate = active ? std::min(1.0, cores / active) : 0.0;
     double next_done = kInf;
     for (int r = 0; r < R; ++r)
       if (running[r]) next_done = std::min(next_done, now + left[r] / rate);
+    for (const Transfer& m : transfers)
+      next_done = std::min(next_done, moving(m) ? now + m.left / rate : m.start);  // done, or starts
     const double t_next = std::min(next_done, next_ready);
     if (!std::isfinite(t_next)) throw std::logic_error("simulate_shared_cores: no progress (schedule deadlocks)");
     for (int r = 0; r < R; ++r) {
@@ -102,7 +123,15 @@ Timeline simulate_shared_cores(const Schedule& s, const Costs& c, double cores, 
         left[r] -= rate * (t_next - now);
       }
     }
+    for (Transfer& m : transfers) {
+      if (!moving(m)) continue;
+      m.left = now + m.left / rate <= t_next ? 0 : m.left - rate * (t_next - now);
+    }
     now = t_next;
+    for (const Transfer& m : transfers)
+      if (m.left <= 0) arrived[m.id] = now + c.p2p;
+    transfers.erase(std::remove_if(transfers.begin(), transfers.end(), [](const Transfer& m) { return m.left <= 0; }),
+                    transfers.end());
     for (int r = 0; r < R; ++r) {
       if (!running[r] || left[r] > 0) continue;
       const Action& a = s.actions[r][pc[r]];

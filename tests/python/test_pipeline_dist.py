@@ -50,6 +50,11 @@ def test_launch_every_schedule_matches_sequential(tmp_path):
         pred, costs = summary["predicted_from_run_costs"], summary["run_costs_s"]
         assert pred["step_s"] > 0 and 0 <= pred["bubble_fraction"] < 1, (v, pred)
         assert costs["F"] > 0 and costs["post"] >= 0, (v, costs)
+        # ... and from its CPU times with the ranks sharing the cores (CPU runs only).
+        pred, cpu = summary["predicted_from_run_cpu"], summary["run_cpu_costs_s"]
+        assert pred["step_s"] > 0 and 0 <= pred["bubble_fraction"] < 1, (v, pred)
+        assert cpu["F"] > 0 and cpu["post"] >= 0 and cpu["message"] >= 0, (v, cpu)
+        assert summary["cores"] >= 1
         assert summary["step_ms"] == summary["step_s"] * 1e3
     # Every rank reported its own comparison, prefixed by the launcher.
     for r in range(4):
@@ -129,6 +134,21 @@ def test_pipeline_simulate_json_reports_the_formula():
     assert len(j["bubble"]) == 4 and len(j["peak_activations"]) == 4
     bad = subprocess.run([str(BIN), "pipeline", "simulate", "--costs", "1,x"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--costs" in bad.stderr
+
+
+def test_pipeline_simulate_shared_cores_with_message_cpu():
+    def sim(*extra):
+        p = subprocess.run([str(BIN), "pipeline", "simulate", "--schedule", "1f1b", "--ranks", "4", "--microbatches",
+                            "8", "--costs", "3,2,1,6", "--json", *extra], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+    # On one core everything is back to back: 4 ranks x 8 micro-batches x (F + B + W), plus one
+    # message_cpu for each of the 2 x 3 x 8 messages.
+    assert sim("--cores", "1")["total"] == pytest.approx(4 * 8 * 6)
+    j = sim("--cores", "1", "--message-cpu", "0.5")
+    assert j["total"] == pytest.approx(4 * 8 * 6 + 48 * 0.5) and j["message_cpu"] == 0.5
+    bad = subprocess.run([str(BIN), "pipeline", "simulate", "--message-cpu", "1"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--cores" in bad.stderr
 
 
 @pytest.mark.skipif(shutil.which("nm") is None, reason="nm not installed")
