@@ -45,27 +45,28 @@ Timeline simulate_shared_cores(const Schedule& s, const Costs& c, double cores, 
   std::vector<detail::Need> need;
   double now = 0;
 
-  // Passes rank r's SEND/RECVs up to its next compute (they take no time).
+  // A SEND is posted at time t: its message moves (a transfer job) or just travels p2p.
+  auto post_send = [&](const Action& a, double t) {
+    const int id = detail::message_id(s, a.payload, a.unit);
+    if (message_cpu > 0)
+      transfers.push_back({id, t, message_cpu});
+    else
+      arrived[id] = t + c.p2p;
+  };
+  // With c.post == 0, passes rank r's SEND/RECVs up to its next action that takes time. (With
+  // c.post > 0 a posting is work of the rank like a compute, and shares the cores.)
   auto pass_messages = [&](int r) {
-    while (pc[r] < s.actions[r].size() && !s.actions[r][pc[r]].is_compute()) {
+    while (c.post == 0 && pc[r] < s.actions[r].size() && !s.actions[r][pc[r]].is_compute()) {
       const Action& a = s.actions[r][pc[r]];
-      // Posting takes c.post of the rank's time (not modelled as sharing the cores).
-      const double t0 = clock[r];
-      clock[r] += c.post;
-      if (a.op == OpKind::kSend) {
-        const int id = detail::message_id(s, a.payload, a.unit);
-        if (message_cpu > 0)
-          transfers.push_back({id, clock[r], message_cpu});
-        else
-          arrived[id] = clock[r] + c.p2p;
-      }
-      tl.spans[r][pc[r]] = {t0, clock[r]};
+      if (a.op == OpKind::kSend) post_send(a, clock[r]);
+      tl.spans[r][pc[r]] = {clock[r], clock[r]};
       ++pc[r];
     }
   };
   // When rank r's next compute may start, or inf.
   auto ready_time = [&](int r) {
     if (pc[r] == s.actions[r].size()) return kInf;
+    if (!s.actions[r][pc[r]].is_compute()) return clock[r];  // a posting needs nothing
     need.clear();
     detail::needs(s, r, s.actions[r][pc[r]], &need);
     double t = clock[r];
@@ -135,6 +136,14 @@ Timeline simulate_shared_cores(const Schedule& s, const Costs& c, double cores, 
     for (int r = 0; r < R; ++r) {
       if (!running[r] || left[r] > 0) continue;
       const Action& a = s.actions[r][pc[r]];
+      if (!a.is_compute()) {  // a posting is done
+        if (a.op == OpKind::kSend) post_send(a, now);
+        tl.spans[r][pc[r]] = {started[r], now};
+        clock[r] = now;
+        running[r] = false;
+        ++pc[r];
+        continue;
+      }
       if (const Unit* f = a.forward_unit()) f_end[detail::unit_id(s, *f)] = now;
       if (const Unit* b = a.input_backward_unit()) b_end[detail::unit_id(s, *b)] = now;
       tl.spans[r][pc[r]] = {started[r], now};

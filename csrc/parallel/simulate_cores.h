@@ -5,8 +5,9 @@
 // own speed (the fair share an OS scheduler gives single-threaded processes), so a compute
 // of cost c takes c wall time alone and longer when more than `cores` ranks compute at once.
 // Everything else is simulate()'s model: a compute starts when its rank is free and its
-// inputs are there (remote ones p2p after the SEND is posted); posting a SEND or RECV takes
-// Costs::post of its rank's time. With cores >= ranks this is exactly simulate().
+// inputs are there (remote ones p2p after the SEND is posted); posting a SEND or RECV is
+// Costs::post of its rank's work, sharing the cores like a compute. With cores >= ranks this is
+// exactly simulate().
 //
 // Moving a message can take CPU too: a CPU transport (Gloo over TCP) copies every message
 // through the kernel on threads of both processes. With message_cpu > 0 each message is a job

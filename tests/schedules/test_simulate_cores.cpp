@@ -56,6 +56,20 @@ TEST(SimulateCores, EqualsSimulateWithACorePerRank) {
   }
 }
 
+// Postings are rank work too: with a core per rank they cost what simulate() charges, and on
+// one core they add to the back-to-back total.
+TEST(SimulateCores, PostingIsRankWork) {
+  std::mt19937 rng(31);
+  for (const Case& k : kCases) {
+    const Schedule s = make_schedule(k.kind, k.ranks, k.microbatches);
+    Costs c = random_costs(rng);
+    c.post = 0.25 * (1 + rng() % 3);
+    EXPECT_NEAR(simulate_shared_cores(s, c, k.ranks).total, simulate(s, c).total, 1e-9) << schedule_kind_name(k.kind);
+    c.p2p = 0;
+    EXPECT_NEAR(simulate_shared_cores(s, c, 1).total, work(s, c), 1e-6) << schedule_kind_name(k.kind);
+  }
+}
+
 TEST(SimulateCores, OneCoreRunsAllWorkBackToBack) {
   std::mt19937 rng(5);
   for (const Case& k : kCases) {
