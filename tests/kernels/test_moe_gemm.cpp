@@ -10,6 +10,10 @@
 #include <vector>
 
 #include "kernels/moe.h"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 #include "tests/kernels/compare.h"
 
 namespace {
@@ -148,6 +152,36 @@ TEST(MoeGroupedGemm, BackwardMatchesPerExpertFloat64) {
         {go.data(), x.data(), nullptr, off.data(), nullptr, gw_only.data(), M, N, H, E});
     EXPECT_EQ(gw_only, gw);
   }
+}
+
+// Every output element is one dot product summed in order over k, whatever the tiling: the
+// results are bitwise the same with 1 thread and with several.
+TEST(MoeGroupedGemm, ResultsDoNotDependOnThreads) {
+#if defined(_OPENMP)
+  const int threads = omp_get_max_threads();
+  for (const GemmCase& c : cases()) {
+    SCOPED_TRACE(describe(c));
+    const auto off = offsets_of(c.counts);
+    const int64_t E = c.counts.size(), M = off[E], N = c.N, H = c.H;
+    const auto x = ts::test::random_vector(M * H, 5), w = ts::test::random_vector(E * N * H, 6);
+    const auto go = ts::test::random_vector(M * N, 7);
+    auto run = [&](int t) {
+      omp_set_num_threads(t);
+      std::vector<float> out(M * N), gx(M * H), gw(E * N * H);
+      ts::kern::moe_grouped_gemm_cpu({x.data(), w.data(), off.data(), out.data(), M, N, H, E});
+      ts::kern::moe_grouped_gemm_backward_cpu({go.data(), x.data(), w.data(), off.data(), gx.data(), gw.data(), M, N, H, E});
+      out.insert(out.end(), gx.begin(), gx.end());
+      out.insert(out.end(), gw.begin(), gw.end());
+      return out;
+    };
+    const auto one = run(1), three = run(3);
+    omp_set_num_threads(threads);
+    ASSERT_EQ(one.size(), three.size());
+    EXPECT_TRUE(std::equal(one.begin(), one.end(), three.begin()));
+  }
+#else
+  GTEST_SKIP() << "built without OpenMP";
+#endif
 }
 
 TEST(MoeGroupedGemm, NoRows) {
