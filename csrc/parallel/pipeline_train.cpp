@@ -106,6 +106,40 @@ double median(std::vector<double> v) {
   return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
+using Samples = std::map<OpKind, std::vector<double>>;  // per kind of compute; postings under kSend
+using Statistic = double (*)(const std::vector<double>&);
+
+double median_of(const std::vector<double>& v) { return median(v); }
+
+// Simulator costs from per-kind samples: `stat` of each compute kind, the mean posting (most
+// postings are short, the few long ones are the cost). Kinds the schedule never runs get
+// fallbacks the simulator does not use. *bw: the fused backward's cost, < 0 when none ran.
+Costs costs_from(const Samples& samples, Statistic stat, double* bw) {
+  auto get = [&](OpKind k, double fallback) {
+    auto it = samples.find(k);
+    return it == samples.end() || it->second.empty() ? fallback : stat(it->second);
+  };
+  Costs c;
+  c.F = get(OpKind::kF, 0);
+  *bw = get(OpKind::kBW, -1);
+  c.W = get(OpKind::kW, *bw > 0 ? *bw / 3 : c.F / 2);
+  c.B = get(OpKind::kB, *bw > 0 ? *bw - c.W : c.F);
+  c.FB = get(OpKind::kFB, c.F + c.B + c.W);
+  auto it = samples.find(OpKind::kSend);
+  c.post = it == samples.end() || it->second.empty() ? 0.0 : mean(it->second);
+  return c;
+}
+
+// The costs of the kinds that ran (as costs_from computes them) and the posting, for summary.json.
+json ran_costs_json(const Samples& samples, Statistic stat, const Costs& c) {
+  json j = json::object();
+  for (auto [k, name] : {std::pair{OpKind::kF, "F"}, {OpKind::kB, "B"}, {OpKind::kW, "W"}, {OpKind::kBW, "BW"},
+                         {OpKind::kFB, "FB"}})
+    if (auto it = samples.find(k); it != samples.end() && !it->second.empty()) j[name] = stat(it->second);
+  j["post"] = c.post;
+  return j;
+}
+
 }  // namespace
 
 int launch_rank() {
@@ -214,8 +248,8 @@ train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& v
   std::vector<double> step_times, bubbles;
   // Durations in the measured steps, all ranks: computes by kind (F, B, W, BW, FB); the
   // postings of SEND and RECV pooled under kSend.
-  std::map<OpKind, std::vector<double>> run_durations;
-  std::map<OpKind, std::vector<double>> run_cpu;  // the same actions' main-thread CPU time
+  Samples run_durations;
+  Samples run_cpu;  // the same actions' main-thread CPU time
   std::vector<double> message_cpu;                // per step: transport threads' CPU per message
   int messages_per_step = 0;
   for (const auto& list : schedule.actions)
@@ -325,31 +359,10 @@ train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& v
     // kind of compute as it ran in these steps, and of posting a SEND or RECV (so machine speed,
     // sharing and drift between a separate cost measurement and the run cancel out), one core
     // per rank.
-    auto med = [&](OpKind k, double fallback) {
-      auto it = run_durations.find(k);
-      return it == run_durations.end() || it->second.empty() ? fallback : median(it->second);
-    };
-    Costs rc;
-    rc.F = med(OpKind::kF, 0);
-    const double bw_run = med(OpKind::kBW, -1);
-    rc.W = med(OpKind::kW, bw_run > 0 ? bw_run / 3 : rc.F / 2);
-    rc.B = med(OpKind::kB, bw_run > 0 ? bw_run - rc.W : rc.F);
-    rc.FB = med(OpKind::kFB, rc.F + rc.B + rc.W);
-    // Posting a SEND or RECV: the mean, not the median. Most postings take 0.1 ms, a few take
-    // milliseconds (Gloo's TCP copy and thread wake-ups on busy cores), and those few are the cost.
-    if (auto it = run_durations.find(OpKind::kSend); it != run_durations.end() && !it->second.empty()) {
-      double sum = 0;
-      for (double d : it->second) sum += d;
-      rc.post = sum / static_cast<double>(it->second.size());
-    }
+    double bw_run = -1;
+    const Costs rc = costs_from(run_durations, median_of, &bw_run);
     const Timeline from_run = simulate_shared_cores(schedule, rc, R, bw_run);
-    // Only the kinds this schedule ran (the fallbacks above fill kinds it never uses).
-    json measured = json::object();
-    for (auto [k, name] : {std::pair{OpKind::kF, "F"}, {OpKind::kB, "B"}, {OpKind::kW, "W"}, {OpKind::kBW, "BW"},
-                           {OpKind::kFB, "FB"}})
-      if (run_durations.count(k)) measured[name] = med(k, 0);
-    measured["post"] = rc.post;
-    summary["run_costs_s"] = measured;
+    summary["run_costs_s"] = ran_costs_json(run_durations, median_of, rc);
     summary["predicted_from_run_costs"] = {{"step_s", from_run.total},
                                            {"bubble_fraction", bubble_fraction(from_run.busy, from_run.total)}};
     summary["predicted_from_run_step_ms"] = from_run.total * 1e3;
@@ -363,25 +376,12 @@ train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& v
     // and the transport threads' CPU per message, simulated with the ranks sharing this machine's
     // cores (simulate_shared_cores). This is the check that holds up with more ranks than cores.
     // Means, not medians: with the cores shared, the step is bound by the total work.
-    auto avg = [&](OpKind k, double fallback) {
-      auto it = run_cpu.find(k);
-      return it == run_cpu.end() || it->second.empty() ? fallback : mean(it->second);
-    };
-    Costs cc;
-    cc.F = avg(OpKind::kF, 0);
-    const double bw_cpu = avg(OpKind::kBW, -1);
-    cc.W = avg(OpKind::kW, bw_cpu > 0 ? bw_cpu / 3 : cc.F / 2);
-    cc.B = avg(OpKind::kB, bw_cpu > 0 ? bw_cpu - cc.W : cc.F);
-    cc.FB = avg(OpKind::kFB, cc.F + cc.B + cc.W);
-    cc.post = avg(OpKind::kSend, 0);
+    double bw_cpu = -1;
+    const Costs cc = costs_from(run_cpu, mean, &bw_cpu);
     const double per_message = message_cpu.empty() ? 0.0 : mean(message_cpu);
     const double cores = usable_cores();
     const Timeline from_cpu = simulate_shared_cores(schedule, cc, cores, bw_cpu, per_message);
-    json measured = json::object();
-    for (auto [k, name] : {std::pair{OpKind::kF, "F"}, {OpKind::kB, "B"}, {OpKind::kW, "W"}, {OpKind::kBW, "BW"},
-                           {OpKind::kFB, "FB"}})
-      if (run_cpu.count(k)) measured[name] = avg(k, 0);
-    measured["post"] = cc.post;
+    json measured = ran_costs_json(run_cpu, mean, cc);
     measured["message"] = per_message;
     summary["run_cpu_costs_s"] = measured;
     summary["cores"] = cores;
