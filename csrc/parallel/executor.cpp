@@ -361,20 +361,18 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
   const int R = schedule_.ranks;
   size_t max_actions = 0;
   for (const auto& l : schedule_.actions) max_actions = std::max(max_actions, l.size());
-  // Row: loss, busy, local end, background CPU, start on the steady clock, then (start, end) per
-  // action, then CPU per action.
+  // Row: loss, busy, local end, background CPU, then (start, end) per action, then CPU per action.
   const int64_t n = static_cast<int64_t>(max_actions);
-  auto table = torch::zeros({R, 3 * n + 5}, torch::kDouble);
+  auto table = torch::zeros({R, 3 * n + 4}, torch::kDouble);
   auto row = table[me];
   row[0] = ctx.loss_sum;
   row[1] = busy;
   row[2] = local_end;
   row[3] = background_cpu;
-  row[4] = std::chrono::duration<double>(ctx.t0.time_since_epoch()).count();
   for (size_t i = 0; i < spans.size(); ++i) {
-    row[5 + 2 * i] = spans[i].start;
-    row[6 + 2 * i] = spans[i].end;
-    row[5 + 2 * n + i] = cpu[i];
+    row[4 + 2 * i] = spans[i].start;
+    row[5 + 2 * i] = spans[i].end;
+    row[4 + 2 * n + i] = cpu[i];
   }
   std::vector<at::Tensor> v{table.to(dist_.device())};
   dist_.all_reduce(v);
@@ -384,19 +382,17 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
   out.spans.resize(R);
   out.cpu.resize(R);
   out.background_cpu.resize(R);
-  out.clock_start.resize(R);
   for (int r = 0; r < R; ++r) {
     auto acc = table[r];
     out.loss += acc[0].item<double>();
     out.busy[r] = acc[1].item<double>();
     out.seconds = std::max(out.seconds, acc[2].item<double>());
     out.background_cpu[r] = acc[3].item<double>();
-    out.clock_start[r] = acc[4].item<double>();
     out.spans[r].resize(schedule_.actions[r].size());
     out.cpu[r].resize(schedule_.actions[r].size());
     for (size_t i = 0; i < out.spans[r].size(); ++i) {
-      out.spans[r][i] = {acc[5 + 2 * i].item<double>(), acc[6 + 2 * i].item<double>()};
-      out.cpu[r][i] = acc[5 + 2 * n + i].item<double>();
+      out.spans[r][i] = {acc[4 + 2 * i].item<double>(), acc[5 + 2 * i].item<double>()};
+      out.cpu[r][i] = acc[4 + 2 * n + i].item<double>();
     }
   }
   return out;

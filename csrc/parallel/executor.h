@@ -62,9 +62,6 @@ struct StepResult {
   std::vector<std::vector<double>> cpu;
   // [R] CPU seconds of the rank's other threads during the step: the transport's (Gloo's).
   std::vector<double> background_cpu;
-  // [R] when each rank's spans start, in seconds of its std::chrono::steady_clock: comparable
-  // across ranks on one machine (one monotonic clock), not across machines.
-  std::vector<double> clock_start;
 };
 
 struct StepContext;  // per-step state, executor.cpp
