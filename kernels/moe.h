@@ -60,6 +60,9 @@ struct MoePermuteParams {
   int64_t tokens = 0;                        // T
   int64_t topk = 0;                          // K
   int64_t hidden = 0;                        // H
+  // [M] optional, the inverse of sorted_to_token (from moe_routing): with it the CPU twin walks
+  // tokens and reads each row of x once for its K copies.
+  const int64_t* token_to_sorted = nullptr;
 };
 
 // Backward of permute: grad_x[t] = sum_{k=0..K-1} grad_x_sorted[token_to_sorted[t*K + k]],

@@ -54,7 +54,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> permute_cpu(const at::Tensor& x_i
   TS_CHECK_ARG(op, topk_ids, st.ok, "expert id ", st.id, " at [", st.token, ", ", st.k, "] is outside [0, ", E,
                ") (num_experts = ", E, ")");
   auto xs = util::empty_output({M, H}, x.options());
-  kern::moe_permute_cpu({x.data_ptr<float>(), s2t.data_ptr<int64_t>(), xs.data_ptr<float>(), T, K, H});
+  kern::moe_permute_cpu(
+      {x.data_ptr<float>(), s2t.data_ptr<int64_t>(), xs.data_ptr<float>(), T, K, H, t2s.data_ptr<int64_t>()});
   return {xs, s2t, offs};
 }
 

@@ -115,6 +115,13 @@ void gather_sum(const float* src, const int64_t* token_to_sorted, const float* w
 void moe_permute_cpu(const MoePermuteParams& p) {
   const int64_t K = p.topk, H = p.hidden, M = p.tokens * K;
   const bool stream = stream_output(M, H);
+  if (p.token_to_sorted) {
+    parallel_for(p.tokens, row_grain(H * std::max<int64_t>(K, 1)), [&](int64_t t) {
+      for (int64_t k = 0; k < K; ++k)
+        store_row<false>(p.x_sorted + p.token_to_sorted[t * K + k] * H, p.x + t * H, 1.0f, H, stream);
+    });
+    return;
+  }
   parallel_for(M, row_grain(H), [&](int64_t r) {
     const int64_t t = p.sorted_to_token[r] / K;
     store_row<false>(p.x_sorted + r * H, p.x + t * H, 1.0f, H, stream);

@@ -159,14 +159,19 @@ TEST(MoePermute, GathersRowsBitwise) {
     const auto ids = random_topk_ids(s.T, s.K, s.E, 21 + s.H);
     const Routing rt = reference_routing(ids, s.E);
     const auto x = ts::test::random_vector(s.T * s.H, 3);
-    auto xs = ts::test::poisoned(M * s.H);
-    ts::kern::moe_permute_cpu({x.data(), rt.sorted_to_token.data(), xs.data(), s.T, s.K, s.H});
-    int64_t mismatched_rows = 0;
-    for (int64_t r = 0; r < M; ++r) {
-      const float* want = x.data() + (rt.sorted_to_token[r] / s.K) * s.H;
-      mismatched_rows += std::memcmp(xs.data() + r * s.H, want, sizeof(float) * s.H) != 0;
+    // Walking sorted rows (sorted_to_token only) and walking tokens (with token_to_sorted).
+    for (bool by_token : {false, true}) {
+      SCOPED_TRACE(by_token ? "by token" : "by sorted row");
+      auto xs = ts::test::poisoned(M * s.H);
+      ts::kern::moe_permute_cpu({x.data(), rt.sorted_to_token.data(), xs.data(), s.T, s.K, s.H,
+                                 by_token ? rt.token_to_sorted.data() : nullptr});
+      int64_t mismatched_rows = 0;
+      for (int64_t r = 0; r < M; ++r) {
+        const float* want = x.data() + (rt.sorted_to_token[r] / s.K) * s.H;
+        mismatched_rows += std::memcmp(xs.data() + r * s.H, want, sizeof(float) * s.H) != 0;
+      }
+      EXPECT_EQ(mismatched_rows, 0);
     }
-    EXPECT_EQ(mismatched_rows, 0);
   }
 }
 
