@@ -6,6 +6,8 @@
 //     matmul per expert into slices of the output; grouped_gemm_dense/{tinyseek, base:dense_mm}:
 //     the same grouped GEMM against one dense [M, H] x [H, N] GEMM of the same FLOPs. Balanced load
 //     (M/E rows per expert). Counter flop_per_s.
+//   grouped_gemm_train/{tinyseek, base:loop_autograd}/M/E/N/H: forward + backward (grad_x, grad_w)
+//     of the op under autograd against autograd through the per-expert loop of mm.
 // Every case runs once untimed first (steady state, as in a training loop). Every side returns fresh
 // output tensors; tinyseek's CPU ops take large ones from a cache of blocks freed by earlier calls
 // (csrc/util/alloc.h), torch's CPU allocator hands blocks of 32 MiB and more back to the kernel, so
@@ -82,6 +84,43 @@ void grouped_gemm(benchmark::State& state, int64_t M, int64_t E, int64_t N, int6
   state.counters["flop_per_s"] = benchmark::Counter(flops * state.iterations(), benchmark::Counter::kIsRate);
 }
 
+// Forward and backward (grad_x and grad_w from a given grad_out), as a training step runs them:
+// the op under autograd against autograd through the per-expert loop of mm (slices cat'ed).
+void grouped_gemm_train(benchmark::State& state, int64_t M, int64_t E, int64_t N, int64_t H, bool fused) {
+  torch::manual_seed(0);
+  auto x = torch::randn({M, H}).requires_grad_();
+  auto w = torch::randn({E, N, H}).requires_grad_();
+  auto offs = torch::arange(E + 1, torch::kLong) * (M / E);
+  offs[E] = M;
+  auto grad_out = torch::randn({M, N});
+  auto body = [&] {
+    x.mutable_grad() = torch::Tensor();
+    w.mutable_grad() = torch::Tensor();
+    torch::Tensor y;
+    if (fused) {
+      y = ts::ops::grouped_gemm(x, w, offs);
+    } else {
+      // split and unbind: their backward builds each input's gradient once (narrow and select
+      // would each materialize a zero gradient of the whole input per expert).
+      const int64_t* o = offs.data_ptr<int64_t>();
+      std::vector<int64_t> rows(E);
+      for (int64_t e = 0; e < E; ++e) rows[e] = o[e + 1] - o[e];
+      auto xs = x.split_with_sizes(rows);
+      auto ws = w.unbind(0);
+      std::vector<torch::Tensor> parts;
+      for (int64_t e = 0; e < E; ++e) parts.push_back(torch::mm(xs[e], ws[e].t()));
+      y = torch::cat(parts);
+    }
+    y.backward(grad_out);
+    benchmark::DoNotOptimize(x.grad().data_ptr());
+    benchmark::DoNotOptimize(w.grad().data_ptr());
+  };
+  body();
+  for (auto _ : state) body();
+  const double flops = 3 * 2.0 * M * N * H;  // forward, grad_x, grad_w
+  state.counters["flop_per_s"] = benchmark::Counter(flops * state.iterations(), benchmark::Counter::kIsRate);
+}
+
 void register_all() {
   for (int64_t T : {4096, 32768})
     for (int64_t H : {256, 1024})
@@ -114,6 +153,13 @@ void register_all() {
     reg("grouped_gemm/base:loop_matmul", Gemm::kLoop);
     reg("grouped_gemm_dense/tinyseek", Gemm::kGrouped);
     reg("grouped_gemm_dense/base:dense_mm", Gemm::kDense);
+    for (bool fused : {true, false})
+      benchmark::RegisterBenchmark(
+          fmt::format("grouped_gemm_train/{}{}", fused ? "tinyseek" : "base:loop_autograd", args).c_str(),
+          [=](benchmark::State& st) { grouped_gemm_train(st, g.M, g.E, g.N, g.H, fused); })
+          ->Unit(benchmark::kMillisecond)
+          ->MinTime(0.3)
+          ->UseRealTime();
   }
 }
 const int registered = (register_all(), 0);
