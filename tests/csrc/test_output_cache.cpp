@@ -3,6 +3,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <atomic>
+#include <thread>
+#include <vector>
+
 #include "csrc/ops/moe.h"
 #include "csrc/util/alloc.h"
 
@@ -40,6 +44,25 @@ TEST(OutputCache, FreedBlockIsReused) {
   }
   auto small = ts::util::empty_output({n}, torch::kFloat);
   EXPECT_EQ(small.numel(), n);
+}
+
+// Threads taking and freeing blocks at once never share a live block: each fills its tensor
+// with its own id and finds it unchanged after the others have run.
+TEST(OutputCache, ConcurrentUseNeverSharesALiveBlock) {
+  const int64_t n = ts::util::kCachedOutputBytes / 4 + 4096;
+  std::atomic<int> bad{0};
+  std::vector<std::thread> threads;
+  for (int id = 0; id < 4; ++id)
+    threads.emplace_back([&, id] {
+      for (int i = 0; i < 50; ++i) {
+        auto t = ts::util::empty_output({n}, torch::kFloat);
+        t.fill_(static_cast<float>(id));
+        std::this_thread::yield();
+        if (!torch::all(t == static_cast<float>(id)).item<bool>()) ++bad;
+      }
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(bad.load(), 0);
 }
 
 // The ops' outputs on reused blocks: a first call fills the block with a poison value, the second
