@@ -127,11 +127,16 @@ void pack_b(const GemmF32& g, int64_t p0, int64_t kc, int64_t j0, int64_t nc, fl
   for (int64_t q = 0; q * kNR < nc; ++q) {
     float* panel = dst + q * kc * kNR;
     const int64_t jq = j0 + q * kNR, width = std::min<int64_t>(kNR, nc - q * kNR);
-    if (g.b_cs == 1) {  // rows of B are contiguous: copy row pieces
+    if (g.b_cs == 1) {  // rows of B are contiguous: copy row pieces (a fixed size inlines)
       for (int64_t p = 0; p < kc; ++p) {
         float* d = panel + p * kNR;
-        std::memcpy(d, g.b + (p0 + p) * g.b_rs + jq, sizeof(float) * width);
-        std::fill(d + width, d + kNR, 0.0f);
+        const float* src = g.b + (p0 + p) * g.b_rs + jq;
+        if (width == kNR) {
+          std::memcpy(d, src, sizeof(float) * kNR);
+        } else {
+          std::memcpy(d, src, sizeof(float) * width);
+          std::fill(d + width, d + kNR, 0.0f);
+        }
       }
     } else {  // columns of B are contiguous (b_rs == 1): transpose
       int64_t p = 0;
@@ -169,8 +174,12 @@ void pack_a(const GemmF32& g, int64_t i0, int64_t mr, int64_t p0, int64_t kc, fl
   } else {
     for (int64_t p = 0; p < kc; ++p) {
       float* d = dst + p * kMR;
-      std::memcpy(d, a + p * g.a_cs, sizeof(float) * mr);
-      std::fill(d + mr, d + kMR, 0.0f);
+      if (mr == kMR) {
+        std::memcpy(d, a + p * g.a_cs, sizeof(float) * kMR);
+      } else {
+        std::memcpy(d, a + p * g.a_cs, sizeof(float) * mr);
+        std::fill(d + mr, d + kMR, 0.0f);
+      }
     }
   }
 }
