@@ -100,16 +100,15 @@ double mean(const std::vector<double>& v) {
   return v.empty() ? std::nan("") : sum / static_cast<double>(v.size());
 }
 
-double median(std::vector<double> v) {
-  if (v.empty()) return std::nan("");
+double median(const std::vector<double>& samples) {
+  if (samples.empty()) return std::nan("");
+  std::vector<double> v = samples;
   std::sort(v.begin(), v.end());
   return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
 using Samples = std::map<OpKind, std::vector<double>>;  // per kind of compute; postings under kSend
 using Statistic = double (*)(const std::vector<double>&);
-
-double median_of(const std::vector<double>& v) { return median(v); }
 
 // Simulator costs from per-kind samples: `stat` of each compute kind, the mean posting (most
 // postings are short, the few long ones are the cost). Kinds the schedule never runs get
@@ -360,9 +359,9 @@ train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& v
     // sharing and drift between a separate cost measurement and the run cancel out), one core
     // per rank.
     double bw_run = -1;
-    const Costs rc = costs_from(run_durations, median_of, &bw_run);
+    const Costs rc = costs_from(run_durations, median, &bw_run);
     const Timeline from_run = simulate_shared_cores(schedule, rc, R, bw_run);
-    summary["run_costs_s"] = ran_costs_json(run_durations, median_of, rc);
+    summary["run_costs_s"] = ran_costs_json(run_durations, median, rc);
     summary["predicted_from_run_costs"] = {{"step_s", from_run.total},
                                            {"bubble_fraction", bubble_fraction(from_run.busy, from_run.total)}};
     summary["predicted_from_run_step_ms"] = from_run.total * 1e3;

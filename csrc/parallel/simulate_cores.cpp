@@ -17,7 +17,7 @@ Timeline simulate_shared_cores(const Schedule& s, const Costs& c, double cores, 
   if (!(message_cpu >= 0) || !std::isfinite(message_cpu))
     throw std::invalid_argument("simulate_shared_cores: message_cpu must be finite and >= 0, got " +
                                 std::to_string(message_cpu));
-  for (double v : {c.F, c.B, c.W, c.FB, c.p2p})
+  for (double v : {c.F, c.B, c.W, c.FB, c.p2p, c.post})
     if (!std::isfinite(v) || v < 0) throw std::invalid_argument("simulate_shared_cores: costs must be finite and >= 0");
   const ValidationReport rep = validate(s);
   if (!rep.ok) throw std::invalid_argument("simulate_shared_cores: invalid schedule:\n" + rep.summary());

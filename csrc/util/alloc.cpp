@@ -5,7 +5,6 @@
 #include <deque>
 #include <mutex>
 #include <new>
-#include <string>
 
 namespace ts::util {
 namespace {
@@ -20,10 +19,6 @@ class OutputCache {
   OutputCache() {
     if (const char* env = std::getenv("TINYSEEK_OUTPUT_CACHE_MB")) capacity_ = std::max(0LL, std::atoll(env)) << 20;
   }
-  ~OutputCache() {
-    for (auto& b : free_) std::free(b.ptr);
-  }
-
   // A block of at least `bytes`: a cached one when one fits, otherwise fresh memory.
   Block take(int64_t bytes) {
     {
@@ -87,10 +82,6 @@ OutputCache& cache() {
   return *c;
 }
 
-struct BlockContext {
-  Block block;
-};
-
 }  // namespace
 
 at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
@@ -98,14 +89,8 @@ at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options)
                         static_cast<int64_t>(c10::elementSize(c10::typeMetaToScalarType(options.dtype())));
   if (!options.device().is_cpu() || bytes < kCachedOutputBytes || !cache().enabled())
     return at::empty(sizes, options);
-  auto* ctx = new BlockContext{cache().take(bytes)};
-  return at::from_blob(
-      ctx->block.ptr, sizes,
-      [ctx](void*) {
-        cache().give_back(ctx->block);
-        delete ctx;
-      },
-      options);
+  const Block block = cache().take(bytes);
+  return at::from_blob(block.ptr, sizes, [block](void*) { cache().give_back(block); }, options);
 }
 
 int64_t output_cache_free_bytes() { return cache().free_bytes(); }
