@@ -107,8 +107,9 @@ void register_all() {
           ->UseRealTime();
     }
     for (bool ours : {true, false})
-      benchmark::RegisterBenchmark(("fp8_quant_blockwise/" + std::string(ours ? "tinyseek" : "base:torch") + args).c_str(),
-                                   [=](benchmark::State& s) { quant_blockwise(s, M, K, ours); })
+      benchmark::RegisterBenchmark(
+          ("fp8_quant_blockwise/" + std::string(ours ? "tinyseek" : "base:torch") + args).c_str(),
+          [=](benchmark::State& s) { quant_blockwise(s, M, K, ours); })
           ->Unit(benchmark::kMicrosecond)
           ->UseRealTime();
   }

@@ -24,10 +24,10 @@ namespace {
 constexpr int64_t kB = 2, kH = 16, kDc = 512, kDr = 64, kDn = 128, kDv = 128, kBlock = 64;
 
 struct Inputs {
-  torch::Tensor cache;                // [NB, 64, 1, d_c + d_R], blocks of each sequence in order
-  torch::Tensor table, lens;          // [B, MB] int32, [B] int32
-  torch::Tensor w_uk, w_uv;           // [H, d_n, d_c], [H, d_v, d_c]
-  torch::Tensor q_nope, q_pe;         // [B, 1, H, d_n], [B, 1, H, d_R]
+  torch::Tensor cache;         // [NB, 64, 1, d_c + d_R], blocks of each sequence in order
+  torch::Tensor table, lens;   // [B, MB] int32, [B] int32
+  torch::Tensor w_uk, w_uv;    // [H, d_n, d_c], [H, d_v, d_c]
+  torch::Tensor q_nope, q_pe;  // [B, 1, H, d_n], [B, 1, H, d_R]
   double scale;
 };
 
@@ -96,8 +96,8 @@ void copy(benchmark::State& state, int64_t mib) {
     benchmark::DoNotOptimize(dst.data());
     benchmark::ClobberMemory();
   }
-  state.counters["copy_bytes_per_s"] = benchmark::Counter(static_cast<double>(n) * state.iterations(),
-                                                          benchmark::Counter::kIsRate);
+  state.counters["copy_bytes_per_s"] =
+      benchmark::Counter(static_cast<double>(n) * state.iterations(), benchmark::Counter::kIsRate);
   state.counters["rw_bytes_per_s"] = benchmark::Counter(2.0 * n * state.iterations(), benchmark::Counter::kIsRate);
 }
 
@@ -105,15 +105,19 @@ void register_all() {
   for (int64_t L : {512, 1024, 2048, 4096, 8192}) {
     const std::string args = "/" + std::to_string(L);
     benchmark::RegisterBenchmark(("mla_decode/tinyseek" + args).c_str(), [=](benchmark::State& s) { absorbed(s, L); })
-        ->Unit(benchmark::kMillisecond)->UseRealTime();
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
     benchmark::RegisterBenchmark(("mla_decode/base:sdpa_decompress" + args).c_str(),
                                  [=](benchmark::State& s) { decompress(s, L); })
-        ->Unit(benchmark::kMillisecond)->UseRealTime();
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
     benchmark::RegisterBenchmark(("mla_decode/mha_sdpa" + args).c_str(), [=](benchmark::State& s) { mha(s, L); })
-        ->Unit(benchmark::kMillisecond)->UseRealTime();
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
   }
   benchmark::RegisterBenchmark("memcpy/base:memcpy/64", [](benchmark::State& s) { copy(s, 64); })
-      ->Unit(benchmark::kMillisecond)->UseRealTime();
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
 }
 const int registered = (register_all(), 0);
 

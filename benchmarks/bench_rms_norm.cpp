@@ -30,10 +30,12 @@ void register_all() {
     for (bool bwd : {false, true}) {
       const std::string group = bwd ? "rms_norm_fwd_bwd" : "rms_norm_fwd";
       const std::string args = "/" + std::to_string(R) + "/" + std::to_string(D);
-      benchmark::RegisterBenchmark((group + "/tinyseek" + args).c_str(), [=](benchmark::State& s) { run(s, R, D, true, bwd); })
-          ->Unit(benchmark::kMicrosecond);
-      benchmark::RegisterBenchmark((group + "/base:torch" + args).c_str(), [=](benchmark::State& s) { run(s, R, D, false, bwd); })
-          ->Unit(benchmark::kMicrosecond);
+      benchmark::RegisterBenchmark((group + "/tinyseek" + args).c_str(), [=](benchmark::State& s) {
+        run(s, R, D, true, bwd);
+      })->Unit(benchmark::kMicrosecond);
+      benchmark::RegisterBenchmark((group + "/base:torch" + args).c_str(), [=](benchmark::State& s) {
+        run(s, R, D, false, bwd);
+      })->Unit(benchmark::kMicrosecond);
     }
   }
 }

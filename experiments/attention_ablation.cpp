@@ -20,8 +20,8 @@ constexpr int kRepeats = 3;
 json measure_decode(const config::Config& cfg) {
   const auto& d = cfg.decode_bench;
   if (d.context_max < d.context_min)
-    throw config::ConfigError(fmt::format("decode_bench.context_max: expected >= context_min ({}), got {}",
-                                          d.context_min, d.context_max));
+    throw config::ConfigError(
+        fmt::format("decode_bench.context_max: expected >= context_min ({}), got {}", d.context_min, d.context_max));
   if (d.block_size % 16)
     throw config::ConfigError(fmt::format("decode_bench.block_size: expected a multiple of 16, got {}", d.block_size));
   if (cfg.train.threads > 0) torch::set_num_threads(static_cast<int>(cfg.train.threads));
@@ -65,8 +65,8 @@ train::RunOutcome run_attention_ablation(const config::Config& cfg, const std::s
                                          bool resume) {
   auto outcome = train::train_variant(cfg, variant, run_dir, resume);
   if (outcome.status != train::RunStatus::kCompleted) return outcome;
-  std::fprintf(stderr, "%s/%s: decode benchmark (batch %lld, contexts %lld..%lld)\n", cfg.name.c_str(),
-               variant.c_str(), static_cast<long long>(cfg.decode_bench.batch_size),
+  std::fprintf(stderr, "%s/%s: decode benchmark (batch %lld, contexts %lld..%lld)\n", cfg.name.c_str(), variant.c_str(),
+               static_cast<long long>(cfg.decode_bench.batch_size),
                static_cast<long long>(cfg.decode_bench.context_min),
                static_cast<long long>(cfg.decode_bench.context_max));
   outcome.summary.update(measure_decode(cfg));

@@ -36,8 +36,8 @@ struct Accumulator {
 
 struct Row {
   Accumulator acc;
-  int64_t promote;                    // 0 = never
-  std::vector<json> cells;            // one per K
+  int64_t promote;          // 0 = never
+  std::vector<json> cells;  // one per K
 };
 
 std::vector<Accumulator> accumulators(const config::Fp8AccumulationConfig& c) {
@@ -76,12 +76,11 @@ std::string table(const std::vector<Row>& rows, const std::vector<int64_t>& ks, 
 
 }  // namespace
 
-train::RunOutcome run_fp8_accumulation(const config::Config& cfg, const std::string& variant,
-                                       const fs::path& run_dir, bool /*resume: the study reruns whole*/) {
+train::RunOutcome run_fp8_accumulation(const config::Config& cfg, const std::string& variant, const fs::path& run_dir,
+                                       bool /*resume: the study reruns whole*/) {
   const auto& c = cfg.fp8_accumulation;
   if (c.k_max < c.k_min)
-    throw config::ConfigError(
-        fmt::format("fp8_accumulation.k_max: expected >= k_min ({}), got {}", c.k_min, c.k_max));
+    throw config::ConfigError(fmt::format("fp8_accumulation.k_max: expected >= k_min ({}), got {}", c.k_min, c.k_max));
   const auto t_start = std::chrono::steady_clock::now();
   fs::create_directories(run_dir / "plots");
   train::atomic_write(run_dir / "config.resolved.yaml", config::to_yaml(cfg));
@@ -102,9 +101,10 @@ train::RunOutcome run_fp8_accumulation(const config::Config& cfg, const std::str
     };
     auto [qa, sa] = ops::fp8_quantize_tilewise(sample(c.m));
     auto [qb, sb] = ops::fp8_quantize_blockwise(sample(c.n));
-    auto ref = ops::fp8_dequantize(qa, sa, 1, kern::kFp8GemmBlock)
-                   .to(torch::kDouble)
-                   .matmul(ops::fp8_dequantize(qb, sb, kern::kFp8GemmBlock, kern::kFp8GemmBlock).to(torch::kDouble).t());
+    auto ref =
+        ops::fp8_dequantize(qa, sa, 1, kern::kFp8GemmBlock)
+            .to(torch::kDouble)
+            .matmul(ops::fp8_dequantize(qb, sb, kern::kFp8GemmBlock, kern::kFp8GemmBlock).to(torch::kDouble).t());
     for (auto& r : rows) {
       const auto t0 = std::chrono::steady_clock::now();
       auto out = ops::fp8_gemm_nt(qa, sa, qb, sb, at::kFloat, r.promote, r.acc.bits, r.acc.model);
@@ -152,8 +152,8 @@ train::RunOutcome run_fp8_accumulation(const config::Config& cfg, const std::str
   train::atomic_write(run_dir / "fp8_accumulation.md", standalone);
 
   json results = json::array();
-  for (const auto& r : rows) results.push_back({{"accumulator", r.acc.label}, {"promote_interval", r.promote},
-                                                {"cells", r.cells}});
+  for (const auto& r : rows)
+    results.push_back({{"accumulator", r.acc.label}, {"promote_interval", r.promote}, {"cells", r.cells}});
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   train::RunOutcome out;
   out.summary = {{"name", cfg.name},

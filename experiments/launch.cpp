@@ -67,7 +67,8 @@ int free_port() {
 
 std::string describe_status(int status) {
   if (WIFEXITED(status)) return fmt::format("exited with code {}", WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return fmt::format("was killed by signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
+  if (WIFSIGNALED(status))
+    return fmt::format("was killed by signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
   return "stopped";
 }
 
@@ -173,8 +174,10 @@ int launch(const LaunchArgs& args) {
       if (kids[r].out >= 0) fds.push_back({kids[r].out, POLLIN, 0}), who.push_back({r, true});
       if (kids[r].err >= 0) fds.push_back({kids[r].err, POLLIN, 0}), who.push_back({r, false});
     }
-    if (!fds.empty()) ::poll(fds.data(), fds.size(), 100);
-    else ::usleep(100 * 1000);
+    if (!fds.empty())
+      ::poll(fds.data(), fds.size(), 100);
+    else
+      ::usleep(100 * 1000);
     char buf[65536];
     for (size_t i = 0; i < fds.size(); ++i) {
       if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
@@ -226,7 +229,8 @@ int launch(const LaunchArgs& args) {
   if (failed_rank >= 0) {
     std::string others;
     for (int r = 0; r < args.nproc; ++r)
-      if (r != failed_rank) others += fmt::format("{}rank {} {}", others.empty() ? "" : ", ", r, describe_status(kids[r].status));
+      if (r != failed_rank)
+        others += fmt::format("{}rank {} {}", others.empty() ? "" : ", ", r, describe_status(kids[r].status));
     std::cerr << fmt::format("tinyseek launch: failed: rank {} {} (then: {})\n", failed_rank, failed_how, others);
     // A usage/config error (2) or an interrupt (130) on the first failing rank is the job's status.
     const int st = kids[failed_rank].status;
@@ -243,7 +247,9 @@ bool kind_runs_distributed(const std::string& kind) { return kind == "pipeline" 
 Command add_launch_command(CLI::App& app) {
   auto args = std::make_shared<LaunchArgs>();
   auto* sub = app.add_subcommand("launch", "Start N local ranks of `tinyseek run CONFIG` with torchrun's variables");
-  sub->add_option("--nproc", args->nproc, "Number of ranks (processes) to start")->required()->check(CLI::Range(1, 4096));
+  sub->add_option("--nproc", args->nproc, "Number of ranks (processes) to start")
+      ->required()
+      ->check(CLI::Range(1, 4096));
   sub->add_option("config", args->config, "YAML config, e.g. configs/pipeline_parity.yaml")->required();
   sub->add_option("--set", args->sets, "Override a key in every rank: --set pipeline.schedule=zb1p (repeatable)");
   sub->add_flag("--resume", args->resume, "Pass --resume to every rank");

@@ -2,8 +2,8 @@
 //
 // Exit status: 0 done; 1 runtime failure; 2 usage or config error; 3 a run stopped on a
 // non-finite loss; 130 interrupted (a checkpoint was saved; --resume continues).
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 
@@ -17,10 +17,10 @@
 #include <c10/util/Exception.h>
 
 #include "csrc/config/config.h"
+#include "csrc/parallel/pipeline_train.h"
+#include "experiments/commands.h"
 #include "experiments/drivers.h"
 #include "experiments/report.h"
-#include "experiments/commands.h"
-#include "csrc/parallel/pipeline_train.h"
 
 namespace fs = std::filesystem;
 using namespace ts;
@@ -52,8 +52,8 @@ int cmd_run(const std::string& path, const std::vector<std::string>& sets, const
   const bool lead_rank = parallel::launch_rank() == 0;
   for (const auto& v : ex.variants)
     if (multi_rank && !experiments::kind_runs_distributed(v.config.kind))
-      throw config::ConfigError(path + ": kind '" + v.config.kind + "' runs on one process, but WORLD_SIZE=" +
-                                world_env);
+      throw config::ConfigError(path + ": kind '" + v.config.kind +
+                                "' runs on one process, but WORLD_SIZE=" + world_env);
   for (const auto& v : ex.variants)
     if (!experiments::drivers().count(v.config.kind))
       throw config::ConfigError(path + ": kind: no driver for '" + v.config.kind + "'");
@@ -96,8 +96,8 @@ int cmd_run(const std::string& path, const std::vector<std::string>& sets, const
   }
   parallel::release_process_dist();
   if (!lead_rank || !report) return rc;
-  const std::string md = experiments::write_report(done, root, first.name + ": " +
-                                                                   (first.description.empty() ? path : first.description));
+  const std::string md =
+      experiments::write_report(done, root, first.name + ": " + (first.description.empty() ? path : first.description));
   std::cout << "\n" << md << "\nreport: " << (root / "report.md").string() << "\n";
   return rc;
 }
@@ -143,8 +143,8 @@ int main(int argc, char** argv) {
     if (*report) {
       std::vector<fs::path> dirs(report_dirs.begin(), report_dirs.end());
       const fs::path out = report_out.empty() ? dirs.front() : fs::path(report_out);
-      std::cout << experiments::write_report(dirs, out, "tinyseek report") << "\nreport: " << (out / "report.md").string()
-                << "\n";
+      std::cout << experiments::write_report(dirs, out, "tinyseek report")
+                << "\nreport: " << (out / "report.md").string() << "\n";
       return 0;
     }
   } catch (const config::ConfigError& e) {

@@ -20,7 +20,8 @@ using nlohmann::json;
 
 train::RunOutcome run_moe_ep(const config::Config& cfg, const std::string& variant, const fs::path& run_dir,
                              bool resume) {
-  if (cfg.model.ffn != "moe") throw config::ConfigError("model.ffn: kind moe_ep needs 'moe', got '" + cfg.model.ffn + "'");
+  if (cfg.model.ffn != "moe")
+    throw config::ConfigError("model.ffn: kind moe_ep needs 'moe', got '" + cfg.model.ffn + "'");
   if (cfg.train.threads > 0) torch::set_num_threads(static_cast<int>(cfg.train.threads));
   auto dist = parallel::process_dist(cfg);
   const int me = dist->rank(), W = dist->world_size();
@@ -82,10 +83,11 @@ train::RunOutcome run_moe_ep(const config::Config& cfg, const std::string& varia
   dist->all_reduce(w, c10d::ReduceOp::MAX);
   const double worst_all = w[0].item<double>();
   const double tol = cfg.pipeline.check_tolerance;
-  std::cout << fmt::format("{}/{}: expert-parallel parity on rank {} of {} ({} expert-parallel group(s) of {} "
-                           "ranks, {} experts per rank): max relative difference {:.3g} (all ranks {:.3g}, "
-                           "tolerance {:.3g})\n",
-                           cfg.name, variant, me, W, W / N, N, local, worst, worst_all, tol)
+  std::cout << fmt::format(
+                   "{}/{}: expert-parallel parity on rank {} of {} ({} expert-parallel group(s) of {} "
+                   "ranks, {} experts per rank): max relative difference {:.3g} (all ranks {:.3g}, "
+                   "tolerance {:.3g})\n",
+                   cfg.name, variant, me, W, W / N, N, local, worst, worst_all, tol)
             << std::flush;
 
   // Timed sharded forward + backward (dispatch, experts, combine), after one warm-up pass.
@@ -119,9 +121,10 @@ train::RunOutcome run_moe_ep(const config::Config& cfg, const std::string& varia
     train::atomic_write(run_dir / "summary.json", out.summary.dump(2) + "\n");
   }
   if (worst_all > tol)
-    throw std::runtime_error(fmt::format("{}/{}: expert-parallel result differs from the single-process layer by {:.3g} "
-                                         "(> pipeline.check_tolerance {:.3g})",
-                                         cfg.name, variant, worst_all, tol));
+    throw std::runtime_error(
+        fmt::format("{}/{}: expert-parallel result differs from the single-process layer by {:.3g} "
+                    "(> pipeline.check_tolerance {:.3g})",
+                    cfg.name, variant, worst_all, tol));
   return out;
 }
 

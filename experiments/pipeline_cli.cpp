@@ -147,11 +147,10 @@ void print_one(const json& j) {
   std::cout << fmt::format("step time {}; bubble: critical (max over ranks) {}, total (sum over ranks) {}\n",
                            fmt_num(j["total"]), fmt_num(j["critical_bubble"]), fmt_num(j["total_bubble"]));
   const std::string pre = j["formula_preconditions"];
-  std::cout << fmt::format("README formula bubble {} ({}); this schedule's closed form {}\n",
-                           fmt_num(j["formula_bubble"]),
-                           pre.empty() ? "its preconditions hold: equals the critical bubble"
-                                       : "preconditions not met: " + pre,
-                           fmt_num(j["closed_form_bubble"]));
+  std::cout << fmt::format(
+      "README formula bubble {} ({}); this schedule's closed form {}\n", fmt_num(j["formula_bubble"]),
+      pre.empty() ? "its preconditions hold: equals the critical bubble" : "preconditions not met: " + pre,
+      fmt_num(j["closed_form_bubble"]));
 }
 
 int simulate_cmd(const PipelineArgs& a) {
@@ -196,14 +195,18 @@ Command add_pipeline_command(CLI::App& app) {
   auto* sub = app.add_subcommand("pipeline", "Pipeline schedules: draw them, simulate them");
   sub->require_subcommand(1);
   auto common = [](CLI::App* c, PipelineArgs& a, bool allow_all) {
-    c->add_option("--schedule", a.schedule,
-                  std::string("1f1b | zb1p | dualpipe | dualpipev") + (allow_all ? " | all (the table; --ranks is PP)" : ""))
+    c->add_option(
+         "--schedule", a.schedule,
+         std::string("1f1b | zb1p | dualpipe | dualpipev") + (allow_all ? " | all (the table; --ranks is PP)" : ""))
         ->capture_default_str();
     c->add_option("--ranks", a.ranks, "Pipeline ranks (devices); DualPipeV has 2x as many stages")
         ->capture_default_str()
         ->check(CLI::Range(1, 4096));
-    c->add_option("--microbatches", a.microbatches, "Micro-batches per step")->capture_default_str()->check(CLI::Range(1, 1 << 16));
-    c->add_option("--costs", a.costs, "F,B,W,FB[,p2p]: forward, input backward, weight backward, F&B (B is the input half)")
+    c->add_option("--microbatches", a.microbatches, "Micro-batches per step")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1 << 16));
+    c->add_option("--costs", a.costs,
+                  "F,B,W,FB[,p2p]: forward, input backward, weight backward, F&B (B is the input half)")
         ->capture_default_str();
     c->add_option("--cores", a.cores, "Simulate ranks sharing this many cores (0: a device per rank)")
         ->check(CLI::Range(0.0, 1e6));

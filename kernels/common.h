@@ -15,11 +15,11 @@
 namespace ts::kern {
 
 // Internal invariant (not user input): a failure here is a bug in tinyseek.
-#define TS_KERNEL_ASSERT(cond)                                                          \
-  do {                                                                                  \
-    if (!(cond))                                                                        \
-      throw std::logic_error(std::string("tinyseek internal error: ") + #cond + " at " + \
-                             __FILE__ + ":" + std::to_string(__LINE__));                \
+#define TS_KERNEL_ASSERT(cond)                                                                            \
+  do {                                                                                                    \
+    if (!(cond))                                                                                          \
+      throw std::logic_error(std::string("tinyseek internal error: ") + #cond + " at " + __FILE__ + ":" + \
+                             std::to_string(__LINE__));                                                   \
   } while (0)
 
 inline int num_threads() {

@@ -35,10 +35,10 @@
 // B = decode(b) * b_scale (128 x 128 blocks, or 1 x 128 tiles when b_scale_rows = 1: the Wgrad
 // GEMM, whose operands are both activation-like and quantized along the token dimension). The
 // scale of B for output column n and K group kb is sb = b_scale[n / b_scale_rows, kb].
-// Products p_k = decode(a[m,k]) * decode(b[n,k]) are exact in fp32 (4-bit significands). The accumulator keeps `accum_mantissa_bits` = b explicit
-// mantissa bits (1..23; V3 measured about 14 significant bits, i.e. b = 13, on H800). T_b(v)
-// truncates v toward zero to b mantissa bits (clears the low 23 - b bits of the fp32 pattern);
-// T_23 is the identity. One accumulation step `acc <- step(acc, x)` is, per accum_model:
+// Products p_k = decode(a[m,k]) * decode(b[n,k]) are exact in fp32 (4-bit significands). The accumulator keeps
+// `accum_mantissa_bits` = b explicit mantissa bits (1..23; V3 measured about 14 significant bits, i.e. b = 13, on
+// H800). T_b(v) truncates v toward zero to b mantissa bits (clears the low 23 - b bits of the fp32 pattern); T_23 is
+// the identity. One accumulation step `acc <- step(acc, x)` is, per accum_model:
 //   kTruncateSum   acc = T_b(fl32(acc + x))           (the sum is rounded to fp32, then truncated)
 //   kAlignTruncate e = max(exponent(acc), exponent(x)); acc and x are each truncated toward
 //                  zero to multiples of 2^(e - b) (the alignment to the larger exponent drops
@@ -76,8 +76,8 @@ namespace ts::kern {
 inline constexpr float kFp8E4M3Max = 448.0f;
 inline constexpr uint8_t kFp8E4M3MaxCode = 0x7E;  // +448
 inline constexpr uint8_t kFp8E4M3NaNCode = 0x7F;  // NaN (0xFF is -NaN)
-inline constexpr float kFp8AmaxFloor = 1e-4f;      // amax floor of DeepGEMM's scales
-inline constexpr int64_t kFp8GemmBlock = 128;      // GEMM: A tiles 1 x 128, B blocks 128 x 128
+inline constexpr float kFp8AmaxFloor = 1e-4f;     // amax floor of DeepGEMM's scales
+inline constexpr int64_t kFp8GemmBlock = 128;     // GEMM: A tiles 1 x 128, B blocks 128 x 128
 
 // ---------------------------------------------------------------------------------------------
 // Bit-level helpers (host and device)
@@ -210,13 +210,13 @@ struct Fp8QuantBlockwiseParams {
 // out[r, c] = decode(q[r, c]) * scale[r / TR, c / TC] (one fp32 multiply). Tilewise data is
 // TR = 1, TC = G; blockwise data is TR = TC = B.
 struct Fp8DequantParams {
-  const uint8_t* q = nullptr;     // [R, C] e4m3 codes
-  const float* scale = nullptr;   // [ceil(R/TR), ceil(C/TC)]
-  float* out = nullptr;           // [R, C]
-  int64_t rows = 0;               // R
-  int64_t cols = 0;               // C
-  int64_t tile_rows = 1;          // TR
-  int64_t tile_cols = 128;        // TC
+  const uint8_t* q = nullptr;    // [R, C] e4m3 codes
+  const float* scale = nullptr;  // [ceil(R/TR), ceil(C/TC)]
+  float* out = nullptr;          // [R, C]
+  int64_t rows = 0;              // R
+  int64_t cols = 0;              // C
+  int64_t tile_rows = 1;         // TR
+  int64_t tile_cols = 128;       // TC
 };
 
 // CPU twins: threaded over tiles / blocks / rows; deterministic (no reductions across threads).
@@ -235,17 +235,17 @@ enum class Fp8AccumModel : int {
 };
 
 struct Fp8GemmParams {
-  const uint8_t* a = nullptr;        // [M, K] e4m3 codes
-  const float* a_scale = nullptr;    // [M, ceil(K/128)]
-  const uint8_t* b = nullptr;        // [N, K] e4m3 codes
-  const float* b_scale = nullptr;    // [ceil(N/R), ceil(K/128)], R = b_scale_rows
-  float* out = nullptr;              // [M, N] fp32, may be nullptr
-  uint16_t* out_bf16 = nullptr;      // [M, N] bf16 bits, may be nullptr (at least one is set)
-  int64_t m = 0, n = 0, k = 0;       // M, N, K
-  int64_t b_scale_rows = 128;        // R: 128 (weight blocks) or 1 (per-row tiles); nothing else
+  const uint8_t* a = nullptr;      // [M, K] e4m3 codes
+  const float* a_scale = nullptr;  // [M, ceil(K/128)]
+  const uint8_t* b = nullptr;      // [N, K] e4m3 codes
+  const float* b_scale = nullptr;  // [ceil(N/R), ceil(K/128)], R = b_scale_rows
+  float* out = nullptr;            // [M, N] fp32, may be nullptr
+  uint16_t* out_bf16 = nullptr;    // [M, N] bf16 bits, may be nullptr (at least one is set)
+  int64_t m = 0, n = 0, k = 0;     // M, N, K
+  int64_t b_scale_rows = 128;      // R: 128 (weight blocks) or 1 (per-row tiles); nothing else
   // CPU emulator only (the CUDA kernel is the hardware: tensor-core partials promoted every 128).
-  int promote_interval = 128;        // P; 0 = never promote
-  int accum_mantissa_bits = 23;      // b, 1..23
+  int promote_interval = 128;    // P; 0 = never promote
+  int accum_mantissa_bits = 23;  // b, 1..23
   Fp8AccumModel accum_model = Fp8AccumModel::kTruncateSum;
 };
 

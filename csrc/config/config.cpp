@@ -20,7 +20,8 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   for (size_t i = 1; i <= a.size(); ++i)
     for (size_t j = 1; j <= b.size(); ++j) {
       d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
     }
   return d[a.size()][b.size()];
 }
@@ -73,7 +74,8 @@ std::string nearest(const std::string& key, const std::vector<std::string>& vali
 
 class Parser {
  public:
-  Parser(YAML::Node node, std::string prefix, const Origins& o) : node_(std::move(node)), prefix_(std::move(prefix)), o_(o) {}
+  Parser(YAML::Node node, std::string prefix, const Origins& o)
+      : node_(std::move(node)), prefix_(std::move(prefix)), o_(o) {}
 
   template <class T, class C>
   void operator()(const char* key, T& ref, const C& constraint) {
@@ -167,9 +169,12 @@ class Parser {
   }
   static void convert(const std::string& s, bool& out, const NoCheck&, const std::string& where,
                       const std::string& path) {
-    if (s == "true" || s == "True") out = true;
-    else if (s == "false" || s == "False") out = false;
-    else fail(where, path, "expected true or false, got '" + s + "'");
+    if (s == "true" || s == "True")
+      out = true;
+    else if (s == "false" || s == "False")
+      out = false;
+    else
+      fail(where, path, "expected true or false, got '" + s + "'");
   }
 
   YAML::Node node_;
@@ -204,8 +209,7 @@ std::vector<std::string> split_path(const std::string& key) {
 }
 
 // Sets root[a][b]... = value, creating mappings on the way; records the origin of the path.
-void set_path(YAML::Node root, const std::string& key, const YAML::Node& value, const std::string& origin,
-              Origins& o) {
+void set_path(YAML::Node root, const std::string& key, const YAML::Node& value, const std::string& origin, Origins& o) {
   auto parts = split_path(key);
   if (parts.empty() || std::any_of(parts.begin(), parts.end(), [](auto& p) { return p.empty(); }))
     throw ConfigError(origin + ": malformed key '" + key + "' (expected dotted keys such as train.steps)");

@@ -79,11 +79,11 @@ struct AttentionConfig {
 // first_k_dense on replaces its dense SwiGLU by n_shared_experts always-active experts plus
 // n_routed_experts fine-grained routed ones, each a SwiGLU of width expert_hidden, top_k per token.
 struct MoeConfig {
-  int64_t n_routed_experts = 8;   // E
-  int64_t n_shared_experts = 1;   // always active; together one SwiGLU of n_shared * expert_hidden
-  int64_t top_k = 2;              // K routed experts per token
-  int64_t expert_hidden = 88;     // SwiGLU hidden width of one (routed or shared) expert
-  int64_t first_k_dense = 0;      // the first layers keep the dense FFN (model.ffn_hidden)
+  int64_t n_routed_experts = 8;        // E
+  int64_t n_shared_experts = 1;        // always active; together one SwiGLU of n_shared * expert_hidden
+  int64_t top_k = 2;                   // K routed experts per token
+  int64_t expert_hidden = 88;          // SwiGLU hidden width of one (routed or shared) expert
+  int64_t first_k_dense = 0;           // the first layers keep the dense FFN (model.ffn_hidden)
   std::string score_func = "softmax";  // softmax (V2: softmax over all, top-K kept) | sigmoid (V3)
   // softmax only: renormalize the K kept weights to sum 1 (sigmoid always renormalizes, as in V3).
   bool norm_topk_prob = false;
@@ -123,7 +123,7 @@ struct ModelConfig {
   int64_t d_model = 128;
   int64_t n_layers = 4;
   int64_t n_heads = 4;
-  int64_t ffn_hidden = 352;  // SwiGLU hidden width
+  int64_t ffn_hidden = 352;   // SwiGLU hidden width
   std::string ffn = "dense";  // dense (SwiGLU of ffn_hidden) | moe (the moe section)
   double rope_theta = 10000.0;
   double norm_eps = 1e-6;
@@ -197,9 +197,9 @@ struct PrecisionConfig {
   // FP8 (kind: fp8; DeepSeek-V3 §3.3). Only ts::nn::Linear (attention projections, FFN) runs in
   // FP8; embedding, output head, norms and the attention core stay fp32. On CPU the GEMMs run
   // through the exact emulator (kernels/fp8.h), whose accumulator the next three keys describe.
-  std::string fp8_recipe = "blockwise";        // blockwise (V3: 1x128 tiles, 128x128 weight blocks) | per_tensor_delayed
-  int64_t accum_mantissa_bits = 13;            // accumulator mantissa bits (23 = fp32; ~13 on H800, V3)
-  int64_t promote_interval = 128;              // promote partial sums to fp32 every N_C of K; 0 = never
+  std::string fp8_recipe = "blockwise";  // blockwise (V3: 1x128 tiles, 128x128 weight blocks) | per_tensor_delayed
+  int64_t accum_mantissa_bits = 13;      // accumulator mantissa bits (23 = fp32; ~13 on H800, V3)
+  int64_t promote_interval = 128;        // promote partial sums to fp32 every N_C of K; 0 = never
   std::string accum_model = "align_truncate";  // align_truncate (V3's description) | truncate_sum
   int64_t amax_history_len = 16;               // per_tensor_delayed: steps of amax history per tensor
   // Study knob, any kind: the input row of the first token of every sequence is multiplied by this
@@ -289,15 +289,15 @@ struct DistConfig {
 
 // Pipeline parallelism (kind: pipeline; csrc/parallel/executor.h). One rank per device.
 struct PipelineConfig {
-  std::string schedule = "1f1b";    // 1f1b | zb1p | dualpipe | dualpipev
-  int64_t microbatches = 8;         // M per step; train.batch_size is the micro-batch size
-  std::string p2p = "auto";         // auto | per_op | batched (how SEND/RECV are posted)
-  bool check_sequential = false;    // compare loss and gradients with one-process training
-  double check_tolerance = 1e-6;    // max ||g_pipe - g_seq|| / ||g_seq|| per tensor, and loss
-  bool measure_costs = false;       // time F, B, W, F&B of each stage, then simulate
+  std::string schedule = "1f1b";  // 1f1b | zb1p | dualpipe | dualpipev
+  int64_t microbatches = 8;       // M per step; train.batch_size is the micro-batch size
+  std::string p2p = "auto";       // auto | per_op | batched (how SEND/RECV are posted)
+  bool check_sequential = false;  // compare loss and gradients with one-process training
+  double check_tolerance = 1e-6;  // max ||g_pipe - g_seq|| / ||g_seq|| per tensor, and loss
+  bool measure_costs = false;     // time F, B, W, F&B of each stage, then simulate
   int64_t measure_repeats = 5;
-  int64_t debug_exit_rank = -1;     // fault injection for tests: this rank _exits mid-step
-  int64_t debug_exit_after = 0;     // ... after this many of its actions in step 0
+  int64_t debug_exit_rank = -1;  // fault injection for tests: this rank _exits mid-step
+  int64_t debug_exit_after = 0;  // ... after this many of its actions in step 0
 
   template <class V>
   void visit(V& v) {
@@ -377,7 +377,7 @@ struct Variant {
 };
 
 struct Experiment {
-  std::string path;              // the YAML file
+  std::string path;               // the YAML file
   std::vector<Variant> variants;  // in file order
 };
 

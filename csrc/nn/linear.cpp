@@ -20,7 +20,8 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, const config::PrecisionConfig& p
   if (f != 0 && (f < 2 || std::frexp(f, &exponent) != 0.5))
     throw config::ConfigError(fmt::format(
         "precision.inject_outliers: expected 0 (off) or a power of two >= 2 (so the fp32 model is unchanged bit "
-        "for bit), got {}", f));
+        "for bit), got {}",
+        f));
 }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {

@@ -24,8 +24,7 @@ MoEImpl::MoEImpl(const config::Config& c) : cfg_(c.model.moe) {
   if (cfg_.loss_free) expert_bias = register_buffer("expert_bias", torch::zeros({E}));
   w13 = register_module("w13", GroupedLinear(E, C, 2 * F));
   w2 = register_module("w2", GroupedLinear(E, F, C));
-  if (cfg_.n_shared_experts > 0)
-    shared = register_module("shared", SwiGLU(C, cfg_.n_shared_experts * F, c.precision));
+  if (cfg_.n_shared_experts > 0) shared = register_module("shared", SwiGLU(C, cfg_.n_shared_experts * F, c.precision));
 }
 
 torch::Tensor MoEImpl::forward(const torch::Tensor& x) {
@@ -54,7 +53,7 @@ torch::Tensor MoEImpl::forward(const torch::Tensor& x) {
   }
 
   auto ys = runner_ ? runner_(xs, offs) : local_experts(xs, offs);  // [M, C]
-  auto y = ops::moe_unpermute(ys, s2t, weights.to(torch::kFloat));   // [T, C]
+  auto y = ops::moe_unpermute(ys, s2t, weights.to(torch::kFloat));  // [T, C]
   if (shared) y = y + shared(h);
 
   {

@@ -44,8 +44,8 @@ class MoEImpl : public torch::nn::Module {
   void update_bias();
 
   struct Load {
-    torch::Tensor tokens;   // [E] int64 slots routed to each expert (before any capacity drop)
-    int64_t dropped = 0;    // slots dropped by moe.capacity_factor (0 when dropless)
+    torch::Tensor tokens;  // [E] int64 slots routed to each expert (before any capacity drop)
+    int64_t dropped = 0;   // slots dropped by moe.capacity_factor (0 when dropless)
   };
   // What was routed since the previous call (every forward, training or eval), then reset.
   Load take_load();
@@ -61,8 +61,8 @@ class MoEImpl : public torch::nn::Module {
   using ExpertRunner = std::function<torch::Tensor(const torch::Tensor& xs, const torch::Tensor& offsets)>;
   void set_expert_runner(ExpertRunner runner) { runner_ = std::move(runner); }
 
-  torch::Tensor router;       // [E, C] fp32 gate (kept in fp32 in every precision)
-  torch::Tensor expert_bias;  // [E] buffer "expert_bias", loss_free only (checkpointed, not trained)
+  torch::Tensor router;        // [E, C] fp32 gate (kept in fp32 in every precision)
+  torch::Tensor expert_bias;   // [E] buffer "expert_bias", loss_free only (checkpointed, not trained)
   GroupedLinear w13{nullptr};  // [E, 2F, C]: gate (first F rows) and up projections
   GroupedLinear w2{nullptr};   // [E, C, F]: down projection
   SwiGLU shared{nullptr};      // the n_shared_experts as one SwiGLU of width n_shared * F; may be null
@@ -71,7 +71,7 @@ class MoEImpl : public torch::nn::Module {
   config::MoeConfig cfg_;
   torch::Tensor aux_loss_;
   torch::Tensor load_, dropped_;  // since take_load()
-  torch::Tensor step_load_;      // training forwards since update_bias()
+  torch::Tensor step_load_;       // training forwards since update_bias()
   ExpertRunner runner_;
 };
 TORCH_MODULE(MoE);

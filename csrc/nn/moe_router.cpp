@@ -20,8 +20,8 @@ void validate_moe_config(const config::MoeConfig& c) {
     bad("topk_group", "must be at most n_group (" + std::to_string(G) + "), got " + std::to_string(c.topk_group));
   const int64_t eligible = c.topk_group * (E / G);
   if (c.top_k > eligible)
-    bad("top_k", "must be at most the experts in the topk_group best groups (" + std::to_string(eligible) +
-                     "), got " + std::to_string(c.top_k));
+    bad("top_k", "must be at most the experts in the topk_group best groups (" + std::to_string(eligible) + "), got " +
+                     std::to_string(c.top_k));
 }
 
 Routing route(const torch::Tensor& logits, const torch::Tensor& bias, const config::MoeConfig& c) {
@@ -64,13 +64,12 @@ torch::Tensor expert_balance_loss(const Routing& r, const config::MoeConfig& c, 
 
 torch::Tensor sequence_balance_loss(const Routing& r, const config::MoeConfig& c, int64_t sequences, double alpha) {
   const int64_t T = r.topk_ids.size(0), K = r.topk_ids.size(1), E = r.scores.size(1), S = T / sequences;
-  TORCH_CHECK(S * sequences == T, "sequence_balance_loss: ", T, " tokens do not split into ", sequences,
-              " sequences");
+  TORCH_CHECK(S * sequences == T, "sequence_balance_loss: ", T, " tokens do not split into ", sequences, " sequences");
   auto ids = r.topk_ids.view({sequences, S * K});
   auto counts = torch::zeros({sequences, E}, r.scores.options())
                     .scatter_add_(1, ids, torch::ones({sequences, S * K}, r.scores.options()));
-  auto f = counts * (static_cast<double>(E) / static_cast<double>(K * S));       // [B, E]
-  auto P = normalized_scores(r, c).view({sequences, S, E}).mean(1);              // [B, E]
+  auto f = counts * (static_cast<double>(E) / static_cast<double>(K * S));  // [B, E]
+  auto P = normalized_scores(r, c).view({sequences, S, E}).mean(1);         // [B, E]
   return alpha * (f * P).sum(-1).mean();
 }
 

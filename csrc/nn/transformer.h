@@ -30,7 +30,7 @@ class TransformerImpl : public torch::nn::Module {
   // Built from the model, precision and data sections (data.seq_len bounds the rotary tables).
   explicit TransformerImpl(const config::Config& cfg);
 
-  torch::Tensor embed_tokens(const torch::Tensor& tokens);                 // [B, T] -> [B, T, C]
+  torch::Tensor embed_tokens(const torch::Tensor& tokens);                // [B, T] -> [B, T, C]
   torch::Tensor run_blocks(torch::Tensor h, int64_t begin, int64_t end);  // blocks [begin, end)
   torch::Tensor logits(const torch::Tensor& h);                           // final norm + head
   torch::Tensor forward(const torch::Tensor& tokens);                     // [B, T] -> [B, T, V]

@@ -75,8 +75,8 @@ bool check_fp8_gemm_args(const at::Tensor& a_q, const at::Tensor& a_scale, const
   TS_CHECK_DIM(op, b_scale, 2);
   TS_CHECK_DTYPE(op, b_scale, at::kFloat);
   const bool blocks = b_scale.sym_size(0) == NB;
-  TS_CHECK_ARG(op, b_scale, (blocks || b_scale.sym_size(0) == N) && b_scale.sym_size(1) == KB,
-               "expected shape [", NB, ", ", KB, "] ([ceil(N/128), ceil(K/128)]: 128 x 128 blocks) or [", N, ", ", KB,
+  TS_CHECK_ARG(op, b_scale, (blocks || b_scale.sym_size(0) == N) && b_scale.sym_size(1) == KB, "expected shape [", NB,
+               ", ", KB, "] ([ceil(N/128), ceil(K/128)]: 128 x 128 blocks) or [", N, ", ", KB,
                "] ([N, ceil(K/128)]: per-row 1 x 128 tiles), got ", ::ts::shape_str(b_scale));
   TS_CHECK_SAME_DEVICE(op, a_scale, a_q);
   TS_CHECK_SAME_DEVICE(op, b_q, a_q);
@@ -125,10 +125,9 @@ at::Tensor fp8_gemm_nt(const at::Tensor& a_q, const at::Tensor& a_scale, const a
 
 at::Tensor fp8_linear(const at::Tensor& x, const at::Tensor& weight, int64_t promote_interval,
                       int64_t accum_mantissa_bits, std::string_view accum_model) {
-  static auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("tinyseek::fp8_linear", "")
-          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, int64_t, std::string_view)>();
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("tinyseek::fp8_linear", "")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, int64_t, std::string_view)>();
   return op.call(x, weight, promote_interval, accum_mantissa_bits, accum_model);
 }
 
@@ -147,13 +146,15 @@ namespace {
 std::tuple<at::Tensor, at::Tensor> fp8_quantize_tilewise_meta(const at::Tensor& x, int64_t group, bool) {
   check_fp8_quantize_tilewise_args(x, group);
   const auto M = x.sym_size(0), KT = ceil_div_sym(x.sym_size(1), group);
-  return {at::empty_symint(x.sym_sizes(), x.options().dtype(at::kFloat8_e4m3fn)), at::empty_symint({M, KT}, x.options())};
+  return {at::empty_symint(x.sym_sizes(), x.options().dtype(at::kFloat8_e4m3fn)),
+          at::empty_symint({M, KT}, x.options())};
 }
 
 std::tuple<at::Tensor, at::Tensor> fp8_quantize_blockwise_meta(const at::Tensor& w, int64_t block, bool) {
   check_fp8_quantize_blockwise_args(w, block);
   const auto NB = ceil_div_sym(w.sym_size(0), block), KB = ceil_div_sym(w.sym_size(1), block);
-  return {at::empty_symint(w.sym_sizes(), w.options().dtype(at::kFloat8_e4m3fn)), at::empty_symint({NB, KB}, w.options())};
+  return {at::empty_symint(w.sym_sizes(), w.options().dtype(at::kFloat8_e4m3fn)),
+          at::empty_symint({NB, KB}, w.options())};
 }
 
 at::Tensor fp8_dequantize_meta(const at::Tensor& q, const at::Tensor& scale, int64_t tile_rows, int64_t tile_cols) {

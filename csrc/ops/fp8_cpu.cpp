@@ -42,14 +42,13 @@ at::Tensor fp8_dequantize_cpu(const at::Tensor& q_in, const at::Tensor& scale_in
 at::Tensor fp8_gemm_nt_cpu(const at::Tensor& a_q, const at::Tensor& a_scale, const at::Tensor& b_q,
                            const at::Tensor& b_scale, at::ScalarType out_dtype, int64_t promote_interval,
                            int64_t accum_mantissa_bits, std::string_view accum_model) {
-  const bool per_row = check_fp8_gemm_args(a_q, a_scale, b_q, b_scale, out_dtype, promote_interval,
-                                           accum_mantissa_bits, accum_model);
+  const bool per_row =
+      check_fp8_gemm_args(a_q, a_scale, b_q, b_scale, out_dtype, promote_interval, accum_mantissa_bits, accum_model);
   Fp8GemmOperands g(a_q, a_scale, b_q, b_scale, out_dtype, per_row);
   g.params.promote_interval = static_cast<int>(promote_interval);
   g.params.accum_mantissa_bits = static_cast<int>(accum_mantissa_bits);
   // With 23 bits truncate_sum is exactly fp32 summation: "23 bits" means fp32 whatever the model.
-  g.params.accum_model =
-      accum_mantissa_bits == 23 ? kern::Fp8AccumModel::kTruncateSum : parse_accum_model(accum_model);
+  g.params.accum_model = accum_mantissa_bits == 23 ? kern::Fp8AccumModel::kTruncateSum : parse_accum_model(accum_model);
   kern::fp8_gemm_nt_cpu(g.params);
   return g.out;
 }

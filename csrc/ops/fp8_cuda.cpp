@@ -61,14 +61,15 @@ at::Tensor fp8_gemm_nt_cuda(const at::Tensor& a_q, const at::Tensor& a_scale, co
                             const at::Tensor& b_scale, at::ScalarType out_dtype, int64_t promote_interval,
                             int64_t accum_mantissa_bits, std::string_view accum_model) {
   const char* op = "fp8_gemm_nt";
-  const bool per_row = check_fp8_gemm_args(a_q, a_scale, b_q, b_scale, out_dtype, promote_interval,
-                                           accum_mantissa_bits, accum_model);
-  TS_CHECK_ARG(op, a_q, a_q.size(1) % 16 == 0, "expected K % 16 == 0 on CUDA (16-byte row loads), got K = ",
-               a_q.size(1));
+  const bool per_row =
+      check_fp8_gemm_args(a_q, a_scale, b_q, b_scale, out_dtype, promote_interval, accum_mantissa_bits, accum_model);
+  TS_CHECK_ARG(op, a_q, a_q.size(1) % 16 == 0,
+               "expected K % 16 == 0 on CUDA (16-byte row loads), got K = ", a_q.size(1));
   if (promote_interval != 128 || accum_mantissa_bits != 23) {
-    TORCH_WARN_ONCE("tinyseek.fp8_gemm_nt: promote_interval and accum_mantissa_bits configure the CPU emulator; "
-                    "on CUDA the FP8 tensor cores accumulate and partial sums are promoted every 128 (got ",
-                    promote_interval, ", ", accum_mantissa_bits, ")");
+    TORCH_WARN_ONCE(
+        "tinyseek.fp8_gemm_nt: promote_interval and accum_mantissa_bits configure the CPU emulator; "
+        "on CUDA the FP8 tensor cores accumulate and partial sums are promoted every 128 (got ",
+        promote_interval, ", ", accum_mantissa_bits, ")");
   }
   c10::cuda::CUDAGuard guard(a_q.device());
   Fp8GemmOperands g(aligned16(a_q), a_scale, aligned16(b_q), b_scale, out_dtype, per_row);

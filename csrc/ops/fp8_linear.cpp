@@ -170,8 +170,7 @@ class Fp8LinearPerTensorFunction : public torch::autograd::Function<Fp8LinearPer
     at::Tensor dx, dw;
     if (ctx->needs_input_grad(0)) {
       auto qwt = qw.t().contiguous();  // [K, N]
-      dx = unflatten(knobs.gemm(qdy, scale_grid(sdy, qdy, false), qwt, scale_grid(sw, qwt, true)), x,
-                     x.sym_size(-1));
+      dx = unflatten(knobs.gemm(qdy, scale_grid(sdy, qdy, false), qwt, scale_grid(sw, qwt, true)), x, x.sym_size(-1));
     }
     if (ctx->needs_input_grad(1)) {
       auto qdyt = qdy.t().contiguous(), qxt = qx.t().contiguous();  // [N, M], [K, M]
@@ -202,8 +201,8 @@ at::Tensor fp8_linear_per_tensor_autograd(const at::Tensor& x, const at::Tensor&
                                           std::string_view accum_model) {
   check_linear_args("fp8_linear_per_tensor", x, weight);
   check_scales(scales, x);
-  return Fp8LinearPerTensorFunction::apply(
-      x, weight, scales, GemmKnobs{promote_interval, accum_mantissa_bits, std::string(accum_model)});
+  return Fp8LinearPerTensorFunction::apply(x, weight, scales,
+                                           GemmKnobs{promote_interval, accum_mantissa_bits, std::string(accum_model)});
 }
 
 at::Tensor fp8_linear_per_tensor_composite(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scales,
@@ -211,7 +210,8 @@ at::Tensor fp8_linear_per_tensor_composite(const at::Tensor& x, const at::Tensor
                                            std::string_view accum_model) {
   check_linear_args("fp8_linear_per_tensor", x, weight);
   check_scales(scales, x);
-  return per_tensor_forward(x, weight, scales, GemmKnobs{promote_interval, accum_mantissa_bits, std::string(accum_model)})
+  return per_tensor_forward(x, weight, scales,
+                            GemmKnobs{promote_interval, accum_mantissa_bits, std::string(accum_model)})
       .y;
 }
 

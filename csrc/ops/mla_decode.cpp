@@ -31,7 +31,8 @@ void check_mla_decode_args(const at::Tensor& q, const at::Tensor& kv_cache, cons
                "expected [B, S_q, H, D_qk] with S_q, H, D_qk >= 1, got shape ", ::ts::shape_str(q));
   TS_CHECK_ARG(op, kv_cache, kv_cache.sym_size(2) == 1,
                "expected one KV head at dim 2 ([num_blocks, block_size, 1, D_qk]: MLA caches one latent row per "
-               "token), got shape ", ::ts::shape_str(kv_cache));
+               "token), got shape ",
+               ::ts::shape_str(kv_cache));
   TS_CHECK_ARG(op, kv_cache, kv_cache.sym_size(3) == D_qk, "expected D_qk = ", D_qk,
                " (the last dim of q) at dim 3, got shape ", ::ts::shape_str(kv_cache));
   TS_CHECK_ARG(op, kv_cache, kv_cache.sym_size(1) >= 16 && kv_cache.sym_size(1) % 16 == 0,
@@ -67,7 +68,8 @@ void check_mla_decode_values(const at::Tensor& kv_cache, const at::Tensor& block
 std::tuple<at::Tensor, at::Tensor> mla_decode(const at::Tensor& q, const at::Tensor& kv_cache,
                                               const at::Tensor& block_table, const at::Tensor& seq_lens,
                                               int64_t head_dim_v, double softmax_scale) {
-  static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("tinyseek::mla_decode", "").typed<decltype(mla_decode)>();
+  static auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("tinyseek::mla_decode", "").typed<decltype(mla_decode)>();
   return op.call(q, kv_cache, block_table, seq_lens, head_dim_v, softmax_scale);
 }
 

@@ -56,8 +56,8 @@ void check_grouped_gemm_args(const at::Tensor& x_sorted, const at::Tensor& w, co
                "] (H = the width of x_sorted), got ", ::ts::shape_str(w));
   TS_CHECK_DIM(op, expert_offsets, 1);
   TS_CHECK_DTYPE(op, expert_offsets, at::kLong);
-  TS_CHECK_ARG(op, expert_offsets, expert_offsets.sym_size(0) == w.sym_size(0) + 1, "expected ",
-               w.sym_size(0) + 1, " entries (E + 1, E from w), got ", expert_offsets.sym_size(0));
+  TS_CHECK_ARG(op, expert_offsets, expert_offsets.sym_size(0) == w.sym_size(0) + 1, "expected ", w.sym_size(0) + 1,
+               " entries (E + 1, E from w), got ", expert_offsets.sym_size(0));
   TS_CHECK_SAME_DEVICE(op, w, x_sorted);
   TS_CHECK_SAME_DEVICE(op, expert_offsets, x_sorted);
 }

@@ -24,8 +24,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> moe_permute(const at::Tensor& x, 
 // y [T, H] with y[t] = sum_k topk_weights[t, k] * y_sorted[row of slot t*K + k]; y_sorted [M, H],
 // sorted_to_token [M] from moe_permute, topk_weights [T, K] fp32. Differentiable in y_sorted and
 // topk_weights.
-at::Tensor moe_unpermute(const at::Tensor& y_sorted, const at::Tensor& sorted_to_token,
-                         const at::Tensor& topk_weights);
+at::Tensor moe_unpermute(const at::Tensor& y_sorted, const at::Tensor& sorted_to_token, const at::Tensor& topk_weights);
 
 // out [M, N]: rows of expert e times w[e]^T; x_sorted [M, H], w [E, N, H] (nn.Linear layout per
 // expert), expert_offsets [E + 1]. Differentiable in x_sorted and w.

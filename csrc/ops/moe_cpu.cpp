@@ -37,8 +37,8 @@ void check_offsets(const char* op, const at::Tensor& offsets, int64_t rows) {
   TS_CHECK_ARG(op, expert_offsets, o[0] == 0 && o[E] == rows, "expected offsets[0] = 0 and offsets[E] = ", rows,
                " (the rows of x_sorted), got ", o[0], " and ", o[E]);
   for (int64_t e = 0; e < E; ++e)
-    TS_CHECK_ARG(op, expert_offsets, o[e] <= o[e + 1], "expected nondecreasing offsets, but offsets[", e,
-                 "] = ", o[e], " > offsets[", e + 1, "] = ", o[e + 1]);
+    TS_CHECK_ARG(op, expert_offsets, o[e] <= o[e + 1], "expected nondecreasing offsets, but offsets[", e, "] = ", o[e],
+                 " > offsets[", e + 1, "] = ", o[e + 1]);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> permute_cpu(const at::Tensor& x_in, const at::Tensor& ids_in,
@@ -70,8 +70,8 @@ at::Tensor permute_bwd_cpu(const at::Tensor& g_in, const at::Tensor& s2t_in, int
   auto g = g_in.contiguous();
   auto t2s = invert_slots(op, s2t_in.contiguous());
   auto gx = util::empty_output({T, H}, g.options());
-  kern::moe_permute_backward_cpu({g.data_ptr<float>(), t2s.data_ptr<int64_t>(), gx.data_ptr<float>(), T,
-                                  T ? M / T : 0, H});
+  kern::moe_permute_backward_cpu(
+      {g.data_ptr<float>(), t2s.data_ptr<int64_t>(), gx.data_ptr<float>(), T, T ? M / T : 0, H});
   return gx;
 }
 
@@ -83,8 +83,8 @@ at::Tensor unpermute_cpu(const at::Tensor& ys_in, const at::Tensor& s2t_in, cons
   const int64_t T = w.size(0), K = w.size(1), H = ys.size(1);
   auto t2s = invert_slots(op, s2t_in.contiguous());
   auto y = util::empty_output({T, H}, ys.options());
-  kern::moe_unpermute_cpu({ys.data_ptr<float>(), t2s.data_ptr<int64_t>(), w.data_ptr<float>(), y.data_ptr<float>(),
-                           T, K, H});
+  kern::moe_unpermute_cpu(
+      {ys.data_ptr<float>(), t2s.data_ptr<int64_t>(), w.data_ptr<float>(), y.data_ptr<float>(), T, K, H});
   return y;
 }
 
@@ -133,8 +133,8 @@ std::tuple<at::Tensor, at::Tensor> grouped_gemm_bwd_cpu(const at::Tensor& g_in, 
   auto gx = util::empty_output(x.sizes(), x.options());
   auto gw = util::empty_output(w.sizes(), w.options());
   kern::moe_grouped_gemm_backward_cpu({g.data_ptr<float>(), x.data_ptr<float>(), w.data_ptr<float>(),
-                                       offs.data_ptr<int64_t>(), gx.data_ptr<float>(), gw.data_ptr<float>(), M, N,
-                                       H, E});
+                                       offs.data_ptr<int64_t>(), gx.data_ptr<float>(), gw.data_ptr<float>(), M, N, H,
+                                       E});
   return {gx, gw};
 }
 

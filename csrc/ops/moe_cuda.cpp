@@ -40,9 +40,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> permute_cuda(const at::Tensor& x_
   auto s2t = at::empty({M}, idx), t2s = at::empty({M}, idx), offs = at::empty({E + 1}, idx);
   auto err = at::empty({2}, idx);
   auto ws = at::empty({kern::moe_routing_cuda_workspace(T, K, E)}, x.options().dtype(at::kByte));
-  kern::moe_routing_cuda({ids.data_ptr<int64_t>(), offs.data_ptr<int64_t>(), s2t.data_ptr<int64_t>(),
-                          t2s.data_ptr<int64_t>(), T, K, E},
-                         err.data_ptr<int64_t>(), ws.data_ptr(), ws.numel(), stream());
+  kern::moe_routing_cuda(
+      {ids.data_ptr<int64_t>(), offs.data_ptr<int64_t>(), s2t.data_ptr<int64_t>(), t2s.data_ptr<int64_t>(), T, K, E},
+      err.data_ptr<int64_t>(), ws.data_ptr(), ws.numel(), stream());
   auto e = err.cpu();  // the one synchronization: a bad id must be a clear error, not garbage rows
   const int64_t bad = e.data_ptr<int64_t>()[0];
   TS_CHECK_ARG(op, topk_ids, bad < 0, "expert id ", e.data_ptr<int64_t>()[1], " at [", bad / K, ", ", bad % K,

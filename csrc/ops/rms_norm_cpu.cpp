@@ -16,16 +16,16 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_fwd_cpu(const at::Tensor& x_in, cons
   const int64_t D = x.size(-1), R = D ? x.numel() / D : 0;
   auto y = at::empty_like(x);
   auto rstd = at::empty({R}, x.options());
-  kern::rms_norm_forward_cpu({x.data_ptr<float>(), w.data_ptr<float>(), y.data_ptr<float>(), rstd.data_ptr<float>(),
-                              R, D, static_cast<float>(eps)});
+  kern::rms_norm_forward_cpu({x.data_ptr<float>(), w.data_ptr<float>(), y.data_ptr<float>(), rstd.data_ptr<float>(), R,
+                              D, static_cast<float>(eps)});
   return {y, rstd};
 }
 
 std::tuple<at::Tensor, at::Tensor> rms_norm_bwd_cpu(const at::Tensor& gy_in, const at::Tensor& x_in,
                                                     const at::Tensor& w_in, const at::Tensor& rstd) {
   const char* op = "rms_norm_bwd";
-  TS_CHECK_ARG(op, grad_y, gy_in.sizes() == x_in.sizes(), "expected the shape of x ", ::ts::shape_str(x_in),
-               ", got ", ::ts::shape_str(gy_in));
+  TS_CHECK_ARG(op, grad_y, gy_in.sizes() == x_in.sizes(), "expected the shape of x ", ::ts::shape_str(x_in), ", got ",
+               ::ts::shape_str(gy_in));
   TS_CHECK_DTYPE(op, gy_in, at::kFloat);
   TS_CHECK_DTYPE(op, x_in, at::kFloat);
   auto gy = gy_in.contiguous(), x = x_in.contiguous(), w = w_in.contiguous(), rs = rstd.contiguous();

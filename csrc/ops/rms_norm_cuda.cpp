@@ -24,9 +24,9 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_fwd_cuda(const at::Tensor& x_in, con
   const int64_t D = x.size(-1), R = D ? x.numel() / D : 0;
   auto y = at::empty_like(x);
   auto rstd = at::empty({R}, x.options().dtype(at::kFloat));
-  kern::rms_norm_forward_cuda({x.data_ptr(), w.data_ptr<float>(), y.data_ptr(), rstd.data_ptr<float>(), R, D,
-                               static_cast<float>(eps), bf16},
-                              at::cuda::getCurrentCUDAStream());
+  kern::rms_norm_forward_cuda(
+      {x.data_ptr(), w.data_ptr<float>(), y.data_ptr(), rstd.data_ptr<float>(), R, D, static_cast<float>(eps), bf16},
+      at::cuda::getCurrentCUDAStream());
   return {y, rstd};
 }
 

@@ -28,8 +28,8 @@ void check_pair(const Schedule& s, const Timeline& tl, const char* who) {
 
 std::string header(const Schedule& s, const Timeline& tl) {
   return std::string(schedule_kind_name(s.kind)) + ": " + std::to_string(s.ranks) + " ranks, " +
-         std::to_string(s.stages) + " stages, " + std::to_string(s.microbatches) +
-         " micro-batches; step time " + num(tl.total) + ", critical bubble " + num(tl.critical_bubble);
+         std::to_string(s.stages) + " stages, " + std::to_string(s.microbatches) + " micro-batches; step time " +
+         num(tl.total) + ", critical bubble " + num(tl.critical_bubble);
 }
 
 // ---------------------------------------------------------------- SVG
@@ -57,10 +57,9 @@ int lightness(OpKind op) {
   }
 }
 
-std::string rect(double x, double y, double w, double h, const std::string& fill,
-                 const std::string& extra = "") {
-  return "<rect x=\"" + num(x) + "\" y=\"" + num(y) + "\" width=\"" + num(w) + "\" height=\"" + num(h) +
-         "\" fill=\"" + fill + "\"" + extra + "/>";
+std::string rect(double x, double y, double w, double h, const std::string& fill, const std::string& extra = "") {
+  return "<rect x=\"" + num(x) + "\" y=\"" + num(y) + "\" width=\"" + num(w) + "\" height=\"" + num(h) + "\" fill=\"" +
+         fill + "\"" + extra + "/>";
 }
 
 std::string xml_escape(const std::string& t) {
@@ -96,9 +95,8 @@ std::string svg_action(const Schedule& s, int r, const Action& a, const Span& sp
   const Unit& u = a.unit;
   std::string label = std::string(op_kind_name(a.op)) + std::to_string(u.mb);
   std::string out = "<g class=\"op\" data-rank=\"" + std::to_string(r) + "\" data-op=\"" +
-                    std::string(op_kind_name(a.op)) + "\" data-mb=\"" + std::to_string(u.mb) +
-                    "\" data-stage=\"" + std::to_string(u.stage) + "\" data-dir=\"" + std::to_string(u.dir) +
-                    "\"";
+                    std::string(op_kind_name(a.op)) + "\" data-mb=\"" + std::to_string(u.mb) + "\" data-stage=\"" +
+                    std::to_string(u.stage) + "\" data-dir=\"" + std::to_string(u.dir) + "\"";
   if (a.op == OpKind::kFB) out += " data-bwd-mb=\"" + std::to_string(a.bwd.mb) + "\"";
   out += ">";
   out += "<title>" + xml_escape(describe(a)) + " [" + num(sp.start) + ", " + num(sp.end) + ")</title>";
@@ -127,8 +125,8 @@ std::string render_svg(const Schedule& s, const Timeline& tl) {
   const double px = tl.total > 0 ? kPlotW / tl.total : 1;
   const double rows_h = s.ranks * (kRowH + kRowGap);
   const double width = kLeft + kPlotW + 20, height = kTop + rows_h + 100;
-  std::string out = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + num(width) + "\" height=\"" +
-                    num(height) + "\" font-family=\"sans-serif\">\n";
+  std::string out = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + num(width) + "\" height=\"" + num(height) +
+                    "\" font-family=\"sans-serif\">\n";
   out +=
       "<defs><pattern id=\"hatch\" width=\"6\" height=\"6\" patternUnits=\"userSpaceOnUse\" "
       "patternTransform=\"rotate(45)\"><line x1=\"0\" y1=\"0\" x2=\"0\" y2=\"6\" stroke=\"#000\" "
@@ -147,8 +145,8 @@ std::string render_svg(const Schedule& s, const Timeline& tl) {
     const double step = tick_step(tl.total);
     for (double t = 0; t <= tl.total + 1e-9 * tl.total; t += step) {
       const double x = kLeft + t * px;
-      out += "<line x1=\"" + num(x) + "\" y1=\"" + num(axis_y) + "\" x2=\"" + num(x) + "\" y2=\"" +
-             num(axis_y + 5) + "\" stroke=\"#000\"/>";
+      out += "<line x1=\"" + num(x) + "\" y1=\"" + num(axis_y) + "\" x2=\"" + num(x) + "\" y2=\"" + num(axis_y + 5) +
+             "\" stroke=\"#000\"/>";
       out += text(x, axis_y + 17, num(t), " text-anchor=\"middle\" font-size=\"10\"") + "\n";
     }
   }
@@ -173,14 +171,12 @@ std::string render_svg(const Schedule& s, const Timeline& tl) {
   ly += 26;
   if (s.kind == ScheduleKind::kDualPipe) {
     const int half = s.microbatches / 2;
-    swatch(rect(lx, ly, 20, 16, color(h0, 58)),
-           "micro-batches 0-" + std::to_string(half - 1) + " enter at rank 0");
+    swatch(rect(lx, ly, 20, 16, color(h0, 58)), "micro-batches 0-" + std::to_string(half - 1) + " enter at rank 0");
     swatch(rect(lx, ly, 20, 16, color(hue(s, s.unit(half, 0)), 58)),
-           "micro-batches " + std::to_string(half) + "-" + std::to_string(s.microbatches - 1) +
-               " enter at rank " + std::to_string(s.ranks - 1));
+           "micro-batches " + std::to_string(half) + "-" + std::to_string(s.microbatches - 1) + " enter at rank " +
+               std::to_string(s.ranks - 1));
   } else {
-    out += text(lx, ly + 12, "colour = micro-batch; all enter at rank 0; label = micro-batch id",
-                " font-size=\"12\"") +
+    out += text(lx, ly + 12, "colour = micro-batch; all enter at rank 0; label = micro-batch id", " font-size=\"12\"") +
            "\n";
   }
   return out + "</svg>\n";
@@ -197,8 +193,7 @@ std::string render_text(const Schedule& s, const Timeline& tl, const TextOptions
     double shortest = 0;
     for (int r = 0; r < s.ranks; ++r)
       for (const Span& sp : tl.spans[r])
-        if (sp.end > sp.start && (shortest == 0 || sp.end - sp.start < shortest))
-          shortest = sp.end - sp.start;
+        if (sp.end > sp.start && (shortest == 0 || sp.end - sp.start < shortest)) shortest = sp.end - sp.start;
     scale = shortest > 0 ? 4 / shortest : 1;
     if (tl.total * scale > opt.max_width) scale = opt.max_width / tl.total;
   }
@@ -208,8 +203,7 @@ std::string render_text(const Schedule& s, const Timeline& tl, const TextOptions
       "F<m> forward, B<m> backward for inputs, W<m> weights, BW<m> full backward, F<m>|B<n> overlapped, . "
       "idle";
   if (s.kind == ScheduleKind::kDualPipe)
-    out += "; micro-batches " + std::to_string(s.microbatches / 2) + "+ enter at rank " +
-           std::to_string(s.ranks - 1);
+    out += "; micro-batches " + std::to_string(s.microbatches / 2) + "+ enter at rank " + std::to_string(s.ranks - 1);
   out += "\n";
   for (int r = 0; r < s.ranks; ++r) {
     std::string row(width, '.');
@@ -222,8 +216,7 @@ std::string render_text(const Schedule& s, const Timeline& tl, const TextOptions
       if (c1 == c0 && c0 < width) c1 = c0 + 1;  // keep very short actions visible
       std::string label = std::string(op_kind_name(a.op)) + std::to_string(a.unit.mb);
       if (a.op == OpKind::kFB)
-        label =
-            std::string("F").append(std::to_string(a.unit.mb)).append("|B").append(std::to_string(a.bwd.mb));
+        label = std::string("F").append(std::to_string(a.unit.mb)).append("|B").append(std::to_string(a.bwd.mb));
       // A cut label would name the wrong micro-batch ("W1" for W12): fall back to the op.
       if (label.size() > c1 - c0) label = op_kind_name(a.op);
       for (size_t c = c0; c < c1; ++c) row[c] = c - c0 < label.size() ? label[c - c0] : '-';
@@ -247,23 +240,19 @@ std::string to_json(const Schedule& s, const Timeline& tl) {
   };
   auto unit = [](const char* prefix, const Unit& u) {
     const std::string p = prefix;
-    return ",\"" + p + "mb\":" + std::to_string(u.mb) + ",\"" + p + "stage\":" + std::to_string(u.stage) +
-           ",\"" + p + "dir\":" + std::to_string(u.dir);
+    return ",\"" + p + "mb\":" + std::to_string(u.mb) + ",\"" + p + "stage\":" + std::to_string(u.stage) + ",\"" + p +
+           "dir\":" + std::to_string(u.dir);
   };
-  std::string out = "{\"kind\":\"" + std::string(schedule_kind_name(s.kind)) +
-                    "\",\"ranks\":" + std::to_string(s.ranks) + ",\"stages\":" + std::to_string(s.stages) +
-                    ",\"microbatches\":" + std::to_string(s.microbatches) + ",\"total\":" + num(tl.total) +
-                    ",\"critical_bubble\":" + num(tl.critical_bubble) + ",\"busy\":" + list(tl.busy) +
-                    ",\"bubble\":" + list(tl.bubble) + ",\"peak_activations\":" + list(tl.peak_activations) +
-                    ",\"actions\":[";
+  std::string out =
+      "{\"kind\":\"" + std::string(schedule_kind_name(s.kind)) + "\",\"ranks\":" + std::to_string(s.ranks) +
+      ",\"stages\":" + std::to_string(s.stages) + ",\"microbatches\":" + std::to_string(s.microbatches) +
+      ",\"total\":" + num(tl.total) + ",\"critical_bubble\":" + num(tl.critical_bubble) + ",\"busy\":" + list(tl.busy) +
+      ",\"bubble\":" + list(tl.bubble) + ",\"peak_activations\":" + list(tl.peak_activations) + ",\"actions\":[";
   for (int r = 0; r < s.ranks; ++r) {
     out += r ? ",\n[" : "\n[";
     for (size_t i = 0; i < s.actions[r].size(); ++i) {
       const Action& a = s.actions[r][i];
-      out.append(i ? ",{\"op\":\"" : "{\"op\":\"")
-          .append(op_kind_name(a.op))
-          .append("\"")
-          .append(unit("", a.unit));
+      out.append(i ? ",{\"op\":\"" : "{\"op\":\"").append(op_kind_name(a.op)).append("\"").append(unit("", a.unit));
       if (a.op == OpKind::kFB) out += unit("bwd_", a.bwd);
       if (!a.is_compute())
         out += ",\"peer\":" + std::to_string(a.peer) + ",\"payload\":\"" +

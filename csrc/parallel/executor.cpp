@@ -10,8 +10,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <ctime>
 #include <cstdio>
+#include <ctime>
 #include <optional>
 #include <stdexcept>
 #include <unordered_map>
@@ -32,12 +32,12 @@ double cpu_seconds(clockid_t which) {
 }
 double thread_cpu_s() { return cpu_seconds(CLOCK_THREAD_CPUTIME_ID); }
 double process_cpu_s() { return cpu_seconds(CLOCK_PROCESS_CPUTIME_ID); }
-}
+}  // namespace
 
 std::vector<StageRange> split_stages(int64_t n_layers, int stages) {
   if (stages < 1 || stages > n_layers)
-    throw std::invalid_argument(fmt::format("pipeline: {} stages need 1 <= stages <= model.n_layers ({})", stages,
-                                            n_layers));
+    throw std::invalid_argument(
+        fmt::format("pipeline: {} stages need 1 <= stages <= model.n_layers ({})", stages, n_layers));
   std::vector<StageRange> out(stages);
   int64_t at = 0;
   for (int s = 0; s < stages; ++s) {
@@ -77,7 +77,7 @@ struct StepContext {
   };
   std::unordered_map<int, Pending> recvs;  // by message id
   std::vector<Pending> sends;
-  std::vector<Dist::P2POp> batch;          // batched mode: p2p ops since the last compute
+  std::vector<Dist::P2POp> batch;  // batched mode: p2p ops since the last compute
   std::vector<std::string> batch_what;
   double loss_sum = 0;
   std::vector<at::Tensor> losses;  // last-stage losses, read after the step (no sync per forward)
@@ -165,7 +165,8 @@ void PipelineExecutor::forward(const Unit& u, StepContext& ctx) {
       st.input = ctx.units.at(detail::unit_id(schedule_, prev)).output.detach().requires_grad_(true);
     } else {
       auto it = ctx.recvs.find(detail::message_id(schedule_, Payload::kActivation, prev));
-      if (it == ctx.recvs.end()) throw std::logic_error("pipeline: no RECV posted for " + describe(Action{OpKind::kF, u}));
+      if (it == ctx.recvs.end())
+        throw std::logic_error("pipeline: no RECV posted for " + describe(Action{OpKind::kF, u}));
       if (it->second.work) dist_.wait(it->second.work, it->second.what);
       st.input = it->second.tensor.requires_grad_(true);
       ctx.recvs.erase(it);
@@ -198,7 +199,8 @@ at::Tensor PipelineExecutor::backward_root_grad(const Unit& u, StepContext& ctx)
   const Unit next = schedule_.unit(u.mb, u.stage + 1);
   if (schedule_.rank_of(next) == dist_.rank()) return ctx.units.at(detail::unit_id(schedule_, next)).d_input;
   auto it = ctx.recvs.find(detail::message_id(schedule_, Payload::kGradient, next));
-  if (it == ctx.recvs.end()) throw std::logic_error("pipeline: no gradient RECV posted for " + describe(Action{OpKind::kB, u}));
+  if (it == ctx.recvs.end())
+    throw std::logic_error("pipeline: no gradient RECV posted for " + describe(Action{OpKind::kB, u}));
   if (it->second.work) dist_.wait(it->second.work, it->second.what);
   at::Tensor g = it->second.tensor;
   ctx.recvs.erase(it);
@@ -243,7 +245,7 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
 
   const auto& list = schedule_.actions[me];
   std::vector<Span> spans(list.size());
-  std::vector<double> cpu(list.size(), 0.0);  // CPU seconds of this thread per action
+  std::vector<double> cpu(list.size(), 0.0);           // CPU seconds of this thread per action
   std::vector<bool> posted_early(list.size(), false);  // SENDs an F&B posted ahead of their turn
   double busy = 0;
   auto now_s = [&] { return std::chrono::duration<double>(Clock::now() - ctx.t0).count(); };

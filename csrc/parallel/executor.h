@@ -47,7 +47,7 @@ std::vector<StageRange> split_stages(int64_t n_layers, int stages);
 int stage_of_parameter(const std::string& name, const std::vector<StageRange>& stages);
 
 struct ExecutorOptions {
-  std::string p2p = "auto";  // auto (gloo: per_op, nccl: batched) | per_op | batched (schedule.h)
+  std::string p2p = "auto";   // auto (gloo: per_op, nccl: batched) | per_op | batched (schedule.h)
   int debug_exit_after = -1;  // fault injection: std::_Exit(17) after this many actions of a step
 };
 

@@ -90,8 +90,8 @@ torch::Tensor run_sharded(nn::MoEImpl& moe, Dist& dist, const Group& group, int6
   auto inverse = torch::empty_like(perm).index_put_({perm}, torch::arange(R, perm.options()));
 
   auto y_local = moe.local_experts(xr.index_select(0, perm), local_offsets.to(dev));  // [R, C]
-  auto yr = y_local.index_select(0, inverse);                                          // back to (s, j)
-  return AllToAllRows::apply(yr, &dist, &group, recv_rows, send_rows);                 // [M, C], xs order
+  auto yr = y_local.index_select(0, inverse);                                         // back to (s, j)
+  return AllToAllRows::apply(yr, &dist, &group, recv_rows, send_rows);                // [M, C], xs order
 }
 
 }  // namespace

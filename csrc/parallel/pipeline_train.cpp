@@ -9,8 +9,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
-#include <map>
 #include <iostream>
+#include <map>
 #include <thread>
 
 #include "csrc/nn/transformer.h"
@@ -132,8 +132,8 @@ Costs costs_from(const Samples& samples, Statistic stat, double* bw) {
 // The costs of the kinds that ran (as costs_from computes them) and the posting, for summary.json.
 json ran_costs_json(const Samples& samples, Statistic stat, const Costs& c) {
   json j = json::object();
-  for (auto [k, name] : {std::pair{OpKind::kF, "F"}, {OpKind::kB, "B"}, {OpKind::kW, "W"}, {OpKind::kBW, "BW"},
-                         {OpKind::kFB, "FB"}})
+  for (auto [k, name] :
+       {std::pair{OpKind::kF, "F"}, {OpKind::kB, "B"}, {OpKind::kW, "W"}, {OpKind::kBW, "BW"}, {OpKind::kFB, "FB"}})
     if (auto it = samples.find(k); it != samples.end() && !it->second.empty()) j[name] = stat(it->second);
   j["post"] = c.post;
   return j;
@@ -184,8 +184,8 @@ train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& v
   model->to(dev);
   const train::TokenData data = train::load_data(cfg.data);
   if (data.max_token >= cfg.model.vocab_size)
-    throw config::ConfigError(fmt::format("model.vocab_size: {} is too small for the data's token {}",
-                                          cfg.model.vocab_size, data.max_token));
+    throw config::ConfigError(
+        fmt::format("model.vocab_size: {} is too small for the data's token {}", cfg.model.vocab_size, data.max_token));
   if (lead) {
     fs::create_directories(run_dir);
     train::atomic_write(run_dir / "config.resolved.yaml", config::to_yaml(cfg));
@@ -210,8 +210,8 @@ train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& v
     auto cost_t = torch::zeros({static_cast<int64_t>(ranges.size()), 5}, torch::kDouble);
     if (lead) {
       auto b = train::train_batch(data.train, tc.batch_size, cfg.data.seq_len, static_cast<uint64_t>(cfg.seed), 0);
-      stage_costs = measure_stage_costs(model, ranges, b.inputs.to(dev), b.targets.to(dev),
-                                        static_cast<int>(pc.measure_repeats));
+      stage_costs =
+          measure_stage_costs(model, ranges, b.inputs.to(dev), b.targets.to(dev), static_cast<int>(pc.measure_repeats));
       for (const auto& s : stage_costs)
         for (int k = 0; k < 5; ++k)
           cost_t[s.stage][k] = std::vector<double>{s.costs.F, s.costs.B, s.costs.W, s.costs.FB, s.BW}[k];
@@ -248,8 +248,8 @@ train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& v
   // Durations in the measured steps, all ranks: computes by kind (F, B, W, BW, FB); the
   // postings of SEND and RECV pooled under kSend.
   Samples run_durations;
-  Samples run_cpu;  // the same actions' main-thread CPU time
-  std::vector<double> message_cpu;                // per step: transport threads' CPU per message
+  Samples run_cpu;                  // the same actions' main-thread CPU time
+  std::vector<double> message_cpu;  // per step: transport threads' CPU per message
   int messages_per_step = 0;
   for (const auto& list : schedule.actions)
     for (const Action& a : list) messages_per_step += a.op == OpKind::kSend;
@@ -258,8 +258,8 @@ train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& v
   for (int64_t step = 0; step < tc.steps; ++step) {
     const double lr = train::lr_at(tc, step);
     for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
-    auto batch = train::train_batch(data.train, tc.batch_size * M, cfg.data.seq_len, static_cast<uint64_t>(cfg.seed),
-                                    step);
+    auto batch =
+        train::train_batch(data.train, tc.batch_size * M, cfg.data.seq_len, static_cast<uint64_t>(cfg.seed), step);
     Reference ref;
     const bool check = pc.check_sequential && step == 0;
     if (check) ref = sequential_reference(model, batch.inputs, batch.targets, M, dev);
@@ -282,20 +282,24 @@ train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& v
         if (d > worst || worst_name.empty()) worst = d, worst_name = p.name;
       }
       const double loss_rel = std::abs(last.loss - ref.loss) / std::max(std::abs(ref.loss), 1e-30);
-      std::cout << fmt::format("{}: parity on rank {}: {} gradient tensors, max rel diff {:.3e} ({}), loss {:.9f} vs "
-                               "sequential {:.9f} (rel {:.3e})\n",
-                               label, me, exec.parameters().size(), worst, worst_name, last.loss, ref.loss, loss_rel)
+      std::cout << fmt::format(
+                       "{}: parity on rank {}: {} gradient tensors, max rel diff {:.3e} ({}), loss {:.9f} vs "
+                       "sequential {:.9f} (rel {:.3e})\n",
+                       label, me, exec.parameters().size(), worst, worst_name, last.loss, ref.loss, loss_rel)
                 << std::flush;
       std::vector<at::Tensor> v{torch::tensor({worst, loss_rel}, torch::kDouble).to(dev)};
       dist->all_reduce(v, c10d::ReduceOp::MAX);
       const double g_worst = v[0][0].item<double>(), l_worst = v[0][1].item<double>();
-      summary["parity"] = {{"max_grad_rel_diff", g_worst}, {"loss_rel_diff", l_worst},
-                           {"tolerance", pc.check_tolerance}, {"sequential_loss", ref.loss},
+      summary["parity"] = {{"max_grad_rel_diff", g_worst},
+                           {"loss_rel_diff", l_worst},
+                           {"tolerance", pc.check_tolerance},
+                           {"sequential_loss", ref.loss},
                            {"pipeline_loss", last.loss}};
       if (!(g_worst <= pc.check_tolerance) || !(l_worst <= pc.check_tolerance))
-        throw std::runtime_error(fmt::format("pipeline {}: gradients or loss differ from sequential training: max "
-                                             "grad rel diff {:.3e}, loss rel diff {:.3e} > tolerance {:.1e}",
-                                             pc.schedule, g_worst, l_worst, pc.check_tolerance));
+        throw std::runtime_error(
+            fmt::format("pipeline {}: gradients or loss differ from sequential training: max "
+                        "grad rel diff {:.3e}, loss rel diff {:.3e} > tolerance {:.1e}",
+                        pc.schedule, g_worst, l_worst, pc.check_tolerance));
     }
     // Global gradient norm: every stage counted once (DualPipe's mirrored copies are equal).
     double sq = 0;
@@ -323,9 +327,14 @@ train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& v
       if (messages_per_step > 0) message_cpu.push_back(background / messages_per_step);
     }
     if (lead) {
-      *metrics << json{{"step", step},          {"loss", last.loss},         {"lr", lr},
-                       {"grad_norm", gnorm},    {"step_s", last.seconds},    {"bubble_fraction", bubble},
-                       {"busy_s", last.busy},   {"tokens_per_s", tokens_per_step / std::max(last.seconds, 1e-9)}}
+      *metrics << json{{"step", step},
+                       {"loss", last.loss},
+                       {"lr", lr},
+                       {"grad_norm", gnorm},
+                       {"step_s", last.seconds},
+                       {"bubble_fraction", bubble},
+                       {"busy_s", last.busy},
+                       {"tokens_per_s", tokens_per_step / std::max(last.seconds, 1e-9)}}
                       .dump()
                << "\n"
                << std::flush;
@@ -412,7 +421,8 @@ train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& v
     summary["stage_costs_s"] = per_stage_fixed;
     summary["cores"] = cores;
     summary["predicted"] = {
-        {"core_per_rank", {{"step_s", dedicated.total}, {"bubble_fraction", bubble_fraction(dedicated.busy, dedicated.total)}}},
+        {"core_per_rank",
+         {{"step_s", dedicated.total}, {"bubble_fraction", bubble_fraction(dedicated.busy, dedicated.total)}}},
         {"shared_cores", {{"step_s", shared.total}, {"bubble_fraction", bubble_fraction(shared.busy, shared.total)}}}};
     summary["step_error_vs_shared_prediction"] = (step_s - shared.total) / shared.total;
     // Flat copies for the report table (`tinyseek report` shows top-level numbers).

@@ -53,7 +53,8 @@ std::vector<uint8_t> as_bytes(const std::string& s) { return std::vector<uint8_t
 #ifndef TINYSEEK_WITH_CUDA
 namespace detail {
 bool nccl_available() { return false; }
-c10::intrusive_ptr<c10d::Backend> make_nccl(const c10::intrusive_ptr<c10d::Store>&, int, int, std::chrono::milliseconds) {
+c10::intrusive_ptr<c10d::Backend> make_nccl(const c10::intrusive_ptr<c10d::Store>&, int, int,
+                                            std::chrono::milliseconds) {
   throw DistError("dist.backend 'nccl' needs a CUDA build of tinyseek");
 }
 void set_cuda_device(int) { throw DistError("dist: device 'cuda' needs a CUDA build of tinyseek"); }
@@ -90,7 +91,8 @@ std::shared_ptr<Dist> Dist::init(const LaunchEnv& e, const DistOptions& options)
   }
   std::string backend = options.backend;
   if (backend == "auto") backend = options.device == "cuda" ? "nccl" : "gloo";
-  if (backend != "gloo" && backend != "nccl") throw DistError("dist.backend: expected auto, gloo or nccl, got '" + backend + "'");
+  if (backend != "gloo" && backend != "nccl")
+    throw DistError("dist.backend: expected auto, gloo or nccl, got '" + backend + "'");
   if (backend == "nccl" && options.device != "cuda") throw DistError("dist.backend 'nccl' runs on cuda devices only");
   d->backend_name_ = backend;
 
@@ -135,8 +137,8 @@ Group Dist::make_group(const std::vector<int>& ranks, const std::string& prefix)
     g.backend = backend_name_ == "nccl" ? detail::make_nccl(store, g.rank, g.size, options_.timeout)
                                         : detail::make_gloo(store, g.rank, g.size, options_.timeout);
   } catch (const std::exception& ex) {
-    throw DistError(fmt::format("rank {}: creating the {} backend for {} failed: {}", env_.rank, backend_name_,
-                                prefix, error_text(ex)));
+    throw DistError(fmt::format("rank {}: creating the {} backend for {} failed: {}", env_.rank, backend_name_, prefix,
+                                error_text(ex)));
   }
   return g;
 }
@@ -316,7 +318,8 @@ std::vector<c10::intrusive_ptr<c10d::Work>> Dist::batch_isend_irecv(const std::v
   if (ops.empty()) return works;
   const bool coalesce = backend_name_ == "nccl";
   if (coalesce) world_.backend->startCoalescing();
-  for (const auto& op : ops) works.push_back(op.send ? isend(op.tensor, op.peer, op.tag) : irecv(op.tensor, op.peer, op.tag));
+  for (const auto& op : ops)
+    works.push_back(op.send ? isend(op.tensor, op.peer, op.tag) : irecv(op.tensor, op.peer, op.tag));
   if (coalesce) {
     auto w = world_.backend->endCoalescing();
     works.clear();
@@ -355,7 +358,8 @@ void Dist::all_to_all_single(at::Tensor& out, at::Tensor& in, std::vector<int64_
                              std::vector<int64_t> in_splits, const Group* g) {
   c10d::AllToAllOptions o;
   o.timeout = options_.timeout;
-  wait(post("all_to_all", [&] { return pick(g).backend->alltoall_base(out, in, out_splits, in_splits, o); }), "all_to_all");
+  wait(post("all_to_all", [&] { return pick(g).backend->alltoall_base(out, in, out_splits, in_splits, o); }),
+       "all_to_all");
 }
 
 void Dist::barrier(const Group* g) {

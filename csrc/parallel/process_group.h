@@ -55,18 +55,18 @@ struct LaunchEnv {
 LaunchEnv read_launch_env();
 
 struct DistOptions {
-  std::string backend = "auto";  // auto (nccl on cuda, else gloo) | gloo | nccl
-  std::string device = "cpu";    // cpu | cuda (cuda:LOCAL_RANK)
-  std::chrono::milliseconds timeout{60'000};     // rendezvous, collectives and p2p
-  std::chrono::milliseconds heartbeat{500};      // watchdog period
-  std::chrono::milliseconds dead_after{5'000};   // a silent rank is dead after this
-  std::chrono::milliseconds grace{3'000};        // then the process ends if still running
+  std::string backend = "auto";                 // auto (nccl on cuda, else gloo) | gloo | nccl
+  std::string device = "cpu";                   // cpu | cuda (cuda:LOCAL_RANK)
+  std::chrono::milliseconds timeout{60'000};    // rendezvous, collectives and p2p
+  std::chrono::milliseconds heartbeat{500};     // watchdog period
+  std::chrono::milliseconds dead_after{5'000};  // a silent rank is dead after this
+  std::chrono::milliseconds grace{3'000};       // then the process ends if still running
 };
 
 // A set of ranks with its own backend: the world, or a sub-group such as a pair of
 // mirrored pipeline stages or an expert-parallel group.
 struct Group {
-  int rank = 0;            // this process within the group
+  int rank = 0;  // this process within the group
   int size = 1;
   std::vector<int> ranks;  // global ranks, in group order
   c10::intrusive_ptr<c10d::Backend> backend;
@@ -115,8 +115,7 @@ class Dist {
   void wait(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what);
 
   // Blocking collectives; `g` defaults to the world.
-  void all_reduce(std::vector<at::Tensor>& tensors, c10d::ReduceOp op = c10d::ReduceOp::SUM,
-                  const Group* g = nullptr);
+  void all_reduce(std::vector<at::Tensor>& tensors, c10d::ReduceOp op = c10d::ReduceOp::SUM, const Group* g = nullptr);
   void broadcast(std::vector<at::Tensor>& tensors, int root, const Group* g = nullptr);
   // out/in are [sum(splits), ...]; splits count rows per destination/source rank (empty: even).
   void all_to_all_single(at::Tensor& out, at::Tensor& in, std::vector<int64_t> out_splits,
@@ -144,8 +143,8 @@ class Dist {
   int local_rank_ = 0;
   std::string backend_name_;
   torch::Device device_{torch::kCPU};
-  c10::intrusive_ptr<c10d::Store> store_;       // main client (or the server, on rank 0)
-  c10::intrusive_ptr<c10d::Store> hb_store_;    // the watchdog's own connection
+  c10::intrusive_ptr<c10d::Store> store_;     // main client (or the server, on rank 0)
+  c10::intrusive_ptr<c10d::Store> hb_store_;  // the watchdog's own connection
   Group world_;
   std::vector<std::unique_ptr<Group>> groups_;  // sub-groups, stable addresses
 

@@ -95,9 +95,7 @@ std::string describe(const Action& a) {
   }
 }
 
-int Schedule::direction_of(int mb) const {
-  return (kind == ScheduleKind::kDualPipe && mb >= microbatches / 2) ? 1 : 0;
-}
+int Schedule::direction_of(int mb) const { return (kind == ScheduleKind::kDualPipe && mb >= microbatches / 2) ? 1 : 0; }
 
 int Schedule::rank_of(const Unit& u) const {
   switch (kind) {
@@ -114,8 +112,8 @@ int Schedule::rank_of(const Unit& u) const {
 
 Schedule make_schedule(ScheduleKind kind, int ranks, int microbatches) {
   const std::string what = "make_schedule(" + std::string(schedule_kind_name(kind)) +
-                           ", ranks=" + std::to_string(ranks) +
-                           ", microbatches=" + std::to_string(microbatches) + "): ";
+                           ", ranks=" + std::to_string(ranks) + ", microbatches=" + std::to_string(microbatches) +
+                           "): ";
   if (ranks < 1) throw std::invalid_argument(what + "ranks must be >= 1");
   if (microbatches < 1) throw std::invalid_argument(what + "microbatches must be >= 1");
   if (kind == ScheduleKind::kDualPipe) {

@@ -77,10 +77,10 @@ struct Unit {
 
 struct Action {
   OpKind op = OpKind::kF;
-  Unit unit;      // F/B/W/BW: the unit computed; FB: the forward half; SEND/RECV: the
-                  // unit that produced the message
-  Unit bwd;       // FB only: the unit whose full backward runs overlapped
-  int peer = -1;  // SEND/RECV only: the other rank
+  Unit unit;                               // F/B/W/BW: the unit computed; FB: the forward half; SEND/RECV: the
+                                           // unit that produced the message
+  Unit bwd;                                // FB only: the unit whose full backward runs overlapped
+  int peer = -1;                           // SEND/RECV only: the other rank
   Payload payload = Payload::kActivation;  // SEND/RECV only
   friend bool operator==(const Action&, const Action&) = default;
 

@@ -27,8 +27,7 @@ class Checker {
   using Need = detail::Need;
 
   void error(int r, size_t i, const std::string& what) {
-    error("rank " + std::to_string(r) + " #" + std::to_string(i) + " " + describe(s_.actions[r][i]) + ": " +
-          what);
+    error("rank " + std::to_string(r) + " #" + std::to_string(i) + " " + describe(s_.actions[r][i]) + ": " + what);
   }
   void error(const std::string& what) {
     if (errors_.size() < kMaxErrors)
@@ -45,18 +44,15 @@ class Checker {
   bool check_shape() {
     const int want_stages = s_.kind == ScheduleKind::kDualPipeV ? 2 * s_.ranks : s_.ranks;
     if (s_.ranks < 1 || s_.microbatches < 1 || s_.stages != want_stages)
-      error("bad shape: ranks=" + std::to_string(s_.ranks) + " stages=" + std::to_string(s_.stages) +
-            " (expected " + std::to_string(want_stages) +
-            ") microbatches=" + std::to_string(s_.microbatches));
+      error("bad shape: ranks=" + std::to_string(s_.ranks) + " stages=" + std::to_string(s_.stages) + " (expected " +
+            std::to_string(want_stages) + ") microbatches=" + std::to_string(s_.microbatches));
     else if (static_cast<int>(s_.actions.size()) != s_.ranks)
-      error("actions has " + std::to_string(s_.actions.size()) + " rank lists, expected " +
-            std::to_string(s_.ranks));
+      error("actions has " + std::to_string(s_.actions.size()) + " rank lists, expected " + std::to_string(s_.ranks));
     return errors_.empty();
   }
 
   bool unit_ok(const Unit& u) const {
-    return u.mb >= 0 && u.mb < s_.microbatches && u.stage >= 0 && u.stage < s_.stages &&
-           u.dir == s_.direction_of(u.mb);
+    return u.mb >= 0 && u.mb < s_.microbatches && u.stage >= 0 && u.stage < s_.stages && u.dir == s_.direction_of(u.mb);
   }
 
   bool check_fields() {
@@ -282,8 +278,7 @@ class Checker {
       }
     }
     for (int r = 0; r < s_.ranks; ++r)
-      if (pc[r] < s_.actions[r].size())
-        error(r, pc[r], "deadlock with batched send/recv: " + unmatched(r, pc[r]));
+      if (pc[r] < s_.actions[r].size()) error(r, pc[r], "deadlock with batched send/recv: " + unmatched(r, pc[r]));
   }
 
   void finish(ValidationReport* rep) {

@@ -39,7 +39,7 @@ Timeline simulate_shared_cores(const Schedule& s, const Costs& c, double cores, 
   };
   std::vector<Transfer> transfers;
   std::vector<size_t> pc(R, 0);
-  std::vector<double> clock(R, 0);     // when the rank became free
+  std::vector<double> clock(R, 0);  // when the rank became free
   std::vector<bool> running(R, false);
   std::vector<double> left(R, 0), started(R, 0);
   std::vector<detail::Need> need;

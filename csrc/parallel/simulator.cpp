@@ -31,10 +31,9 @@ double cost_of(OpKind op, const Costs& c) {
 Timeline simulate(const Schedule& s, const Costs& c) {
   for (double v : {c.F, c.B, c.W, c.FB, c.p2p, c.post})
     if (!std::isfinite(v) || v < 0)
-      throw std::invalid_argument("simulate: costs must be finite and >= 0 (F=" + std::to_string(c.F) +
-                                  " B=" + std::to_string(c.B) + " W=" + std::to_string(c.W) +
-                                  " FB=" + std::to_string(c.FB) + " p2p=" + std::to_string(c.p2p) +
-                                  " post=" + std::to_string(c.post) + ")");
+      throw std::invalid_argument("simulate: costs must be finite and >= 0 (F=" + std::to_string(c.F) + " B=" +
+                                  std::to_string(c.B) + " W=" + std::to_string(c.W) + " FB=" + std::to_string(c.FB) +
+                                  " p2p=" + std::to_string(c.p2p) + " post=" + std::to_string(c.post) + ")");
   const ValidationReport rep = validate(s);
   if (!rep.ok) throw std::invalid_argument("simulate: invalid schedule:\n" + rep.summary());
 
@@ -84,8 +83,7 @@ Timeline simulate(const Schedule& s, const Costs& c) {
     }
   }
   for (int r = 0; r < R; ++r)  // unreachable for a schedule validate() accepted
-    if (pc[r] != s.actions[r].size())
-      throw std::logic_error("simulate: rank " + std::to_string(r) + " stuck");
+    if (pc[r] != s.actions[r].size()) throw std::logic_error("simulate: rank " + std::to_string(r) + " stuck");
 
   tl.bubble.resize(R);
   for (int r = 0; r < R; ++r) {

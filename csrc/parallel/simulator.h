@@ -36,11 +36,11 @@
 namespace ts::parallel {
 
 struct Costs {
-  double F = 1;    // forward of one unit (one micro-batch on one stage)
-  double B = 1;    // backward for inputs of one unit (README-B minus W)
-  double W = 1;    // backward for weights of one unit
-  double FB = 3;   // forward of one unit overlapped with the full backward (B+W) of another
-  double p2p = 0;  // from posting a SEND until the receiver can use the data
+  double F = 1;     // forward of one unit (one micro-batch on one stage)
+  double B = 1;     // backward for inputs of one unit (README-B minus W)
+  double W = 1;     // backward for weights of one unit
+  double FB = 3;    // forward of one unit overlapped with the full backward (B+W) of another
+  double p2p = 0;   // from posting a SEND until the receiver can use the data
   double post = 0;  // rank time to post one SEND or RECV (a CPU transport copies and wakes threads)
 };
 

@@ -47,8 +47,8 @@ at::Tensor root_grad(const Unit1& u, bool last) {
 
 void embedding_backward(const Unit1& u, const at::Tensor& d_input) {
   if (!u.embed_out.defined()) return;
-  torch::autograd::Engine::get_default_engine().execute({torch::autograd::impl::gradient_edge(u.embed_out)},
-                                                        {d_input}, false, false, true);
+  torch::autograd::Engine::get_default_engine().execute({torch::autograd::impl::gradient_edge(u.embed_out)}, {d_input},
+                                                        false, false, true);
 }
 
 }  // namespace

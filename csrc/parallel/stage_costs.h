@@ -15,8 +15,8 @@ namespace ts::parallel {
 
 struct StageCosts {
   int stage = 0;
-  Costs costs;     // seconds: median over repeats
-  double BW = 0;   // fused full backward (1F1B's and DualPipe's BW), seconds
+  Costs costs;    // seconds: median over repeats
+  double BW = 0;  // fused full backward (1F1B's and DualPipe's BW), seconds
 };
 
 // For each stage: `repeats` timed runs after one warm-up of a forward (F), the input half of

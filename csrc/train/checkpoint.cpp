@@ -1,5 +1,5 @@
-#include "csrc/util/fs.h"
 #include "csrc/train/checkpoint.h"
+#include "csrc/util/fs.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -20,11 +20,18 @@ void fsync_path(const fs::path& p, bool directory) {
 }
 
 const std::map<torch::ScalarType, std::string>& dtype_names() {
-  static const std::map<torch::ScalarType, std::string> m = {
-      {torch::kFloat, "F32"},    {torch::kDouble, "F64"}, {torch::kHalf, "F16"},  {torch::kBFloat16, "BF16"},
-      {torch::kLong, "I64"},     {torch::kInt, "I32"},    {torch::kShort, "I16"}, {torch::kChar, "I8"},
-      {torch::kByte, "U8"},      {torch::kBool, "BOOL"},  {torch::kFloat8_e4m3fn, "F8_E4M3"},
-      {torch::kFloat8_e5m2, "F8_E5M2"}};
+  static const std::map<torch::ScalarType, std::string> m = {{torch::kFloat, "F32"},
+                                                             {torch::kDouble, "F64"},
+                                                             {torch::kHalf, "F16"},
+                                                             {torch::kBFloat16, "BF16"},
+                                                             {torch::kLong, "I64"},
+                                                             {torch::kInt, "I32"},
+                                                             {torch::kShort, "I16"},
+                                                             {torch::kChar, "I8"},
+                                                             {torch::kByte, "U8"},
+                                                             {torch::kBool, "BOOL"},
+                                                             {torch::kFloat8_e4m3fn, "F8_E4M3"},
+                                                             {torch::kFloat8_e5m2, "F8_E5M2"}};
   return m;
 }
 
@@ -103,11 +110,11 @@ std::map<std::string, torch::Tensor> safetensors_load(const fs::path& path) {
     TORCH_CHECK(dt != by_name.end(), "safetensors: ", path.string(), ": '", name, "' has unknown dtype");
     auto shape = info["shape"].get<std::vector<int64_t>>();
     auto offs = info["data_offsets"].get<std::vector<size_t>>();
-    TORCH_CHECK(offs.size() == 2 && offs[0] <= offs[1] && offs[1] <= data_size, "safetensors: ", path.string(),
-                ": '", name, "' has bad data_offsets");
+    TORCH_CHECK(offs.size() == 2 && offs[0] <= offs[1] && offs[1] <= data_size, "safetensors: ", path.string(), ": '",
+                name, "' has bad data_offsets");
     auto t = torch::empty(shape, torch::TensorOptions().dtype(dt->second));
-    TORCH_CHECK(static_cast<size_t>(t.numel() * t.element_size()) == offs[1] - offs[0], "safetensors: ",
-                path.string(), ": '", name, "' size does not match its shape");
+    TORCH_CHECK(static_cast<size_t>(t.numel() * t.element_size()) == offs[1] - offs[0], "safetensors: ", path.string(),
+                ": '", name, "' size does not match its shape");
     std::memcpy(t.data_ptr(), base + offs[0], offs[1] - offs[0]);
     out[name] = t;
   }

@@ -125,8 +125,9 @@ std::vector<uint16_t> read_shards(const std::string& path) {
     std::ifstream in(f, std::ios::binary);
     if (!in) throw ConfigError(f.string() + ": data.path: cannot read the shard");
     const auto size = fs::file_size(f);
-    if (size % 2) throw ConfigError(f.string() + ": data.path: a uint16 shard must have an even byte count, got " +
-                                    std::to_string(size));
+    if (size % 2)
+      throw ConfigError(f.string() + ": data.path: a uint16 shard must have an even byte count, got " +
+                        std::to_string(size));
     const size_t old = tokens.size();
     tokens.resize(old + size / 2);
     in.read(reinterpret_cast<char*>(tokens.data() + old), static_cast<std::streamsize>(size));
@@ -143,8 +144,8 @@ TokenData load_data(const config::DataConfig& cfg) {
     std::string text = synthetic_corpus(cfg.synthetic_bytes, static_cast<uint64_t>(cfg.synthetic_seed));
     all.assign(text.begin(), text.end());
     for (auto& t : all) t &= 0xFF;  // char may be signed; tokens are bytes
-    d.description = "synthetic corpus (" + std::to_string(text.size()) + " bytes, seed " +
-                    std::to_string(cfg.synthetic_seed) + ")";
+    d.description =
+        "synthetic corpus (" + std::to_string(text.size()) + " bytes, seed " + std::to_string(cfg.synthetic_seed) + ")";
   } else {
     if (cfg.path.empty()) throw ConfigError("data.path: required when data.source is '" + cfg.source + "'");
     if (!fs::exists(cfg.path)) throw ConfigError(cfg.path + ": data.path: no such file or folder");
@@ -164,11 +165,11 @@ TokenData load_data(const config::DataConfig& cfg) {
   }
   const int64_t min_tokens = 2 * (cfg.seq_len + 1);
   if (static_cast<int64_t>(all.size()) < min_tokens / cfg.val_fraction)
-    throw ConfigError((cfg.path.empty() ? std::string("data") : cfg.path) + ": data: " +
-                      (all.empty() ? std::string("empty") : "too small (" + std::to_string(all.size()) + " tokens)") +
-                      "; need at least " + std::to_string(static_cast<int64_t>(min_tokens / cfg.val_fraction)) +
-                      " tokens for seq_len " + std::to_string(cfg.seq_len) + " and val_fraction " +
-                      std::to_string(cfg.val_fraction));
+    throw ConfigError(
+        (cfg.path.empty() ? std::string("data") : cfg.path) +
+        ": data: " + (all.empty() ? std::string("empty") : "too small (" + std::to_string(all.size()) + " tokens)") +
+        "; need at least " + std::to_string(static_cast<int64_t>(min_tokens / cfg.val_fraction)) +
+        " tokens for seq_len " + std::to_string(cfg.seq_len) + " and val_fraction " + std::to_string(cfg.val_fraction));
   const size_t n_val = static_cast<size_t>(all.size() * cfg.val_fraction);
   d.train.assign(all.begin(), all.end() - static_cast<int64_t>(n_val));
   d.val.assign(all.end() - static_cast<int64_t>(n_val), all.end());

@@ -15,9 +15,9 @@ namespace ts::train {
 struct TokenData {
   std::vector<uint16_t> train;  // token ids
   std::vector<uint16_t> val;
-  std::string description;      // one line: source, sizes
-  int64_t max_token = 0;        // the largest id present (must be < vocab_size)
-  double unigram_entropy = 0;   // nats per token over the training split
+  std::string description;     // one line: source, sizes
+  int64_t max_token = 0;       // the largest id present (must be < vocab_size)
+  double unigram_entropy = 0;  // nats per token over the training split
 };
 
 // The built-in corpus: deterministic in (bytes, seed), with structure at several scales (see data.cpp).

@@ -11,7 +11,8 @@ namespace {
 std::string hms(double s) {
   if (!(s >= 0) || s > 1e7) return "--:--";
   auto t = static_cast<int64_t>(s + 0.5);
-  return t >= 3600 ? fmt::format("{}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60) : fmt::format("{}:{:02}", t / 60, t % 60);
+  return t >= 3600 ? fmt::format("{}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
+                   : fmt::format("{}:{:02}", t / 60, t % 60);
 }
 }  // namespace
 
@@ -31,9 +32,8 @@ void Progress::update(int64_t step, double loss, double tps, int64_t log_every) 
     const int fill = static_cast<int>(width * step / std::max<int64_t>(total_, 1));
     std::string bar(fill, '#');
     bar.append(width - fill, '.');
-    std::fprintf(stderr, "\r\033[K%s [%s] step %lld/%lld  loss %.4f  %.0f tok/s  ETA %s", label_.c_str(),
-                 bar.c_str(), static_cast<long long>(step), static_cast<long long>(total_), loss, tps,
-                 hms(eta).c_str());
+    std::fprintf(stderr, "\r\033[K%s [%s] step %lld/%lld  loss %.4f  %.0f tok/s  ETA %s", label_.c_str(), bar.c_str(),
+                 static_cast<long long>(step), static_cast<long long>(total_), loss, tps, hms(eta).c_str());
     std::fflush(stderr);
     bar_drawn_ = true;
   } else if (step % log_every == 0 || step == total_) {

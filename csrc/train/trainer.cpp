@@ -1,5 +1,5 @@
-#include "csrc/util/fs.h"
 #include "csrc/train/trainer.h"
+#include "csrc/util/fs.h"
 
 #include <ATen/autocast_mode.h>
 
@@ -77,8 +77,8 @@ struct EvalResult {
   json moe;  // MoE load statistics over the whole validation pass (maxvio_global); empty when dense
 };
 
-EvalResult evaluate(nn::Transformer& model, const TokenData& data, const config::Config& cfg,
-                    const torch::Device& dev, bool autocast) {
+EvalResult evaluate(nn::Transformer& model, const TokenData& data, const config::Config& cfg, const torch::Device& dev,
+                    bool autocast) {
   torch::NoGradGuard ng;
   model->eval();
   nn::take_moe_stats(model->moe_layers(), "maxvio_global", false);  // start the count at zero
@@ -105,14 +105,14 @@ double global_grad_norm(const std::vector<torch::Tensor>& params) {
 
 }  // namespace
 
-RunOutcome train_variant(const config::Config& cfg, const std::string& variant, const fs::path& run_dir,
-                         bool resume) {
+RunOutcome train_variant(const config::Config& cfg, const std::string& variant, const fs::path& run_dir, bool resume) {
   const auto wall_start = std::chrono::steady_clock::now();
   const auto& tc = cfg.train;
   if (cfg.parallel.expert > 1)
     throw config::ConfigError(fmt::format(
         "parallel.expert: {} needs several processes; kind pretrain trains on one (expert parallelism runs in kind "
-        "moe_ep: tinyseek launch --nproc N configs/moe_ep_parity.yaml)", cfg.parallel.expert));
+        "moe_ep: tinyseek launch --nproc N configs/moe_ep_parity.yaml)",
+        cfg.parallel.expert));
   if (tc.threads > 0) torch::set_num_threads(static_cast<int>(tc.threads));
   const torch::Device dev = pick_device(tc);
   if (cfg.precision.kind == "bf16" && !dev.is_cuda())
@@ -158,8 +158,8 @@ RunOutcome train_variant(const config::Config& cfg, const std::string& variant, 
   const int64_t n_params = model->num_parameters();
   const std::string label = cfg.name + "/" + variant;
   Progress progress(label, tc.steps, step);
-  progress.message(fmt::format("{}: {} parameters, data: {}, device {}, unigram entropy {:.4f} nats{}", label,
-                               n_params, data.description, dev.str(), data.unigram_entropy,
+  progress.message(fmt::format("{}: {} parameters, data: {}, device {}, unigram entropy {:.4f} nats{}", label, n_params,
+                               data.description, dev.str(), data.unigram_entropy,
                                step ? fmt::format(", resuming at step {}", step) : ""));
 
   const int64_t tokens_per_step = tc.batch_size * cfg.data.seq_len;
@@ -176,8 +176,8 @@ RunOutcome train_variant(const config::Config& cfg, const std::string& variant, 
   std::string nonfinite_msg;
 
   auto state_json = [&] {
-    return json{{"last_loss", last_loss},         {"last_val_loss", last_val}, {"best_val_loss", best_val},
-                {"skipped_steps", skipped},       {"train_seconds", train_seconds}, {"variant", variant},
+    return json{{"last_loss", last_loss},   {"last_val_loss", last_val},      {"best_val_loss", best_val},
+                {"skipped_steps", skipped}, {"train_seconds", train_seconds}, {"variant", variant},
                 {"seed", cfg.seed}};
   };
   auto checkpoint = [&] { save_checkpoint(ckpt_root, step, *model, opt, state_json()); };
@@ -216,8 +216,9 @@ RunOutcome train_variant(const config::Config& cfg, const std::string& variant, 
       finite = std::isfinite(gnorm);
     }
     if (!finite) {
-      nonfinite_msg = fmt::format("step {}: non-finite {} ({})", step + 1, std::isfinite(loss_v) ? "gradient norm" : "loss",
-                                  std::isfinite(loss_v) ? gnorm : loss_v);
+      nonfinite_msg =
+          fmt::format("step {}: non-finite {} ({})", step + 1, std::isfinite(loss_v) ? "gradient norm" : "loss",
+                      std::isfinite(loss_v) ? gnorm : loss_v);
       if (tc.on_nonfinite == "stop") {
         progress.message(label + ": " + nonfinite_msg + "; stopping (the last checkpoint is kept intact)");
         status = RunStatus::kNonFinite;
@@ -252,7 +253,8 @@ RunOutcome train_variant(const config::Config& cfg, const std::string& variant, 
     if (step % tc.checkpoint_every == 0 || step == tc.steps || stop_here || interrupted) checkpoint();
     if (interrupted) {
       status = RunStatus::kInterrupted;
-      progress.message(fmt::format("{}: interrupted at step {}; checkpoint saved, continue with --resume", label, step));
+      progress.message(
+          fmt::format("{}: interrupted at step {}; checkpoint saved, continue with --resume", label, step));
       break;
     }
     if (stop_here) {

@@ -87,10 +87,10 @@ OutputCache& cache() {
 at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
   const int64_t bytes = c10::multiply_integers(sizes) *
                         static_cast<int64_t>(c10::elementSize(c10::typeMetaToScalarType(options.dtype())));
-  if (!options.device().is_cpu() || bytes < kCachedOutputBytes || !cache().enabled())
-    return at::empty(sizes, options);
+  if (!options.device().is_cpu() || bytes < kCachedOutputBytes || !cache().enabled()) return at::empty(sizes, options);
   const Block block = cache().take(bytes);
-  return at::from_blob(block.ptr, sizes, [block](void*) { cache().give_back(block); }, options);
+  return at::from_blob(
+      block.ptr, sizes, [block](void*) { cache().give_back(block); }, options);
 }
 
 int64_t output_cache_free_bytes() { return cache().free_bytes(); }

@@ -17,20 +17,19 @@ inline std::string shape_str(const at::Tensor& t) {
 }  // namespace ts
 
 // Generic condition on an argument.
-#define TS_CHECK_ARG(op, arg, cond, ...) \
-  TORCH_CHECK((cond), "tinyseek.", op, ": argument '", #arg, "': ", __VA_ARGS__)
+#define TS_CHECK_ARG(op, arg, cond, ...) TORCH_CHECK((cond), "tinyseek.", op, ": argument '", #arg, "': ", __VA_ARGS__)
 
-#define TS_CHECK_DIM(op, t, n)                                                                \
+#define TS_CHECK_DIM(op, t, n) \
   TS_CHECK_ARG(op, t, (t).dim() == (n), "expected a ", n, "-d tensor, got shape ", ::ts::shape_str(t))
 
-#define TS_CHECK_SIZE(op, t, d, n)                                                                      \
+#define TS_CHECK_SIZE(op, t, d, n)                                                                         \
   TS_CHECK_ARG(op, t, (t).size(d) == (n), "expected size ", (n), " at dim ", d, " (", #n, "), got shape ", \
                ::ts::shape_str(t))
 
 #define TS_CHECK_DTYPE(op, t, dt) \
   TS_CHECK_ARG(op, t, (t).scalar_type() == (dt), "expected dtype ", dt, ", got ", (t).scalar_type())
 
-#define TS_CHECK_SAME_DEVICE(op, t, ref)                                                                   \
+#define TS_CHECK_SAME_DEVICE(op, t, ref)                                                                       \
   TS_CHECK_ARG(op, t, (t).device() == (ref).device(), "expected device ", (ref).device(), " (same as '", #ref, \
                "'), got ", (t).device())
 

@@ -251,7 +251,7 @@ void gemm_f32(const GemmF32& g) {
   const bool a_rows = g.a_cs == 1;
   float* packed = pack_buffer(std::min(g.k, kKC) * ceil_div(std::min(g.n, kNC), kNR) * kNR);
   alignas(kAlign) float a_pack[kMR * kAPackLd];  // one row group of A
-  alignas(kAlign) float c_pad[kMR * kNR];  // an edge tile of C
+  alignas(kAlign) float c_pad[kMR * kNR];        // an edge tile of C
   for (int64_t j0 = 0; j0 < g.n; j0 += kNC) {
     const int64_t nc = std::min(kNC, g.n - j0);
     for (int64_t p0 = 0; p0 < g.k; p0 += kKC) {

@@ -145,8 +145,8 @@ void tile_scores(const float* const* k, int T, const float* qt, int64_t Rp, int6
 // acc[r * ld_acc + c0 + i] += sum_j pt[j * ld_p + r] * v[j][c0 + i], rows r in [0, 4),
 // i in [0, 8 * NV).
 template <int NV>
-inline void pv_rows(const float* const* v, int64_t c0, int T, const float* pt, int64_t ld_p,
-                    float* acc, int64_t ld_acc) {
+inline void pv_rows(const float* const* v, int64_t c0, int T, const float* pt, int64_t ld_p, float* acc,
+                    int64_t ld_acc) {
   v8 a[kPvRows][NV];
   for (int r = 0; r < kPvRows; ++r)
     for (int n = 0; n < NV; ++n) a[r][n] = load8(acc + r * ld_acc + 8 * n);
@@ -207,8 +207,7 @@ class Decoder {
     std::vector<float> m(Rp_, kNoScore), l(Rp_, 0.0f), corr(Rp_);
     // Visible positions per row: query s sees [0, L - S_q + s]; padding rows see none.
     std::vector<int32_t> nvis(Rp_, 0);
-    for (int64_t r = 0; r < R_; ++r)
-      nvis[r] = static_cast<int32_t>(std::max<int64_t>(L - p_.S_q + r / p_.H + 1, 0));
+    for (int64_t r = 0; r < R_; ++r) nvis[r] = static_cast<int32_t>(std::max<int64_t>(L - p_.S_q + r / p_.H + 1, 0));
     pack_queries(it.b, qt.data());
 
     std::vector<float> tile(std::is_same_v<T, float> ? 0 : kTile * D_);
@@ -296,8 +295,7 @@ class Decoder {
 
   // Online softmax over one tile, rows in vector lanes. st holds log2-scaled scores on entry and
   // the probabilities P (0 where masked) on exit; corr receives each row's rescale factor.
-  void softmax_update(int64_t t0, int T_cur, const int32_t* nvis, float* st, float* m, float* l,
-                      float* corr) const {
+  void softmax_update(int64_t t0, int T_cur, const int32_t* nvis, float* st, float* m, float* l, float* corr) const {
     for (int64_t r0 = 0; r0 < Rp_; r0 += 8) {
       vi8 lim;
       std::memcpy(&lim, nvis + r0, sizeof(lim));
@@ -351,8 +349,7 @@ void run(const MlaDecodeParams& p) {
   for (int64_t b = 0; b < p.B; ++b) total += p.seq_lens[b];
   const int threads = num_threads();
   int64_t chunk = std::numeric_limits<int64_t>::max();
-  if (threads > 1)
-    chunk = ceil_div(std::max(ceil_div(total, 2 * threads), kMinChunk), kTile) * kTile;
+  if (threads > 1) chunk = ceil_div(std::max(ceil_div(total, 2 * threads), kMinChunk), kTile) * kTile;
 
   std::vector<Item> items;
   std::vector<int64_t> first_slot(p.B, -1), n_slots(p.B, 0);
@@ -366,8 +363,7 @@ void run(const MlaDecodeParams& p) {
     }
     first_slot[b] = slots;
     n_slots[b] = n;
-    for (int64_t i = 0; i < n; ++i)
-      items.push_back({b, i * chunk, std::min(L, (i + 1) * chunk), slots++});
+    for (int64_t i = 0; i < n; ++i) items.push_back({b, i * chunk, std::min(L, (i + 1) * chunk), slots++});
   }
 
   const Decoder<T> dec(p);
@@ -376,8 +372,7 @@ void run(const MlaDecodeParams& p) {
   part.m.resize(slots * R);
   part.l.resize(slots * R);
   part.acc.resize(slots * R * p.D_v);
-  parallel_for(static_cast<int64_t>(items.size()), 1,
-               [&](int64_t i) { dec.run_item(items[i], part); });
+  parallel_for(static_cast<int64_t>(items.size()), 1, [&](int64_t i) { dec.run_item(items[i], part); });
   if (slots == 0) return;
 
   std::vector<int64_t> split_bs;

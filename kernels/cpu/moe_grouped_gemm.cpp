@@ -59,8 +59,8 @@ std::vector<Tile> make_tiles(int64_t E, int64_t cols, Rows&& rows, Depth&& depth
     const int64_t pieces = std::max<int64_t>(1, static_cast<int64_t>(cost / target + 0.5));
     const int64_t col_pieces = std::clamp<int64_t>(pieces, 1, std::max<int64_t>(1, cols / kMinTileCols));
     const int64_t width = round_up(ceil_div(cols, col_pieces), tc);
-    const int64_t row_pieces = std::clamp<int64_t>(ceil_div(pieces, ceil_div(cols, width)), 1,
-                                                   std::max<int64_t>(1, R / kMinTileRows));
+    const int64_t row_pieces =
+        std::clamp<int64_t>(ceil_div(pieces, ceil_div(cols, width)), 1, std::max<int64_t>(1, R / kMinTileRows));
     const int64_t height = round_up(ceil_div(R, row_pieces), tr);
     for (int64_t r = 0; r < R; r += height)
       for (int64_t c = 0; c < cols; c += width)

@@ -7,11 +7,11 @@
 #include <stdexcept>
 #include <string>
 
-#define TS_CUDA_CHECK(expr)                                                                \
-  do {                                                                                     \
-    cudaError_t ts_err_ = (expr);                                                          \
-    if (ts_err_ != cudaSuccess)                                                            \
-      throw std::runtime_error(std::string("CUDA error: ") + cudaGetErrorString(ts_err_) + \
+#define TS_CUDA_CHECK(expr)                                                                  \
+  do {                                                                                       \
+    cudaError_t ts_err_ = (expr);                                                            \
+    if (ts_err_ != cudaSuccess)                                                              \
+      throw std::runtime_error(std::string("CUDA error: ") + cudaGetErrorString(ts_err_) +   \
                                " in " #expr " at " __FILE__ ":" + std::to_string(__LINE__)); \
   } while (0)
 

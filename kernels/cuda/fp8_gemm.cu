@@ -7,8 +7,8 @@
 // 16 x 8. Per 128-slice of K: the CTA stages A[64, 128] and B[128, 128] in shared memory with
 // 16-byte loads (zeros past M, N and K), runs 4 mma k-steps of 32, promotes. A CTA's 128 columns
 // are one B scale block, and a K slice is one A tile / B block column, so each promotion uses
-// one b_scale (or, with per-row B scales, one per column) and one a_scale per row. Single-stage staging: simple and correct by
-// construction, not tuned (no cp.async pipeline).
+// one b_scale (or, with per-row B scales, one per column) and one a_scale per row. Single-stage staging: simple and
+// correct by construction, not tuned (no cp.async pipeline).
 //
 // FP8 mma needs sm_89+: the body is compiled only for __CUDA_ARCH__ >= 890 (sm_90a in the
 // default build); the sm_80 build has a trapping stub, and the launcher refuses to run it.
@@ -60,9 +60,8 @@ __device__ __forceinline__ void stage(uint8_t* __restrict__ dst, const uint8_t* 
 
 __global__ void __launch_bounds__(kThreads)
     fp8_gemm_nt_kernel(const __nv_fp8_e4m3* __restrict__ a, const float* __restrict__ a_scale,
-                       const __nv_fp8_e4m3* __restrict__ b, const float* __restrict__ b_scale,
-                       float* __restrict__ out, uint16_t* __restrict__ out_bf16, int64_t M, int64_t N, int64_t K,
-                       bool b_scale_per_row) {
+                       const __nv_fp8_e4m3* __restrict__ b, const float* __restrict__ b_scale, float* __restrict__ out,
+                       uint16_t* __restrict__ out_bf16, int64_t M, int64_t N, int64_t K, bool b_scale_per_row) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
   __shared__ __align__(16) uint8_t As[kBM * kStride];
   __shared__ __align__(16) uint8_t Bs[kBN * kStride];
@@ -150,8 +149,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int nt = 0; nt < kNT; ++nt) {
           acc[mt][nt][2 * h] = __fmaf_rn(part[mt][nt][2 * h], __fmul_rn(sa, sb[nt][0]), acc[mt][nt][2 * h]);
-          acc[mt][nt][2 * h + 1] =
-              __fmaf_rn(part[mt][nt][2 * h + 1], __fmul_rn(sa, sb[nt][1]), acc[mt][nt][2 * h + 1]);
+          acc[mt][nt][2 * h + 1] = __fmaf_rn(part[mt][nt][2 * h + 1], __fmul_rn(sa, sb[nt][1]), acc[mt][nt][2 * h + 1]);
         }
       }
   }
@@ -188,10 +186,11 @@ void require_fp8_tensor_cores() {
   cudaFuncAttributes attr{};
   TS_CUDA_CHECK(cudaFuncGetAttributes(&attr, fp8_gemm_nt_kernel));
   if (major * 10 + minor < 89 || attr.ptxVersion < 89)
-    throw std::runtime_error("fp8_gemm_nt_cuda: FP8 tensor cores need a GPU of compute capability >= 8.9 and code "
-                             "compiled for sm_89+; this device is sm_" + std::to_string(major * 10 + minor) +
-                             " and the kernel it would run was compiled for compute_" +
-                             std::to_string(attr.ptxVersion) + " (add an sm_89+ target, e.g. 90a, to the build)");
+    throw std::runtime_error(
+        "fp8_gemm_nt_cuda: FP8 tensor cores need a GPU of compute capability >= 8.9 and code "
+        "compiled for sm_89+; this device is sm_" +
+        std::to_string(major * 10 + minor) + " and the kernel it would run was compiled for compute_" +
+        std::to_string(attr.ptxVersion) + " (add an sm_89+ target, e.g. 90a, to the build)");
 }
 
 }  // namespace

@@ -32,10 +32,9 @@ __device__ __forceinline__ uint32_t warp_max(uint32_t v) {
 }
 
 // One warp per 1 x G tile: lanes stride the tile (coalesced loads and byte stores).
-__global__ void __launch_bounds__(kThreads) quantize_tilewise_kernel(const float* __restrict__ x,
-                                                                     uint8_t* __restrict__ q,
-                                                                     float* __restrict__ scale, int64_t M, int64_t K,
-                                                                     int64_t G, int64_t KT, bool pow2) {
+__global__ void __launch_bounds__(kThreads)
+    quantize_tilewise_kernel(const float* __restrict__ x, uint8_t* __restrict__ q, float* __restrict__ scale, int64_t M,
+                             int64_t K, int64_t G, int64_t KT, bool pow2) {
   const int64_t tile = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (tile >= M * KT) return;  // warp-uniform: the shuffles below see full warps
   const int lane = threadIdx.x % 32;
@@ -51,10 +50,9 @@ __global__ void __launch_bounds__(kThreads) quantize_tilewise_kernel(const float
 
 // One CTA per B x B block: block-wide amax (warp shuffles, then one value per warp in shared
 // memory), then every thread quantizes a strided share of the block.
-__global__ void __launch_bounds__(kThreads) quantize_blockwise_kernel(const float* __restrict__ w,
-                                                                      uint8_t* __restrict__ q,
-                                                                      float* __restrict__ scale, int64_t N, int64_t K,
-                                                                      int64_t B, int64_t KB, bool pow2) {
+__global__ void __launch_bounds__(kThreads)
+    quantize_blockwise_kernel(const float* __restrict__ w, uint8_t* __restrict__ q, float* __restrict__ scale,
+                              int64_t N, int64_t K, int64_t B, int64_t KB, bool pow2) {
   __shared__ uint32_t warp_amax[kWarps];
   const int64_t t = blockIdx.x;
   const int64_t r0 = (t / KB) * B, k0 = (t % KB) * B;
@@ -75,10 +73,9 @@ __global__ void __launch_bounds__(kThreads) quantize_blockwise_kernel(const floa
 }
 
 // Grid-stride elementwise decode(q) * scale of its tile (one fp32 multiply, as on the CPU).
-__global__ void __launch_bounds__(kThreads) dequantize_kernel(const uint8_t* __restrict__ q,
-                                                              const float* __restrict__ scale,
-                                                              float* __restrict__ out, int64_t R, int64_t C,
-                                                              int64_t TR, int64_t TC, int64_t SC) {
+__global__ void __launch_bounds__(kThreads)
+    dequantize_kernel(const uint8_t* __restrict__ q, const float* __restrict__ scale, float* __restrict__ out,
+                      int64_t R, int64_t C, int64_t TR, int64_t TC, int64_t SC) {
   const int64_t total = R * C, stride = int64_t(gridDim.x) * kThreads;
   for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < total; i += stride) {
     const int64_t r = i / C, c = i % C;
@@ -106,8 +103,8 @@ void fp8_quantize_blockwise_cuda(const Fp8QuantBlockwiseParams& p, cudaStream_t 
   TS_KERNEL_ASSERT(p.rows >= 0 && p.cols >= 0 && p.block >= 1);
   const int64_t KB = ceil_div(p.cols, p.block), blocks = ceil_div(p.rows, p.block) * KB;
   if (blocks == 0) return;
-  quantize_blockwise_kernel<<<grid_for(blocks), kThreads, 0, stream>>>(p.w, p.q, p.scale, p.rows, p.cols, p.block,
-                                                                       KB, p.pow2_scale);
+  quantize_blockwise_kernel<<<grid_for(blocks), kThreads, 0, stream>>>(p.w, p.q, p.scale, p.rows, p.cols, p.block, KB,
+                                                                       p.pow2_scale);
   TS_CUDA_CHECK_LAUNCH();
 }
 

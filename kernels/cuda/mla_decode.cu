@@ -56,9 +56,7 @@ struct Args {
 };
 
 struct Bf16 {
-  static __device__ uint16_t from_float(float x) {
-    return __bfloat16_as_ushort(__float2bfloat16_rn(x));
-  }
+  static __device__ uint16_t from_float(float x) { return __bfloat16_as_ushort(__float2bfloat16_rn(x)); }
 };
 struct Fp16 {
   static __device__ uint16_t from_float(float x) { return __half_as_ushort(__float2half_rn(x)); }
@@ -66,11 +64,9 @@ struct Fp16 {
 
 // D[16x8] += A[16x16] (row) * B[16x8] (col), fp32 accumulators.
 template <class T>
-__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                         uint32_t b1);
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
 template <>
-__device__ __forceinline__ void mma16816<Bf16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                               uint32_t b1) {
+__device__ __forceinline__ void mma16816<Bf16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
@@ -78,8 +74,7 @@ __device__ __forceinline__ void mma16816<Bf16>(float (&c)[4], const uint32_t (&a
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 template <>
-__device__ __forceinline__ void mma16816<Fp16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                               uint32_t b1) {
+__device__ __forceinline__ void mma16816<Fp16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
@@ -100,12 +95,9 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const uint16
 }
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(smem)), "l"(gmem)
-               : "memory");
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(smem)), "l"(gmem) : "memory");
 }
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
@@ -114,18 +106,14 @@ __device__ __forceinline__ void cp_async_wait() {
 // Two values in one 32-bit word, the first in the low half (the lower k index of a fragment).
 template <class T>
 __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
-  return static_cast<uint32_t>(T::from_float(lo)) |
-         (static_cast<uint32_t>(T::from_float(hi)) << 16);
+  return static_cast<uint32_t>(T::from_float(lo)) | (static_cast<uint32_t>(T::from_float(hi)) << 16);
 }
 
-__device__ __forceinline__ uint32_t ld32(const uint16_t* p) {
-  return *reinterpret_cast<const uint32_t*>(p);
-}
+__device__ __forceinline__ uint32_t ld32(const uint16_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
 // One k16 step of S = Q K^T: qa points at Q[row gid][k + 2 tig], kb at K[pos gid][k + 2 tig].
 template <class T>
-__device__ __forceinline__ void qk_step(float (&c)[4], const uint16_t* qa, const uint16_t* kb,
-                                        int ld) {
+__device__ __forceinline__ void qk_step(float (&c)[4], const uint16_t* qa, const uint16_t* kb, int ld) {
   const uint32_t af[4] = {ld32(qa), ld32(qa + 8 * ld), ld32(qa + 8), ld32(qa + 8 * ld + 8)};
   mma16816<T>(c, af, ld32(kb), ld32(kb + 8));
 }
@@ -178,8 +166,7 @@ __global__ void __launch_bounds__(kThreads) mla_decode_split_kernel(const Args a
       *reinterpret_cast<uint4*>(kv_s + r * a.ld + p.D_qk) = make_uint4(0, 0, 0, 0);
   {
     const int chunks = static_cast<int>(p.D_qk / 8);
-    const uint16_t* q =
-        static_cast<const uint16_t*>(p.q) + (static_cast<int64_t>(b) * a.R + row0) * p.D_qk;
+    const uint16_t* q = static_cast<const uint16_t*>(p.q) + (static_cast<int64_t>(b) * a.R + row0) * p.D_qk;
     for (int i = tid; i < kRows * chunks; i += kThreads) {
       const int r = i / chunks, c = i % chunks;
       uint16_t* dst = q_s + r * a.ld + c * 8;
@@ -244,8 +231,7 @@ __global__ void __launch_bounds__(kThreads) mla_decode_split_kernel(const Args a
         tmax = fmaxf(tmax, x[e]);
       }
 #pragma unroll
-      for (int off = 4; off > 0; off /= 2)
-        tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, off));
+      for (int off = 4; off > 0; off /= 2) tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, off));
       const float m_new = fmaxf(m_run, tmax);
       float corr = 1.0f, psum = 0.0f;
       if (m_new != -INFINITY) {
@@ -294,8 +280,7 @@ __global__ void __launch_bounds__(kThreads) mla_decode_split_kernel(const Args a
       }
       // Lane l addresses position kk*16 + (l & 7) + 8 * ((l >> 3) & 1), column + 8 * (l >> 4):
       // registers {0, 1} are the B fragment of n-tile 2np, {2, 3} of n-tile 2np + 1.
-      const uint16_t* vb =
-          kv + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * a.ld + col0 + (lane >> 4) * 8;
+      const uint16_t* vb = kv + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * a.ld + col0 + (lane >> 4) * 8;
 #pragma unroll
       for (int np = 0; np < 4; ++np) {
         if (col0 + np * 16 < p.D_v) {  // warp-uniform; then col0 + np*16 + 15 < Dp as well
@@ -337,9 +322,8 @@ __global__ void __launch_bounds__(kThreads) mla_decode_split_kernel(const Args a
       const int r = mt * 16 + gid + 8 * half, grow = row0 + r;
       if (grow >= a.R) continue;
       const float inv = l_s[r] > 0.0f ? 1.0f / l_s[r] : 0.0f;
-      const int64_t base =
-          a.splits == 1 ? (static_cast<int64_t>(b) * a.R + grow) * p.D_v
-                        : ((static_cast<int64_t>(b) * a.splits + split) * a.R + grow) * p.D_v;
+      const int64_t base = a.splits == 1 ? (static_cast<int64_t>(b) * a.R + grow) * p.D_v
+                                         : ((static_cast<int64_t>(b) * a.splits + split) * a.R + grow) * p.D_v;
 #pragma unroll
       for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
@@ -395,8 +379,7 @@ int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 size_t smem_bytes(int64_t D_qk) {
   const int64_t ld = round_up(D_qk, 16) + kPad;
-  return static_cast<size_t>(((2 * kTileN + kRows) * ld + kRows * kLdP) * 2 + kRows * kLdS * 4 +
-                             3 * kRows * 4);
+  return static_cast<size_t>(((2 * kTileN + kRows) * ld + kRows * kLdP) * 2 + kRows * kLdS * 4 + 3 * kRows * 4);
 }
 
 int64_t ctas_per_split(const MlaDecodeParams& p) {
@@ -409,8 +392,7 @@ void require(bool ok, const std::string& what) {
 
 template <class T>
 void launch(const Args& a, dim3 grid, size_t smem, cudaStream_t stream) {
-  TS_CUDA_CHECK(cudaFuncSetAttribute(mla_decode_split_kernel<T>,
-                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
+  TS_CUDA_CHECK(cudaFuncSetAttribute(mla_decode_split_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(smem)));
   mla_decode_split_kernel<T><<<grid, kThreads, smem, stream>>>(a);
   TS_CUDA_CHECK_LAUNCH();
@@ -439,13 +421,10 @@ size_t mla_decode_cuda_workspace_bytes(const MlaDecodeParams& p) {
 }
 
 void mla_decode_cuda(const MlaDecodeParams& p, cudaStream_t stream) {
-  require(p.dtype == MlaDtype::kBFloat16 || p.dtype == MlaDtype::kFloat16,
-          "dtype must be bf16 or fp16");
+  require(p.dtype == MlaDtype::kBFloat16 || p.dtype == MlaDtype::kFloat16, "dtype must be bf16 or fp16");
   require(p.D_qk >= p.D_v && p.D_v >= 1, "need D_qk >= D_v >= 1");
-  require(p.D_qk % 8 == 0,
-          "D_qk must be a multiple of 8 (16-byte cache rows), got " + std::to_string(p.D_qk));
-  require(reinterpret_cast<uintptr_t>(p.q) % 16 == 0 &&
-              reinterpret_cast<uintptr_t>(p.kv_cache) % 16 == 0,
+  require(p.D_qk % 8 == 0, "D_qk must be a multiple of 8 (16-byte cache rows), got " + std::to_string(p.D_qk));
+  require(reinterpret_cast<uintptr_t>(p.q) % 16 == 0 && reinterpret_cast<uintptr_t>(p.kv_cache) % 16 == 0,
           "q and kv_cache must be 16-byte aligned");
   require(p.B <= 65535, "B must be <= 65535");
   require(p.S_q * p.H <= (int64_t{1} << 30), "S_q * H too large");
@@ -456,9 +435,8 @@ void mla_decode_cuda(const MlaDecodeParams& p, cudaStream_t stream) {
   int dev = 0, smem_max = 0;
   TS_CUDA_CHECK(cudaGetDevice(&dev));
   TS_CUDA_CHECK(cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  require(smem <= static_cast<size_t>(smem_max),
-          "D_qk = " + std::to_string(p.D_qk) + " needs " + std::to_string(smem) +
-              " bytes of shared memory, device has " + std::to_string(smem_max));
+  require(smem <= static_cast<size_t>(smem_max), "D_qk = " + std::to_string(p.D_qk) + " needs " + std::to_string(smem) +
+                                                     " bytes of shared memory, device has " + std::to_string(smem_max));
 
   Args a;
   a.p = p;
@@ -471,8 +449,7 @@ void mla_decode_cuda(const MlaDecodeParams& p, cudaStream_t stream) {
   a.ws_o = nullptr;
   a.ws_lse = nullptr;
   if (a.splits > 1) {
-    require(p.workspace != nullptr,
-            "workspace of mla_decode_cuda_workspace_bytes(p) bytes is required");
+    require(p.workspace != nullptr, "workspace of mla_decode_cuda_workspace_bytes(p) bytes is required");
     a.ws_o = static_cast<float*>(p.workspace);
     a.ws_lse = a.ws_o + p.B * a.splits * a.R * p.D_v;
   }

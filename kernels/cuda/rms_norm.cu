@@ -12,7 +12,9 @@ constexpr int kThreads = 256;
 template <class T>
 __device__ __forceinline__ float load(const T* p, int64_t i);
 template <>
-__device__ __forceinline__ float load<float>(const float* p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float load<float>(const float* p, int64_t i) {
+  return p[i];
+}
 template <>
 __device__ __forceinline__ float load<__nv_bfloat16>(const __nv_bfloat16* p, int64_t i) {
   return __bfloat162float(p[i]);
@@ -40,7 +42,10 @@ __global__ void rms_norm_fwd_kernel(const T* __restrict__ x, const float* __rest
   const T* xr = x + r * D;
   T* yr = y + r * D;
   float ss = 0;
-  for (int64_t i = threadIdx.x; i < D; i += kThreads) { float v = load(xr, i); ss += v * v; }
+  for (int64_t i = threadIdx.x; i < D; i += kThreads) {
+    float v = load(xr, i);
+    ss += v * v;
+  }
   const float rs = rsqrtf(block_sum(ss) / D + eps);
   for (int64_t i = threadIdx.x; i < D; i += kThreads) store(yr, i, load(xr, i) * rs * w[i]);
   if (threadIdx.x == 0 && rstd) rstd[r] = rs;
@@ -80,10 +85,10 @@ void rms_norm_forward_cuda(const RmsNormCudaParams& p, cudaStream_t stream) {
   if (p.rows == 0) return;
   if (p.bf16)
     rms_norm_fwd_kernel<<<p.rows, kThreads, 0, stream>>>(static_cast<const __nv_bfloat16*>(p.x), p.weight,
-                                                          static_cast<__nv_bfloat16*>(p.y), p.rstd, p.dim, p.eps);
+                                                         static_cast<__nv_bfloat16*>(p.y), p.rstd, p.dim, p.eps);
   else
     rms_norm_fwd_kernel<<<p.rows, kThreads, 0, stream>>>(static_cast<const float*>(p.x), p.weight,
-                                                          static_cast<float*>(p.y), p.rstd, p.dim, p.eps);
+                                                         static_cast<float*>(p.y), p.rstd, p.dim, p.eps);
   TS_CUDA_CHECK_LAUNCH();
 }
 
@@ -92,13 +97,13 @@ int64_t rms_norm_backward_cuda_workspace(int64_t rows, int64_t dim) { return row
 void rms_norm_backward_cuda(const RmsNormBackwardCudaParams& p, float* workspace, cudaStream_t stream) {
   if (p.rows > 0) {
     if (p.bf16)
-      rms_norm_bwd_kernel<<<p.rows, kThreads, 0, stream>>>(
-          static_cast<const __nv_bfloat16*>(p.grad_y), static_cast<const __nv_bfloat16*>(p.x), p.weight, p.rstd,
-          static_cast<__nv_bfloat16*>(p.grad_x), workspace, p.dim);
+      rms_norm_bwd_kernel<<<p.rows, kThreads, 0, stream>>>(static_cast<const __nv_bfloat16*>(p.grad_y),
+                                                           static_cast<const __nv_bfloat16*>(p.x), p.weight, p.rstd,
+                                                           static_cast<__nv_bfloat16*>(p.grad_x), workspace, p.dim);
     else
       rms_norm_bwd_kernel<<<p.rows, kThreads, 0, stream>>>(static_cast<const float*>(p.grad_y),
-                                                            static_cast<const float*>(p.x), p.weight, p.rstd,
-                                                            static_cast<float*>(p.grad_x), workspace, p.dim);
+                                                           static_cast<const float*>(p.x), p.weight, p.rstd,
+                                                           static_cast<float*>(p.grad_x), workspace, p.dim);
     TS_CUDA_CHECK_LAUNCH();
   }
   column_sum_kernel<<<(p.dim + 255) / 256, 256, 0, stream>>>(workspace, p.grad_weight, p.rows, p.dim);

@@ -13,12 +13,12 @@
 
 namespace {
 
+using torch::indexing::None;
+using torch::indexing::Slice;
 using ts::nn::MlaDecodePath;
 using ts::nn::MultiHeadLatentAttentionImpl;
 using ts::test::rel_max_diff;
 using ts::test::tiny_attention_config;
-using torch::indexing::None;
-using torch::indexing::Slice;
 
 torch::Tensor dbl(const torch::Tensor& t) { return t.detach().to(torch::kDouble); }
 
@@ -39,7 +39,6 @@ torch::Tensor rope_ref(const torch::Tensor& x, double theta) {
   return torch::stack({x0 * c - x1 * s, x0 * s + x1 * c}, -1).flatten(-2);
 }
 
-
 // The equations of DeepSeek-V2 §2.1 head by head, in float64.
 torch::Tensor mla_reference(MultiHeadLatentAttentionImpl& m, const ts::config::Config& cfg, const torch::Tensor& x) {
   const auto& a = cfg.model.attention;
@@ -52,7 +51,7 @@ torch::Tensor mla_reference(MultiHeadLatentAttentionImpl& m, const ts::config::C
                          : torch::matmul(X, dbl(m.wq->weight).t());
   q = q.view({B, T, H, dn + dr});
   auto kv = torch::matmul(X, dbl(m.wkv_a->weight).t());
-  auto c = rms(kv.narrow(-1, 0, dc), m.kv_norm->weight, eps);             // c_t
+  auto c = rms(kv.narrow(-1, 0, dc), m.kv_norm->weight, eps);                 // c_t
   auto k_r = rope_ref(kv.narrow(-1, dc, dr).unsqueeze(2), theta).squeeze(2);  // k^R_t, one per token
   auto w = dbl(m.wkv_b->weight).view({H, dn + dv, dc});
   auto causal = torch::ones({T, T}, torch::kBool).tril();
@@ -128,8 +127,8 @@ TEST(Mla, NaiveAndAbsorbedPathsAgreeOnRaggedPrefillAndDecode) {
       for (int64_t b = 0; b < B; ++b)
         if (n_new[b]) xs[b].narrow(0, 0, n_new[b]).copy_(x[b].narrow(0, pos[b], n_new[b]));
       std::vector<torch::Tensor> outs;
-      for (auto [path, cache] : {std::pair{MlaDecodePath::kNaive, &naive_cache},
-                                 std::pair{MlaDecodePath::kAbsorbed, &absorbed_cache}}) {
+      for (auto [path, cache] :
+           {std::pair{MlaDecodePath::kNaive, &naive_cache}, std::pair{MlaDecodePath::kAbsorbed, &absorbed_cache}}) {
         m.decode_path = path;
         cache->begin_step(n_new, S);
         outs.push_back(m.forward_cached(xs, rope, *cache, 0));
@@ -186,8 +185,7 @@ PagedCase make_case(const std::vector<int32_t>& lens, int64_t S, int64_t H, int6
       const int64_t rows = std::min<int64_t>(bs, lens[b] - i * bs);
       cache[blk].narrow(0, 0, rows).copy_(torch::randn({rows, 1, dqk}));
     }
-  return {torch::randn({B, S, H, dqk}).to(dt), cache.to(dt), table, torch::tensor(lens, torch::kInt32), dv,
-          0.37};
+  return {torch::randn({B, S, H, dqk}).to(dt), cache.to(dt), table, torch::tensor(lens, torch::kInt32), dv, 0.37};
 }
 
 // Float64: every query s sees positions [0, L - S + s]; none -> out 0, lse -inf.
@@ -261,14 +259,16 @@ TEST(MlaDecodeOp, EveryArgumentIsCheckedByName) {
                [&] { call(c.q.to(torch::kDouble), c.cache.to(torch::kDouble), c.table, c.lens, c.dv, c.scale); });
   expect_error(p + "kv_cache': expected the dtype of q",
                [&] { call(c.q, c.cache.to(torch::kBFloat16), c.table, c.lens, c.dv, c.scale); });
-  expect_error(p + "kv_cache': expected one KV head",
-               [&] { call(c.q, c.cache.expand({-1, -1, 2, -1}).contiguous(), c.table, c.lens, c.dv, c.scale); });
+  expect_error(p + "kv_cache': expected one KV head", [&] {
+    call(c.q, c.cache.expand({-1, -1, 2, -1}).contiguous(), c.table, c.lens, c.dv, c.scale);
+  });
   expect_error(p + "kv_cache': expected D_qk = 24",
                [&] { call(c.q, c.cache.narrow(3, 0, 20).contiguous(), c.table, c.lens, c.dv, c.scale); });
   expect_error(p + "kv_cache': expected a block_size",
                [&] { call(c.q, c.cache.narrow(1, 0, 8).contiguous(), c.table, c.lens, c.dv, c.scale); });
-  expect_error(p + "kv_cache': expected a contiguous",
-               [&] { call(c.q, c.cache.transpose(0, 1).contiguous().transpose(0, 1), c.table, c.lens, c.dv, c.scale); });
+  expect_error(p + "kv_cache': expected a contiguous", [&] {
+    call(c.q, c.cache.transpose(0, 1).contiguous().transpose(0, 1), c.table, c.lens, c.dv, c.scale);
+  });
   expect_error(p + "block_table': expected dtype Int",
                [&] { call(c.q, c.cache, c.table.to(torch::kLong), c.lens, c.dv, c.scale); });
   expect_error(p + "block_table': expected 2 rows",
@@ -278,8 +278,10 @@ TEST(MlaDecodeOp, EveryArgumentIsCheckedByName) {
     t[1][0] = -1;
     call(c.q, c.cache, t, c.lens, c.dv, c.scale);
   });
-  expect_error(p + "seq_lens': expected dtype Int", [&] { call(c.q, c.cache, c.table, c.lens.to(torch::kLong), c.dv, c.scale); });
-  expect_error(p + "seq_lens': expected 2 entries", [&] { call(c.q, c.cache, c.table, c.lens.narrow(0, 0, 1), c.dv, c.scale); });
+  expect_error(p + "seq_lens': expected dtype Int",
+               [&] { call(c.q, c.cache, c.table, c.lens.to(torch::kLong), c.dv, c.scale); });
+  expect_error(p + "seq_lens': expected 2 entries",
+               [&] { call(c.q, c.cache, c.table, c.lens.narrow(0, 0, 1), c.dv, c.scale); });
   expect_error(p + "seq_lens': entry 1 is 99", [&] {
     auto l = c.lens.clone();
     l[1] = 99;

@@ -66,7 +66,8 @@ TEST(Fp8Ops, RaggedTilesAndBlocks) {
   EXPECT_EQ(s[1][1].item<float>(), amax / 448.0f);
   // Dequantization: one fp32 multiply per element.
   auto d = fp8_dequantize(q, s, 128, 128);
-  auto want = q.to(torch::kFloat) * s.repeat_interleave(128, 0).slice(0, 0, 130).repeat_interleave(128, 1).slice(1, 0, 200);
+  auto want =
+      q.to(torch::kFloat) * s.repeat_interleave(128, 0).slice(0, 0, 130).repeat_interleave(128, 1).slice(1, 0, 200);
   EXPECT_TRUE(same_bits(d, want));
   // E4M3 keeps 3 mantissa bits: |w - d| <= 2^-4 |w| for normal values, plus half the subnormal
   // step (2^-10 * scale) near zero.
@@ -142,8 +143,7 @@ TEST(Fp8Ops, MetaShapes) {
   EXPECT_EQ(fp8_gemm_nt(q, s, qw, sw, at::kBFloat16).sizes(), (std::vector<int64_t>{5, 200}));
   EXPECT_EQ(fp8_dequantize(qw, sw, 128, 128).scalar_type(), torch::kFloat);
   auto w = torch::empty({7, 300}, x.options());
-  EXPECT_EQ(ts::ops::fp8_linear(torch::empty({2, 3, 300}, x.options()), w).sizes(),
-            (std::vector<int64_t>{2, 3, 7}));
+  EXPECT_EQ(ts::ops::fp8_linear(torch::empty({2, 3, 300}, x.options()), w).sizes(), (std::vector<int64_t>{2, 3, 7}));
 }
 
 TEST(Fp8Ops, ErrorsNameTheArgument) {

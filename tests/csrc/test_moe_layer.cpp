@@ -156,9 +156,10 @@ torch::Tensor dense_reference(ts::nn::MoEImpl& m, const torch::Tensor& x) {
 }
 
 TEST(MoeLayer, ForwardAndGradientsMatchTheDenseReference) {
-  for (const char* yaml : {"n_routed_experts: 8, top_k: 2, expert_hidden: 16, n_shared_experts: 1",
-                           "n_routed_experts: 16, top_k: 4, expert_hidden: 8, n_shared_experts: 2, score_func: sigmoid, "
-                           "routed_scaling_factor: 2.5, n_group: 4, topk_group: 2, loss_free: true"}) {
+  for (const char* yaml :
+       {"n_routed_experts: 8, top_k: 2, expert_hidden: 16, n_shared_experts: 1",
+        "n_routed_experts: 16, top_k: 4, expert_hidden: 8, n_shared_experts: 2, score_func: sigmoid, "
+        "routed_scaling_factor: 2.5, n_group: 4, topk_group: 2, loss_free: true"}) {
     auto cfg = moe_config(yaml);
     torch::manual_seed(6);
     ts::nn::MoE m(cfg);
@@ -201,8 +202,9 @@ TEST(MoeLayer, LossFreeBiasMovesAgainstTheLoadAndIsNotTrained) {
 }
 
 TEST(MoeLayer, AuxLossOnlyInTrainingAndCapacityDrops) {
-  auto cfg = moe_config("n_routed_experts: 4, top_k: 1, expert_hidden: 8, aux_loss_alpha: 0.1, seq_aux_loss_alpha: 0.1, "
-                        "capacity_factor: 0.25");
+  auto cfg = moe_config(
+      "n_routed_experts: 4, top_k: 1, expert_hidden: 8, aux_loss_alpha: 0.1, seq_aux_loss_alpha: 0.1, "
+      "capacity_factor: 0.25");
   torch::manual_seed(9);
   ts::nn::MoE m(cfg);
   auto x = torch::randn({2, 8, 32});

@@ -132,8 +132,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, MoeOps,
                                            Case{0, 16, 2, 4}, Case{5, 8, 3, 1}),
                          [](const auto& info) {
                            const auto& c = info.param;
-                           return "T" + std::to_string(c.T) + "_H" + std::to_string(c.H) + "_K" +
-                                  std::to_string(c.K) + "_E" + std::to_string(c.E);
+                           return "T" + std::to_string(c.T) + "_H" + std::to_string(c.H) + "_K" + std::to_string(c.K) +
+                                  "_E" + std::to_string(c.E);
                          });
 
 TEST(MoeOpsErrors, OutOfRangeExpertIdNamesTheSlot) {
@@ -172,7 +172,8 @@ TEST(MoeOpsErrors, ShapeAndIndexChecks) {
 
 TEST(MoeOpsMeta, ShapesWithoutData) {
   auto meta = torch::TensorOptions().device(torch::kMeta);
-  auto [xs, s2t, offs] = ts::ops::moe_permute(torch::empty({6, 5}, meta), torch::empty({6, 3}, meta.dtype(torch::kLong)), 4);
+  auto [xs, s2t, offs] =
+      ts::ops::moe_permute(torch::empty({6, 5}, meta), torch::empty({6, 3}, meta.dtype(torch::kLong)), 4);
   EXPECT_EQ(xs.sizes(), (std::vector<int64_t>{18, 5}));
   EXPECT_EQ(s2t.sizes(), (std::vector<int64_t>{18}));
   EXPECT_EQ(offs.sizes(), (std::vector<int64_t>{5}));

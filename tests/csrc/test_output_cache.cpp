@@ -39,9 +39,7 @@ TEST(OutputCache, FreedBlockIsReused) {
   auto other = ts::util::empty_output({n}, torch::kFloat);
   EXPECT_NE(other.data_ptr(), again.data_ptr());
   // Much smaller requests do not take a large block (at most 2x waste).
-  {
-    auto big = ts::util::empty_output({4 * n}, torch::kFloat);
-  }
+  { auto big = ts::util::empty_output({4 * n}, torch::kFloat); }
   auto small = ts::util::empty_output({n}, torch::kFloat);
   EXPECT_EQ(small.numel(), n);
 }

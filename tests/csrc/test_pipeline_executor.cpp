@@ -24,7 +24,8 @@ config::Config tiny_config(int64_t layers) {
 
 // ||a - b|| / ||b|| in double.
 double rel(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(torch::kDouble) - b.to(torch::kDouble)).norm().item<double>() / b.to(torch::kDouble).norm().item<double>();
+  return (a.to(torch::kDouble) - b.to(torch::kDouble)).norm().item<double>() /
+         b.to(torch::kDouble).norm().item<double>();
 }
 
 TEST(PipelineStages, SplitIsContiguousAndCoversEveryBlock) {
@@ -116,7 +117,8 @@ TEST_P(OneRankSchedules, MatchSequentialTraining) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Kinds, OneRankSchedules,
-                         ::testing::Values(std::make_tuple(ScheduleKind::k1F1B, 3), std::make_tuple(ScheduleKind::kZB1P, 3),
+                         ::testing::Values(std::make_tuple(ScheduleKind::k1F1B, 3),
+                                           std::make_tuple(ScheduleKind::kZB1P, 3),
                                            std::make_tuple(ScheduleKind::kDualPipeV, 2),
                                            std::make_tuple(ScheduleKind::kDualPipeV, 4)));
 

@@ -6,10 +6,10 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "csrc/util/fs.h"
 #include "csrc/config/config.h"
 #include "csrc/train/checkpoint.h"
 #include "csrc/train/trainer.h"
+#include "csrc/util/fs.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -114,8 +114,9 @@ TEST(Trainer, LearningRateSchedule) {
 TEST(Checkpoint, SafetensorsRoundTripAndAtomicWrite) {
   const auto dir = fresh_dir("st");
   fs::create_directories(dir);
-  std::vector<std::pair<std::string, torch::Tensor>> ts_in = {
-      {"a", torch::randn({3, 5})}, {"b", torch::arange(7, torch::kLong)}, {"c", torch::randn({4}).to(torch::kBFloat16)}};
+  std::vector<std::pair<std::string, torch::Tensor>> ts_in = {{"a", torch::randn({3, 5})},
+                                                              {"b", torch::arange(7, torch::kLong)},
+                                                              {"c", torch::randn({4}).to(torch::kBFloat16)}};
   ts::train::atomic_write(dir / "x.safetensors", ts::train::safetensors_serialize(ts_in));
   auto out = ts::train::safetensors_load(dir / "x.safetensors");
   for (auto& [k, t] : ts_in) EXPECT_TRUE(torch::equal(t, out.at(k))) << k;

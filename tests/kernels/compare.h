@@ -24,8 +24,8 @@ struct CompareResult {
 // `got` and `want` have n elements. An element passes when |got-want| <= atol + rtol*|want|.
 // Non-finite values must sit at the same positions with the same class (NaN, +Inf, -Inf).
 template <class A, class B>
-CompareResult compare(const A* got, const B* want, int64_t n, double atol, double rtol,
-                      double max_cos_diff = 1.0, const std::string& what = "") {
+CompareResult compare(const A* got, const B* want, int64_t n, double atol, double rtol, double max_cos_diff = 1.0,
+                      const std::string& what = "") {
   CompareResult r;
   double sxy = 0, sxx_yy = 0, worst_excess = -1;
   for (int64_t i = 0; i < n; ++i) {
@@ -42,7 +42,10 @@ CompareResult compare(const A* got, const B* want, int64_t n, double atol, doubl
     r.max_abs = std::max(r.max_abs, d);
     if (w != 0) r.max_rel = std::max(r.max_rel, d / std::abs(w));
     double excess = d - (atol + rtol * std::abs(w));
-    if (excess > 0 && excess > worst_excess) { worst_excess = excess; r.worst = i; }
+    if (excess > 0 && excess > worst_excess) {
+      worst_excess = excess;
+      r.worst = i;
+    }
     sxy += g * w;
     sxx_yy += g * g + w * w;
   }
@@ -61,10 +64,10 @@ CompareResult compare(const A* got, const B* want, int64_t n, double atol, doubl
   return r;
 }
 
-#define TS_EXPECT_CLOSE(got, want, n, atol, rtol, ...)                                  \
-  do {                                                                                  \
+#define TS_EXPECT_CLOSE(got, want, n, atol, rtol, ...)                                   \
+  do {                                                                                   \
     auto ts_r_ = ::ts::test::compare((got), (want), (n), (atol), (rtol), ##__VA_ARGS__); \
-    EXPECT_TRUE(ts_r_.ok) << ts_r_.message;                                             \
+    EXPECT_TRUE(ts_r_.ok) << ts_r_.message;                                              \
   } while (0)
 
 // Fresh random data, never zeros: uniform in [-scale, scale] with |x| >= scale * 1e-3.
@@ -73,7 +76,8 @@ inline std::vector<float> random_vector(int64_t n, uint64_t seed, float scale = 
   std::uniform_real_distribution<float> dist(-scale, scale);
   std::vector<float> v(n);
   for (auto& x : v) {
-    do x = dist(gen); while (std::abs(x) < scale * 1e-3f);
+    do x = dist(gen);
+    while (std::abs(x) < scale * 1e-3f);
   }
   return v;
 }

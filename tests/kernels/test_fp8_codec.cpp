@@ -2,8 +2,8 @@
 // reference of the grid; the scale and bf16 helpers.
 #include <algorithm>
 #include <cmath>
-#include <random>
 #include <limits>
+#include <random>
 #include <vector>
 
 #include "kernels/fp8.h"
@@ -44,17 +44,27 @@ TEST(Fp8Codec, SpecialValues) {
     int code;
   };
   const Case cases[] = {
-      {448.0f, 0x7E},  {449.0f, 0x7E},  {464.0f, 0x7E},  {465.0f, 0x7E},  // torch: 465 -> NaN
-      {1e30f, 0x7E},   {inf, 0x7E},     {-inf, 0xFE},    {-500.0f, 0xFE},  {nan, 0x7F},
-      {-nan, 0xFF},    {0.0f, 0x00},    {-0.0f, 0x80},   {std::ldexp(1.0f, -9), 0x01},
-      {std::ldexp(1.0f, -10), 0x00},                         // tie between 0 and 2^-9: even 0
-      {3 * std::ldexp(1.0f, -10), 0x02},                     // tie between 1 and 2 (x 2^-9): even 2
-      {std::ldexp(1.0f, -10) * 1.0001f, 0x01},               // just above the tie
-      {-std::ldexp(1.0f, -11), 0x80},                        // rounds to -0
-      {std::ldexp(1.0f, -149), 0x00},                        // fp32 subnormal
-      {15 * std::ldexp(1.0f, -10), 0x08},                    // 7.5 x 2^-9: tie 7 | 8, even 8 (2^-6)
-      {1.0625f, 0x38},                                       // tie 1 | 1.125: even (1.0)
-      {1.1875f, 0x3A},                                       // tie 1.125 | 1.25: even (1.25)
+      {448.0f, 0x7E},
+      {449.0f, 0x7E},
+      {464.0f, 0x7E},
+      {465.0f, 0x7E},  // torch: 465 -> NaN
+      {1e30f, 0x7E},
+      {inf, 0x7E},
+      {-inf, 0xFE},
+      {-500.0f, 0xFE},
+      {nan, 0x7F},
+      {-nan, 0xFF},
+      {0.0f, 0x00},
+      {-0.0f, 0x80},
+      {std::ldexp(1.0f, -9), 0x01},
+      {std::ldexp(1.0f, -10), 0x00},            // tie between 0 and 2^-9: even 0
+      {3 * std::ldexp(1.0f, -10), 0x02},        // tie between 1 and 2 (x 2^-9): even 2
+      {std::ldexp(1.0f, -10) * 1.0001f, 0x01},  // just above the tie
+      {-std::ldexp(1.0f, -11), 0x80},           // rounds to -0
+      {std::ldexp(1.0f, -149), 0x00},           // fp32 subnormal
+      {15 * std::ldexp(1.0f, -10), 0x08},       // 7.5 x 2^-9: tie 7 | 8, even 8 (2^-6)
+      {1.0625f, 0x38},                          // tie 1 | 1.125: even (1.0)
+      {1.1875f, 0x3A},                          // tie 1.125 | 1.25: even (1.25)
   };
   for (const auto& c : cases) EXPECT_EQ(int(fp8_e4m3_encode(c.x)), c.code) << "x = " << c.x;
 }
@@ -95,8 +105,8 @@ TEST(Fp8Codec, ScaleFromAmax) {
   EXPECT_EQ(fp8_scale_from_amax(448.0f, false), 1.0f);
   EXPECT_EQ(fp8_scale_from_amax(0.0f, false), 1e-4f / 448.0f);  // floor
   EXPECT_EQ(fp8_scale_from_amax(5e-5f, false), 1e-4f / 448.0f);
-  EXPECT_EQ(fp8_scale_from_amax(448.0f, true), 1.0f);    // already a power of two
-  EXPECT_EQ(fp8_scale_from_amax(449.0f, true), 2.0f);    // rounds up
+  EXPECT_EQ(fp8_scale_from_amax(448.0f, true), 1.0f);      // already a power of two
+  EXPECT_EQ(fp8_scale_from_amax(449.0f, true), 2.0f);      // rounds up
   EXPECT_EQ(fp8_scale_from_amax(3.0f, true), 0.0078125f);  // 3/448 = 0.0067 -> 2^-7
   EXPECT_TRUE(std::isinf(fp8_scale_from_amax(std::numeric_limits<float>::infinity(), true)));
   for (double amax : {1e-5, 1e-3, 0.37, 3.0, 1234.5, 3e37}) {
@@ -111,7 +121,7 @@ TEST(Fp8Codec, Bf16RoundNearestEven) {
   auto ref_bf16 = [](float x) -> double {
     if (x == 0) return x;
     int e;
-    std::frexp(static_cast<double>(x), &e);              // |x| in [2^(e-1), 2^e)
+    std::frexp(static_cast<double>(x), &e);                     // |x| in [2^(e-1), 2^e)
     const double ulp = std::ldexp(1.0, std::max(e - 8, -133));  // 8 significant bits
     return std::nearbyint(x / ulp) * ulp;
   };

@@ -82,8 +82,8 @@ std::vector<float> test_data(int64_t n, uint64_t seed, bool with_inf) {
 
 TEST(Fp8Cuda, QuantizeTilewiseAndDequantizeMatchCpuBitwise) {
   TS_SKIP_WITHOUT_GPU();
-  for (auto [M, K, G] : {std::tuple<int64_t, int64_t, int64_t>{3, 200, 128}, {65, 333, 128}, {257, 1024, 128},
-                         {9, 100, 32}})
+  for (auto [M, K, G] :
+       {std::tuple<int64_t, int64_t, int64_t>{3, 200, 128}, {65, 333, 128}, {257, 1024, 128}, {9, 100, 32}})
     for (bool pow2 : {false, true}) {
       const int64_t KT = ceil_div(K, G);
       const auto x = test_data(M * K, M + K, true);
@@ -132,8 +132,11 @@ TEST(Fp8Cuda, GemmMatchesFloat64Reference) {
   TS_SKIP_WITHOUT_GPU();
   const bool fp8_mma = compute_capability() >= 89;
   for (auto [M, N, K, per_row] : {std::tuple<int64_t, int64_t, int64_t, bool>{1, 1, 16, false},
-                                  {70, 200, 208, false}, {256, 384, 1024, false}, {33, 129, 4096, false},
-                                  {70, 200, 208, true}, {130, 257, 512, true}}) {
+                                  {70, 200, 208, false},
+                                  {256, 384, 1024, false},
+                                  {33, 129, 4096, false},
+                                  {70, 200, 208, true},
+                                  {130, 257, 512, true}}) {
     const auto o = ref::make_operands(M, N, K, 7 * M + N + K, per_row);
     DeviceBuffer<uint8_t> da(o.a), db(o.b);
     DeviceBuffer<float> dsa(o.sa), dsb(o.sb), dout(ts::test::poisoned(M * N));

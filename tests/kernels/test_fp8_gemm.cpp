@@ -24,8 +24,8 @@ namespace ref = ts::test::fp8;
 using ts::kern::ceil_div;
 using ts::kern::Fp8AccumModel;
 
-using ref::Operands;
 using ref::make_operands;
+using ref::Operands;
 
 // decode(a[m, k]) * decode(b[n, k]), exact in fp32.
 float product(const Operands& o, int64_t m, int64_t n, int64_t k) {
@@ -165,8 +165,7 @@ TEST(Fp8Gemm, FullMantissaIsPlainFp32Summation) {
       float out = 0;
       for (int64_t kb = 0; kb < o.KB; ++kb) {
         float s = 0;
-        for (int64_t k = kb * 128; k < std::min(o.K, (kb + 1) * 128); ++k)
-          s += product(o, m, n, k);
+        for (int64_t k = kb * 128; k < std::min(o.K, (kb + 1) * 128); ++k) s += product(o, m, n, k);
         out = std::fma(s, o.sa[m * o.KB + kb] * o.sb[(n / 128) * o.KB + kb], out);
       }
       want[m * o.N + n] = out;
@@ -179,9 +178,9 @@ class Fp8GemmSemantics : public ::testing::TestWithParam<std::tuple<Fp8AccumMode
 TEST_P(Fp8GemmSemantics, MatchesScalarSpecBitExactly) {
   const auto [model, bits, P] = GetParam();
   const auto o = make_operands(5, 70, 333, 77);
-  expect_bitwise_equal(run(o, P, bits, model), spec_gemm(o, P, bits, model),
-                       "model " + std::to_string(int(model)) + " b " + std::to_string(bits) + " P " +
-                           std::to_string(P));
+  expect_bitwise_equal(
+      run(o, P, bits, model), spec_gemm(o, P, bits, model),
+      "model " + std::to_string(int(model)) + " b " + std::to_string(bits) + " P " + std::to_string(P));
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -96,13 +96,11 @@ TEST_P(Fp8QuantTilewise, MatchesFloat64Reference) {
   TS_EXPECT_CLOSE(out.data(), want.data(), M * K, 0.0, 0.0, 0.0, "dequantize 1xG");
 }
 
-INSTANTIATE_TEST_SUITE_P(Fp8Shapes, Fp8QuantTilewise,
-                         ::testing::ValuesIn(with_pow2({{3, 200, 128, false},
-                                                        {5, 333, 128, false},
-                                                        {64, 512, 128, false},
-                                                        {7, 100, 32, false},
-                                                        {1, 1, 128, false}})),
-                         case_name);
+INSTANTIATE_TEST_SUITE_P(
+    Fp8Shapes, Fp8QuantTilewise,
+    ::testing::ValuesIn(with_pow2(
+        {{3, 200, 128, false}, {5, 333, 128, false}, {64, 512, 128, false}, {7, 100, 32, false}, {1, 1, 128, false}})),
+    case_name);
 
 class Fp8QuantBlockwise : public ::testing::TestWithParam<QuantCase> {};
 
@@ -127,10 +125,8 @@ TEST_P(Fp8QuantBlockwise, MatchesFloat64Reference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fp8Shapes, Fp8QuantBlockwise,
-                         ::testing::ValuesIn(with_pow2({{200, 333, 128, false},
-                                                        {128, 256, 128, false},
-                                                        {7, 5, 4, false},
-                                                        {1, 129, 128, false}})),
+                         ::testing::ValuesIn(with_pow2(
+                             {{200, 333, 128, false}, {128, 256, 128, false}, {7, 5, 4, false}, {1, 129, 128, false}})),
                          case_name);
 
 // Values whose quotient x / scale lies in E4M3's subnormal range (|x / scale| < 2^-6) for a
@@ -166,7 +162,7 @@ TEST(Fp8Quant, NonFiniteInputs) {
   ts::kern::fp8_quantize_tilewise_cpu({clean.data(), q_clean.data(), scale_clean.data(), M, K, 128, false});
   EXPECT_EQ(scale[0], scale_clean[0]);
   EXPECT_EQ(q[5], 0x7F);
-  EXPECT_EQ(q[7], 0x7F);  // the quantizers write every NaN as +NaN
+  EXPECT_EQ(q[7], 0x7F);        // the quantizers write every NaN as +NaN
   EXPECT_EQ(q[K + 130], 0x7F);  // inf / inf
   for (int64_t c = 0; c < 128; ++c)
     if (c != 5 && c != 7) {

@@ -107,8 +107,8 @@ inline Reference reference(const Operands& o) {
     for (int64_t n = 0; n < o.N; ++n) {
       double s = 0, sa = 0;
       for (int64_t k = 0; k < o.K; ++k) {
-        const double t = e4m3_value(o.a[m * o.K + k]) * o.sa[m * o.KB + k / 128] *
-                         e4m3_value(o.b[n * o.K + k]) * o.sb[(n / o.R) * o.KB + k / 128];
+        const double t = e4m3_value(o.a[m * o.K + k]) * o.sa[m * o.KB + k / 128] * e4m3_value(o.b[n * o.K + k]) *
+                         o.sb[(n / o.R) * o.KB + k / 128];
         s += t;
         sa += std::fabs(t);
       }

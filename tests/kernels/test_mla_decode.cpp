@@ -38,9 +38,8 @@ struct Shape {
 };
 
 std::string describe(const Shape& sh) {
-  std::string s = "S_q=" + std::to_string(sh.S_q) + " H=" + std::to_string(sh.H) +
-                  " D_qk=" + std::to_string(sh.D_qk) + " D_v=" + std::to_string(sh.D_v) +
-                  " BS=" + std::to_string(sh.block_size) + " seq_lens={";
+  std::string s = "S_q=" + std::to_string(sh.S_q) + " H=" + std::to_string(sh.H) + " D_qk=" + std::to_string(sh.D_qk) +
+                  " D_v=" + std::to_string(sh.D_v) + " BS=" + std::to_string(sh.block_size) + " seq_lens={";
   for (int32_t L : sh.seq_lens) s += std::to_string(L) + ",";
   return s + "}";
 }
@@ -103,8 +102,7 @@ Problem make_problem(const Shape& sh, uint64_t seed, float (*round)(float) = nul
     const std::vector<float> rows = ts::test::random_vector(sh.seq_lens[b] * D, seed + 100 + b);
     for (int64_t p = 0; p < sh.seq_lens[b]; ++p) {
       const int64_t at = (pr.block_table[b * pr.max_blocks + p / BS] * BS + p % BS) * D;
-      for (int64_t d = 0; d < D; ++d)
-        pr.cache[at + d] = round ? round(rows[p * D + d]) : rows[p * D + d];
+      for (int64_t d = 0; d < D; ++d) pr.cache[at + d] = round ? round(rows[p * D + d]) : rows[p * D + d];
     }
   }
   pr.q = ts::test::random_vector(pr.B * sh.S_q * sh.H * D, seed + 1);
@@ -190,21 +188,20 @@ struct Rounding {
 };
 Tolerance tolerance(const Problem& pr, const Reference& ref, Rounding rounding) {
   const double u = std::ldexp(1.0, -24);
-  const double score_err =
-      u * (std::sqrt(static_cast<double>(pr.sh.D_qk)) * ref.score_l2 + ref.score_abs);
+  const double score_err = u * (std::sqrt(static_cast<double>(pr.sh.D_qk)) * ref.score_l2 + ref.score_abs);
   const double sum_err = u * std::sqrt(static_cast<double>(ref.longest) + 1) + 3e-7;
   const double fp32 = 8 * (score_err + sum_err);
   return {fp32 + rounding.abs, rounding.rel, fp32 + 8 * u * ref.score_abs};
 }
 
-void expect_matches(const Problem& pr, const Reference& ref, const Output& got, Rounding rounding,
-                    double max_cos, const std::string& what) {
+void expect_matches(const Problem& pr, const Reference& ref, const Output& got, Rounding rounding, double max_cos,
+                    const std::string& what) {
   const Tolerance tol = tolerance(pr, ref, rounding);
   const std::string ctx = what + " " + describe(pr.sh);
-  TS_EXPECT_CLOSE(got.out.data(), ref.out.data(), static_cast<int64_t>(got.out.size()), tol.atol,
-                  tol.rtol, max_cos, ctx + " out");
-  TS_EXPECT_CLOSE(got.lse.data(), ref.lse.data(), static_cast<int64_t>(got.lse.size()),
-                  tol.lse_atol, 0.0, 1.0, ctx + " lse");
+  TS_EXPECT_CLOSE(got.out.data(), ref.out.data(), static_cast<int64_t>(got.out.size()), tol.atol, tol.rtol, max_cos,
+                  ctx + " out");
+  TS_EXPECT_CLOSE(got.lse.data(), ref.lse.data(), static_cast<int64_t>(got.lse.size()), tol.lse_atol, 0.0, 1.0,
+                  ctx + " lse");
 }
 
 MlaDecodeParams params_for(const Problem& pr) {
@@ -224,8 +221,7 @@ MlaDecodeParams params_for(const Problem& pr) {
 }
 
 Output run_cpu_fp32(const Problem& pr) {
-  Output r{ts::test::poisoned(pr.B * pr.sh.S_q * pr.sh.H * pr.sh.D_v),
-           ts::test::poisoned(pr.B * pr.sh.H * pr.sh.S_q)};
+  Output r{ts::test::poisoned(pr.B * pr.sh.S_q * pr.sh.H * pr.sh.D_v), ts::test::poisoned(pr.B * pr.sh.H * pr.sh.S_q)};
   MlaDecodeParams p = params_for(pr);
   p.q = pr.q.data();
   p.kv_cache = pr.cache.data();
@@ -288,8 +284,7 @@ TEST(MlaDecodeCpu, SmallDimsRaggedBatch) {
   uint64_t seed = 10;
   for (int64_t S_q : {1, 2, 4})
     for (int64_t bs : {16, 64})
-      check_cpu_fp32({S_q, 3, 24, 16, bs, {37, 1 + static_cast<int32_t>(S_q), 130, 64, 200}},
-                     seed++);
+      check_cpu_fp32({S_q, 3, 24, 16, bs, {37, 1 + static_cast<int32_t>(S_q), 130, 64, 200}}, seed++);
 }
 
 TEST(MlaDecodeCpu, RealisticDims) {
@@ -323,9 +318,7 @@ TEST(MlaDecodeCpu, EmptyAndShorterThanQueries) {
   const Output got = run_cpu_fp32(pr);
   expect_matches(pr, ref, got, {}, 1e-10, "cpu fp32");
   const int64_t S_q = sh.S_q, H = sh.H, Dv = sh.D_v;
-  auto out_at = [&](int64_t b, int64_t s, int64_t h) {
-    return &got.out[((b * S_q + s) * H + h) * Dv];
-  };
+  auto out_at = [&](int64_t b, int64_t s, int64_t h) { return &got.out[((b * S_q + s) * H + h) * Dv]; };
   for (int64_t h = 0; h < H; ++h) {
     for (int64_t s = 0; s < S_q; ++s) {  // sequence 0 is empty
       EXPECT_EQ(got.lse[h * S_q + s], -std::numeric_limits<float>::infinity());
@@ -368,8 +361,7 @@ TEST(MlaDecodeCpu, SplitKvMatchesSingleThread) {
 // ulp: 2^-8 relative, taken with a factor 2); the cosine limit is FlashMLA's 1e-5.
 TEST(MlaDecodeCpu, Bf16Storage) {
   ThreadCount threads(2);
-  const std::vector<Shape> shapes = {{1, 16, 576, 512, 64, {1, 300, 77}},
-                                     {2, 3, 24, 16, 16, {45, 1, 0}}};
+  const std::vector<Shape> shapes = {{1, 16, 576, 512, 64, {1, 300, 77}}, {2, 3, 24, 16, 16, {45, 1, 0}}};
   uint64_t seed = 80;
   for (const Shape& sh : shapes) {
     const Problem pr = make_problem(sh, seed++, bf16_round);
@@ -482,9 +474,8 @@ void check_cuda(const Shape& sh, uint64_t seed, int num_splits) {
     const Reference ref = reference(pr);
     const Output got = run_cuda(pr, dtype, num_splits);
     const double r = std::ldexp(1.0, bf16 ? -7 : -10);
-    expect_matches(
-        pr, ref, got, {r, r}, r * r,
-        std::string("cuda ") + (bf16 ? "bf16" : "fp16") + " splits=" + std::to_string(num_splits));
+    expect_matches(pr, ref, got, {r, r}, r * r,
+                   std::string("cuda ") + (bf16 ? "bf16" : "fp16") + " splits=" + std::to_string(num_splits));
   }
 }
 

@@ -169,7 +169,8 @@ TEST(MoeGroupedGemm, ResultsDoNotDependOnThreads) {
       omp_set_num_threads(t);
       std::vector<float> out(M * N), gx(M * H), gw(E * N * H);
       ts::kern::moe_grouped_gemm_cpu({x.data(), w.data(), off.data(), out.data(), M, N, H, E});
-      ts::kern::moe_grouped_gemm_backward_cpu({go.data(), x.data(), w.data(), off.data(), gx.data(), gw.data(), M, N, H, E});
+      ts::kern::moe_grouped_gemm_backward_cpu(
+          {go.data(), x.data(), w.data(), off.data(), gx.data(), gw.data(), M, N, H, E});
       out.insert(out.end(), gx.begin(), gx.end());
       out.insert(out.end(), gw.begin(), gw.end());
       return out;

@@ -75,13 +75,12 @@ TEST(ChartTest, SvgHasOneShapePerComputeAndALegend) {
   EXPECT_EQ(count(svg, "<text"), count(svg, "</text>"));
   EXPECT_GT(count(svg, "data-dir=\"1\""), 0u);  // the other direction is drawn, in its own hues
   EXPECT_GT(count(svg, "data-op=\"FB\""), 0u);
-  for (const char* legend : {"F forward", "B backward for inputs", "W backward for weights",
-                             "BW full backward", "F&amp;B overlapped", "enter at rank 3"})
+  for (const char* legend : {"F forward", "B backward for inputs", "W backward for weights", "BW full backward",
+                             "F&amp;B overlapped", "enter at rank 3"})
     EXPECT_NE(svg.find(legend), std::string::npos) << legend;
   // Every '&' is an entity, so the document parses as XML.
   for (size_t at = svg.find('&'); at != std::string::npos; at = svg.find('&', at + 1))
-    EXPECT_TRUE(svg.compare(at, 5, "&amp;") == 0 || svg.compare(at, 4, "&lt;") == 0 ||
-                svg.compare(at, 4, "&gt;") == 0);
+    EXPECT_TRUE(svg.compare(at, 5, "&amp;") == 0 || svg.compare(at, 4, "&lt;") == 0 || svg.compare(at, 4, "&gt;") == 0);
 }
 
 TEST(ChartTest, JsonCarriesEveryAction) {

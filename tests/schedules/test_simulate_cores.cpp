@@ -14,8 +14,8 @@ struct Case {
   int ranks, microbatches;
 };
 
-const Case kCases[] = {{ScheduleKind::k1F1B, 4, 8},     {ScheduleKind::kZB1P, 4, 8},
-                       {ScheduleKind::kDualPipe, 4, 8}, {ScheduleKind::kDualPipeV, 2, 6},
+const Case kCases[] = {{ScheduleKind::k1F1B, 4, 8},      {ScheduleKind::kZB1P, 4, 8},
+                       {ScheduleKind::kDualPipe, 4, 8},  {ScheduleKind::kDualPipeV, 2, 6},
                        {ScheduleKind::kDualPipe, 6, 12}, {ScheduleKind::k1F1B, 3, 5}};
 
 Costs random_costs(std::mt19937& rng) {

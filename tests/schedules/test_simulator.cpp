@@ -183,9 +183,7 @@ TEST(SimulatorTest, PreconditionsAreTight) {
     Costs c;
     const char* violated;
   };
-  auto costs = [](double F, double B, double W, double FB) {
-    return Costs{.F = F, .B = B, .W = W, .FB = FB};
-  };
+  auto costs = [](double F, double B, double W, double FB) { return Costs{.F = F, .B = B, .W = W, .FB = FB}; };
   const Case cases[] = {
       {ScheduleKind::kZB1P, 4, 9, costs(1, 2, 2, 3), "W <= F and W <= B"},
       {ScheduleKind::kZB1P, 4, 12, costs(2, 1, 2, 3), "W <= F and W <= B"},
@@ -209,8 +207,7 @@ TEST(SimulatorTest, PreconditionsAreTight) {
   EXPECT_EQ(closed_form_preconditions(ScheduleKind::kDualPipe, 4, 8, unequal), "");
   unequal.p2p = 1;
   EXPECT_NE(formula_preconditions(ScheduleKind::k1F1B, 4, 8, unequal).find("p2p == 0"), std::string::npos);
-  EXPECT_NE(formula_preconditions(ScheduleKind::kDualPipe, 4, 6, unequal).find("at least 2*ranks"),
-            std::string::npos);
+  EXPECT_NE(formula_preconditions(ScheduleKind::kDualPipe, 4, 6, unequal).find("at least 2*ranks"), std::string::npos);
 }
 
 // Latency: one micro-batch through 1F1B crosses 2(R-1) links on its critical path;

@@ -33,11 +33,9 @@ size_t find_index(const std::vector<Action>& list, OpKind op, size_t from = 0) {
 
 // Where a compute with this forward unit (or input-backward unit) sits in `list`.
 size_t consumer_index(const std::vector<Action>& list, const Action& recv) {
-  const Unit want{recv.unit.mb, recv.unit.stage + (recv.payload == Payload::kActivation ? 1 : -1),
-                  recv.unit.dir};
+  const Unit want{recv.unit.mb, recv.unit.stage + (recv.payload == Payload::kActivation ? 1 : -1), recv.unit.dir};
   for (size_t i = 0; i < list.size(); ++i) {
-    const Unit* u =
-        recv.payload == Payload::kActivation ? list[i].forward_unit() : list[i].input_backward_unit();
+    const Unit* u = recv.payload == Payload::kActivation ? list[i].forward_unit() : list[i].input_backward_unit();
     if (u && *u == want) return i;
   }
   ADD_FAILURE() << "no consumer for " << describe(recv);
@@ -135,8 +133,7 @@ TEST(ValidateTest, ChannelOrderMismatch) {
   bool swapped = false;
   for (auto& list : s.actions)
     for (size_t i = 0; !swapped && i + 1 < list.size(); ++i)
-      if (list[i].op == OpKind::kRecv && list[i + 1].op == OpKind::kRecv &&
-          list[i].peer == list[i + 1].peer) {
+      if (list[i].op == OpKind::kRecv && list[i + 1].op == OpKind::kRecv && list[i].peer == list[i + 1].peer) {
         std::swap(list[i], list[i + 1]);
         swapped = true;
       }

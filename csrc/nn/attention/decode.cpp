@@ -26,8 +26,8 @@ Decoder::Decoder(Transformer model, const config::Config& cfg, int64_t batch, in
 
 torch::Tensor Decoder::step(const torch::Tensor& tokens, const std::vector<int64_t>& n_new) {
   torch::NoGradGuard ng;
-  TORCH_CHECK(tokens.dim() == 2 && tokens.size(0) == cache_.batch(), "Decoder::step: expected tokens [",
-              cache_.batch(), ", S], got ", tokens.sizes());
+  TORCH_CHECK(tokens.dim() == 2 && tokens.size(0) == cache_.batch(), "Decoder::step: expected tokens [", cache_.batch(),
+              ", S], got ", tokens.sizes());
   cache_.begin_step(n_new, tokens.size(1));
   try {
     auto h = model_->embed_tokens(tokens);

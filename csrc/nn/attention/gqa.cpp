@@ -25,7 +25,7 @@ torch::Tensor GroupedQueryAttentionImpl::forward(const torch::Tensor& x, const R
 }
 
 torch::Tensor GroupedQueryAttentionImpl::forward_cached(const torch::Tensor& x, const Rope& rope, KVCache& cache,
-                                                       int64_t layer) {
+                                                        int64_t layer) {
   const int64_t B = x.size(0), S = x.size(1);
   const auto pos = cache.positions();
   auto q = rope_at(rope, wq(x).view({B, S, n_heads_, head_dim_}), pos);

@@ -43,9 +43,10 @@ int64_t KVCache::bytes_per_token() const { return bytes() / (batch_ * max_blocks
 
 void KVCache::set_lengths(const std::vector<int64_t>& lens) {
   TORCH_CHECK(!in_step_, "KVCache::set_lengths: inside a step");
-  TORCH_CHECK(static_cast<int64_t>(lens.size()) == batch_, "KVCache::set_lengths: expected ", batch_,
-              " lengths, got ", lens.size());
-  for (auto l : lens) TORCH_CHECK(l >= 0 && l <= capacity(), "KVCache::set_lengths: length ", l, " outside [0, ", capacity(), "]");
+  TORCH_CHECK(static_cast<int64_t>(lens.size()) == batch_, "KVCache::set_lengths: expected ", batch_, " lengths, got ",
+              lens.size());
+  for (auto l : lens)
+    TORCH_CHECK(l >= 0 && l <= capacity(), "KVCache::set_lengths: length ", l, " outside [0, ", capacity(), "]");
   lengths_ = lens;
 }
 

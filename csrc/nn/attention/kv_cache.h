@@ -37,7 +37,7 @@ class KVCache {
   int64_t n_layers() const { return n_layers_; }
   int64_t batch() const { return batch_; }
   int64_t block_size() const { return block_size_; }
-  int64_t max_blocks() const { return max_blocks_; }             // MB, blocks per sequence
+  int64_t max_blocks() const { return max_blocks_; }              // MB, blocks per sequence
   int64_t capacity() const { return max_blocks_ * block_size_; }  // tokens per sequence
   const std::vector<CachePlane>& planes() const { return planes_; }
 
@@ -65,8 +65,8 @@ class KVCache {
   // During a step:
   int64_t step_len() const { return step_len_; }  // S, the width of the step's inputs
   const std::vector<int64_t>& n_new() const { return n_new_; }
-  bool uniform() const { return uniform_; }  // every sequence has the same length and n_new == S
-  int64_t max_total() const { return max_total_; }  // max over b of lengths + n_new
+  bool uniform() const { return uniform_; }                   // every sequence has the same length and n_new == S
+  int64_t max_total() const { return max_total_; }            // max over b of lengths + n_new
   torch::Tensor positions() const { return positions_; }      // [B, S] int64: lengths[b] + s
   torch::Tensor valid() const { return valid_; }              // [B, S] bool: s < n_new[b]
   torch::Tensor seq_lens_after() const { return seq_lens_; }  // [B] int32: lengths + n_new

@@ -43,8 +43,7 @@ MultiHeadLatentAttentionImpl::MultiHeadLatentAttentionImpl(const config::Config&
   wo = register_module("wo", Linear(H * d_v_, D, prec));
 }
 
-std::pair<torch::Tensor, torch::Tensor> MultiHeadLatentAttentionImpl::queries(const torch::Tensor& x,
-                                                                              const Rope& rope,
+std::pair<torch::Tensor, torch::Tensor> MultiHeadLatentAttentionImpl::queries(const torch::Tensor& x, const Rope& rope,
                                                                               const torch::Tensor& pos) {
   const int64_t B = x.size(0), T = x.size(1);
   auto q = (d_cq_ > 0 ? wq_b(q_norm(wq_a(x))) : wq(x)).view({B, T, n_heads_, d_n_ + d_r_});
@@ -120,11 +119,10 @@ torch::Tensor MultiHeadLatentAttentionImpl::decode_absorbed(const torch::Tensor&
     shift_out = (s + p).clamp(0, S - 1).to(dev).view({B, S, 1, 1});
     q = q.gather(1, shift_in.expand_as(q));
   }
-  auto [out, lse] = ops::mla_decode(q.contiguous(), cache.pool(layer, 0), cache.block_table(), cache.seq_lens_after(),
-                                    d_c_, scale_);
+  auto [out, lse] =
+      ops::mla_decode(q.contiguous(), cache.pool(layer, 0), cache.block_table(), cache.seq_lens_after(), d_c_, scale_);
   out = out.to(q_nope.scalar_type());  // [B, S, H, d_c]
-  if (ragged)
-    out = out.gather(1, shift_out.expand_as(out)) * cache.valid().view({B, S, 1, 1}).to(out.scalar_type());
+  if (ragged) out = out.gather(1, shift_out.expand_as(out)) * cache.valid().view({B, S, 1, 1}).to(out.scalar_type());
   return torch::einsum("bshc,hvc->bshv", {out, w.narrow(1, d_n_, d_v_)});
 }
 
