@@ -7,8 +7,11 @@
 #include <chrono>
 #include <fstream>
 
-#include "csrc/nn/attention/decode.h"
+#include "csrc/nn/generate.h"
+#include "csrc/run/run_folder.h"
+#include "csrc/train/trainer.h"
 #include "csrc/train/checkpoint.h"
+#include "csrc/util/fs.h"
 
 namespace ts::experiments {
 
@@ -17,13 +20,21 @@ using nlohmann::json;
 
 constexpr int kRepeats = 3;
 
-json measure_decode(const config::Config& cfg) {
+void check_attention_ablation_config(const config::Config& cfg) {
+  train::check_pretrain_config(cfg);
+  train::check_data_config(cfg.data);
   const auto& d = cfg.decode_bench;
   if (d.context_max < d.context_min)
-    throw config::ConfigError(
-        fmt::format("decode_bench.context_max: expected >= context_min ({}), got {}", d.context_min, d.context_max));
+    throw config::InvalidKeys({"decode_bench.context_max", "decode_bench.context_min"},
+                              fmt::format("expected >= context_min ({}), got {}", d.context_min, d.context_max));
   if (d.block_size % 16)
-    throw config::ConfigError(fmt::format("decode_bench.block_size: expected a multiple of 16, got {}", d.block_size));
+    throw config::InvalidKeys({"decode_bench.block_size"},
+                              fmt::format("expected a multiple of 16, got {}", d.block_size));
+}
+
+json measure_decode(const config::Config& cfg) {
+  check_attention_ablation_config(cfg);
+  const auto& d = cfg.decode_bench;
   if (cfg.train.threads > 0) torch::set_num_threads(static_cast<int>(cfg.train.threads));
   torch::NoGradGuard ng;
   torch::manual_seed(static_cast<uint64_t>(cfg.seed));
@@ -34,7 +45,7 @@ json measure_decode(const config::Config& cfg) {
   json columns = json::array({"kv_cache_bytes_per_token"});
   const int64_t B = d.batch_size;
   for (int64_t ctx = d.context_min; ctx <= d.context_max; ctx *= 2) {
-    nn::Decoder dec(model, cfg, B, ctx + d.warmup_steps + kRepeats * d.steps, d.block_size);
+    nn::Decoder dec(model, B, ctx + d.warmup_steps + kRepeats * d.steps, d.block_size);
     auto& cache = dec.cache();
     out["kv_cache_bytes_per_token"] = cache.bytes_per_token();
     // Random cached rows stand in for a prompt of ctx tokens (cost does not depend on values).
@@ -48,7 +59,7 @@ json measure_decode(const config::Config& cfg) {
     double best = 1e30;
     for (int rep = 0; rep < kRepeats; ++rep) {
       const auto t0 = std::chrono::steady_clock::now();
-      for (int64_t i = 0; i < d.steps; ++i) tokens = dec.step(tokens).argmax(-1);
+      for (int64_t i = 0; i < d.steps; ++i) tokens = dec.step(tokens).logits.argmax(-1);
       best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
     const std::string key = fmt::format("decode_tok_s_{}", ctx);
@@ -61,16 +72,16 @@ json measure_decode(const config::Config& cfg) {
   return out;
 }
 
-train::RunOutcome run_attention_ablation(const config::Config& cfg, const std::string& variant, const fs::path& run_dir,
+run::RunOutcome run_attention_ablation(const config::Config& cfg, const std::string& variant, const fs::path& run_dir,
                                          bool resume) {
   auto outcome = train::train_variant(cfg, variant, run_dir, resume);
-  if (outcome.status != train::RunStatus::kCompleted) return outcome;
+  if (outcome.status != run::RunStatus::kCompleted) return outcome;
   std::fprintf(stderr, "%s/%s: decode benchmark (batch %lld, contexts %lld..%lld)\n", cfg.name.c_str(), variant.c_str(),
                static_cast<long long>(cfg.decode_bench.batch_size),
                static_cast<long long>(cfg.decode_bench.context_min),
                static_cast<long long>(cfg.decode_bench.context_max));
   outcome.summary.update(measure_decode(cfg));
-  train::atomic_write(run_dir / "summary.json", outcome.summary.dump(2) + "\n");
+  run::RunFolder(run_dir).write_summary(outcome.summary);
   return outcome;
 }
 

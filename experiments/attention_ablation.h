@@ -9,11 +9,11 @@
 #include <string>
 
 #include "csrc/config/config.h"
-#include "csrc/train/trainer.h"
+#include "csrc/run/outcome.h"
 
 namespace ts::experiments {
 
-train::RunOutcome run_attention_ablation(const config::Config& cfg, const std::string& variant,
+run::RunOutcome run_attention_ablation(const config::Config& cfg, const std::string& variant,
                                          const std::filesystem::path& run_dir, bool resume);
 
 // The decode measurement alone (a freshly initialized model of cfg: speed does not depend on the
@@ -21,5 +21,8 @@ train::RunOutcome run_attention_ablation(const config::Config& cfg, const std::s
 // decode_tok_s_<context> for every context (batch_size * steps tokens over the fastest of three
 // timed blocks of decode_bench.steps steps); report_columns lists them in order.
 nlohmann::json measure_decode(const config::Config& cfg);
+
+// The decode benchmark's checks (decode_bench.*), beside pretraining's. Throws config::InvalidKeys.
+void check_attention_ablation_config(const config::Config& cfg);
 
 }  // namespace ts::experiments

@@ -18,9 +18,7 @@ struct Command {
 Command add_launch_command(CLI::App& app);
 // `tinyseek pipeline show|simulate ...` (pipeline_cli.cpp).
 Command add_pipeline_command(CLI::App& app);
-
-// Whether a config kind's driver runs as one rank of a multi-process job. `tinyseek run`
-// refuses the others under WORLD_SIZE > 1 (each rank would write the same run folder).
-bool kind_runs_distributed(const std::string& kind);
+// `tinyseek generate RUN_DIR[/VARIANT] --prompt TEXT ...` (generate_cli.cpp).
+Command add_generate_command(CLI::App& app);
 
 }  // namespace ts::experiments

@@ -17,9 +17,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "experiments/python_module.h"
 #include "csrc/ops/fp8.h"
 #include "csrc/train/checkpoint.h"
-#include "tinyseek_paths.h"
+#include "csrc/run/run_folder.h"
+#include "csrc/util/fs.h"
 
 namespace ts::experiments {
 
@@ -76,16 +78,22 @@ std::string table(const std::vector<Row>& rows, const std::vector<int64_t>& ks, 
 
 }  // namespace
 
-train::RunOutcome run_fp8_accumulation(const config::Config& cfg, const std::string& variant, const fs::path& run_dir,
-                                       bool /*resume: the study reruns whole*/) {
+void check_fp8_accumulation_config(const config::Config& cfg) {
   const auto& c = cfg.fp8_accumulation;
   if (c.k_max < c.k_min)
-    throw config::ConfigError(fmt::format("fp8_accumulation.k_max: expected >= k_min ({}), got {}", c.k_min, c.k_max));
+    throw config::InvalidKeys({"fp8_accumulation.k_max", "fp8_accumulation.k_min"},
+                              fmt::format("expected >= k_min ({}), got {}", c.k_min, c.k_max));
+}
+
+run::RunOutcome run_fp8_accumulation(const config::Config& cfg, const std::string& variant, const fs::path& run_dir,
+                                       bool /*resume: the study reruns whole*/) {
+  check_fp8_accumulation_config(cfg);
+  const auto& c = cfg.fp8_accumulation;
   const auto t_start = std::chrono::steady_clock::now();
-  fs::create_directories(run_dir / "plots");
-  train::atomic_write(run_dir / "config.resolved.yaml", config::to_yaml(cfg));
-  train::atomic_write(run_dir / "metrics.jsonl", "");
-  std::ofstream metrics(run_dir / "metrics.jsonl", std::ios::app);
+  const run::RunFolder folder(run_dir);
+  fs::create_directories(run_dir / run::kPlotsDir);
+  folder.write_config(cfg);
+  run::MetricsLog metrics(folder.metrics_path(), -1);
 
   std::vector<int64_t> ks;
   for (int64_t k = c.k_min; k <= c.k_max; k *= 2) ks.push_back(k);
@@ -120,8 +128,7 @@ train::RunOutcome run_fp8_accumulation(const config::Config& cfg, const std::str
                    {"promote_interval", r.promote},
                    {"distribution", c.distribution},
                    {"gemm_seconds", secs}});
-      metrics << cell.dump() << "\n";
-      metrics.flush();
+      metrics.write(cell);
       fmt::print("{}/{}: K {:6d}  {:32s} promote {:4d}: max|err|/max|ref| {:>9s}  median rel {:>9s}  ({:.2f} s)\n",
                  cfg.name, variant, K, r.acc.label, r.promote, pct(cell["max_err_rel"].get<double>()),
                  pct(cell["median_rel"].get<double>()), secs);
@@ -141,21 +148,21 @@ train::RunOutcome run_fp8_accumulation(const config::Config& cfg, const std::str
       "||err|| / ||ref|| (Frobenius):\n\n{}\n![accumulation error]({{{{dir}}}}/plots/fp8_accumulation.png)\n",
       variant, c.m, c.n, dist, table(rows, ks, "max_err_rel"), table(rows, ks, "median_rel"),
       table(rows, ks, "norm_rel"));
-  const std::string cmd =
-      fmt::format("PYTHONPATH='{}/python' '{}' -m tinyseek.study_plots fp8_accumulation '{}' '{}' > '{}' 2>&1",
-                  TINYSEEK_SOURCE_DIR, TINYSEEK_PYTHON, (run_dir / "metrics.jsonl").string(),
-                  (run_dir / "plots" / "fp8_accumulation.png").string(), (run_dir / "plots" / "plot.log").string());
-  if (std::system(cmd.c_str()) != 0) md += "\n(plot unavailable: see plots/plot.log)\n";
-  train::atomic_write(run_dir / "report_section.md", md);  // "{{dir}}": filled in by `tinyseek report`
+  if (run_python_module("study_plots",
+                        {"fp8_accumulation", folder.metrics_path().string(),
+                         (run_dir / run::kPlotsDir / "fp8_accumulation.png").string()},
+                        run_dir / run::kPlotsDir / "plot.log") != 0)
+    md += "\n(plot unavailable: see plots/plot.log)\n";
+  util::atomic_write(run_dir / "report_section.md", md);  // "{{dir}}": filled in by `tinyseek report`
   std::string standalone = md;
   for (size_t pos; (pos = standalone.find("{{dir}}/")) != std::string::npos;) standalone.erase(pos, 8);
-  train::atomic_write(run_dir / "fp8_accumulation.md", standalone);
+  util::atomic_write(run_dir / "fp8_accumulation.md", standalone);
 
   json results = json::array();
   for (const auto& r : rows)
     results.push_back({{"accumulator", r.acc.label}, {"promote_interval", r.promote}, {"cells", r.cells}});
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-  train::RunOutcome out;
+  run::RunOutcome out;
   out.summary = {{"name", cfg.name},
                  {"variant", variant},
                  {"kind", cfg.kind},
@@ -168,7 +175,7 @@ train::RunOutcome run_fp8_accumulation(const config::Config& cfg, const std::str
                    {"norm_rel", "||out - ref||_2 / ||ref||_2"},
                    {"max_rel", "max over outputs of |out - ref| / |ref|"}}},
                  {"results", results}};
-  train::atomic_write(run_dir / "summary.json", out.summary.dump(2) + "\n");
+  folder.write_summary(out.summary);
   return out;
 }
 

@@ -7,14 +7,17 @@
 #include <string>
 
 #include "csrc/config/config.h"
-#include "csrc/train/trainer.h"
+#include "csrc/run/outcome.h"
 
 namespace ts::experiments {
 
 // Writes into run_dir: config.resolved.yaml, metrics.jsonl (one line per GEMM configuration),
 // summary.json, fp8_accumulation.md (the table), plots/fp8_accumulation.png and
 // report_section.md (which `tinyseek report` appends to the comparison report).
-train::RunOutcome run_fp8_accumulation(const config::Config& cfg, const std::string& variant,
+// fp8_accumulation.k_max >= k_min. Throws config::InvalidKeys.
+void check_fp8_accumulation_config(const config::Config& cfg);
+
+run::RunOutcome run_fp8_accumulation(const config::Config& cfg, const std::string& variant,
                                        const std::filesystem::path& run_dir, bool resume);
 
 }  // namespace ts::experiments

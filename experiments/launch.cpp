@@ -27,6 +27,7 @@
 
 #include "csrc/config/config.h"
 #include "experiments/commands.h"
+#include "experiments/kinds.h"
 
 namespace ts::experiments {
 
@@ -94,13 +95,9 @@ void flush_lines(std::string& buf, int rank, std::ostream& os, bool all) {
 }
 
 int launch(const LaunchArgs& args) {
-  // Parse the config here first: an error is reported once, not by every rank.
+  // Parse and check the config here first: an error is reported once, not by every rank.
   const auto ex = config::load_experiment(args.config, args.sets);
-  if (args.nproc > 1)
-    for (const auto& v : ex.variants)
-      if (!kind_runs_distributed(v.config.kind))
-        throw config::ConfigError(args.config + ": kind '" + v.config.kind +
-                                  "' runs on one process; use `tinyseek run` (no --nproc)");
+  run::check_experiment(ex, kinds(), args.nproc);
   const int port = args.port > 0 ? args.port : free_port();
   const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
 
@@ -241,8 +238,6 @@ int launch(const LaunchArgs& args) {
 }
 
 }  // namespace
-
-bool kind_runs_distributed(const std::string& kind) { return kind == "pipeline" || kind == "moe_ep"; }
 
 Command add_launch_command(CLI::App& app) {
   auto args = std::make_shared<LaunchArgs>();

@@ -19,7 +19,9 @@
 #include "csrc/config/config.h"
 #include "csrc/parallel/pipeline_train.h"
 #include "experiments/commands.h"
-#include "experiments/drivers.h"
+#include "csrc/run/kinds.h"
+#include "csrc/run/run_folder.h"
+#include "experiments/kinds.h"
 #include "experiments/report.h"
 
 namespace fs = std::filesystem;
@@ -29,12 +31,26 @@ namespace {
 
 void on_sigint(int) {
   // Second Ctrl-C: leave at once.
-  if (train::interrupt_flag().exchange(true)) std::_Exit(130);
+  if (run::interrupt_flag().exchange(true)) std::_Exit(130);
+}
+
+// The end-of-variant line: only what this kind measured (a parity or accumulation study has no losses).
+std::string outcome_line(const config::Variant& v, const nlohmann::json& s) {
+  std::string line = fmt::format("{}/{}: {}", v.config.name, v.name, s.value("status", "?"));
+  if (s.value("steps", int64_t{0}) > 0) line += fmt::format(" after {} steps", s.value("steps", int64_t{0}));
+  auto num = [&](const char* key, const char* fmt_str) {
+    if (s.contains(key) && s[key].is_number()) line += fmt::format(fmt::runtime(fmt_str), s[key].get<double>());
+  };
+  num("final_train_loss", ": train loss {:.4f}");
+  num("final_val_loss", ", val loss {:.4f}");
+  num("unigram_entropy", " (unigram entropy {:.4f})");
+  if (s.value("tokens_per_s", 0.0) > 0) line += fmt::format(", {:.0f} tok/s", s.value("tokens_per_s", 0.0));
+  num("parity_max_rel_diff", ", max relative difference {:.3g}");
+  return line;
 }
 
 int cmd_run(const std::string& path, const std::vector<std::string>& sets, const std::vector<std::string>& only,
             bool resume, bool report) {
-  // Every variant is parsed before anything runs or is written.
   auto ex = config::load_experiment(path, sets);
   if (!only.empty()) {
     std::string names;
@@ -45,60 +61,45 @@ int cmd_run(const std::string& path, const std::vector<std::string>& sets, const
     std::erase_if(ex.variants,
                   [&](const auto& v) { return std::find(only.begin(), only.end(), v.name) == only.end(); });
   }
-  // Under torchrun's variables (or `tinyseek launch`) only distributed kinds make sense, and
-  // only rank 0 reports.
-  const char* world_env = std::getenv("WORLD_SIZE");
-  const bool multi_rank = world_env && std::atoi(world_env) > 1;
+  // Every check of every variant runs before anything runs or is written. Under torchrun's
+  // variables (or `tinyseek launch`) only distributed kinds run, and only rank 0 reports.
+  run::check_experiment(ex, experiments::kinds(), run::launch_world_size());
   const bool lead_rank = parallel::launch_rank() == 0;
-  for (const auto& v : ex.variants)
-    if (multi_rank && !experiments::kind_runs_distributed(v.config.kind))
-      throw config::ConfigError(path + ": kind '" + v.config.kind +
-                                "' runs on one process, but WORLD_SIZE=" + world_env);
-  for (const auto& v : ex.variants)
-    if (!experiments::drivers().count(v.config.kind))
-      throw config::ConfigError(path + ": kind: no driver for '" + v.config.kind + "'");
   const auto& first = ex.variants.front().config;
-  const fs::path root = fs::path(first.output.dir) / first.name;
+  const fs::path root = run::experiment_dir(first);
   std::signal(SIGINT, on_sigint);
 
   std::vector<fs::path> done;
   int rc = 0;
   for (const auto& v : ex.variants) {
-    const fs::path dir = root / v.name;
-    if (resume && fs::exists(dir / "summary.json")) {
-      std::ifstream in(dir / "summary.json");
-      if (nlohmann::json::parse(in).value("status", "") == "completed") {
-        std::cout << v.config.name << "/" << v.name << ": already completed, skipped (--resume)\n";
-        done.push_back(dir);
+    const run::Kind& kind = *run::find_kind(experiments::kinds(), v.config.kind);
+    const run::RunFolder folder(root / v.name);
+    if (resume) {
+      const auto s = folder.read_summary();
+      const bool completed = s && s->value("status", "") == "completed";
+      if (completed && (!kind.trains || s->value("steps", int64_t{0}) >= v.config.train.steps)) {
+        if (lead_rank) std::cout << v.config.name << "/" << v.name << ": already completed, skipped (--resume)\n";
+        done.push_back(folder.dir());
         continue;
       }
     }
-    auto out = experiments::drivers().at(v.config.kind)(v.config, v.name, dir, resume);
-    done.push_back(dir);
-    const auto& s = out.summary;
-    if (lead_rank) {
-      // Only what this kind measured (a parity or accumulation study has no losses).
-      std::string line = fmt::format("{}/{}: {}", v.config.name, v.name, s.value("status", "?"));
-      if (s.value("steps", int64_t{0}) > 0) line += fmt::format(" after {} steps", s.value("steps", int64_t{0}));
-      auto num = [&](const char* key, const char* fmt_str) {
-        if (s.contains(key) && s[key].is_number()) line += fmt::format(fmt::runtime(fmt_str), s[key].get<double>());
-      };
-      num("final_train_loss", ": train loss {:.4f}");
-      num("final_val_loss", ", val loss {:.4f}");
-      num("unigram_entropy", " (unigram entropy {:.4f})");
-      if (s.value("tokens_per_s", 0.0) > 0) line += fmt::format(", {:.0f} tok/s", s.value("tokens_per_s", 0.0));
-      num("parity_max_rel_diff", ", max relative difference {:.3g}");
-      std::cout << line << "\n";
+    run::RunOutcome out;
+    try {
+      out = kind.run(v.config, v.name, folder.dir(), resume);
+    } catch (const config::InvalidKeys& e) {
+      throw v.locate(e);  // a check that needed the data (vocab_size against its tokens, say)
     }
-    if (out.status == train::RunStatus::kInterrupted) return 130;
-    if (out.status == train::RunStatus::kNonFinite) rc = 3;
-    if (out.status == train::RunStatus::kStopped) return rc;
+    done.push_back(folder.dir());
+    if (lead_rank) std::cout << outcome_line(v, out.summary) << "\n";
+    if (out.status == run::RunStatus::kInterrupted) return 130;
+    if (out.status == run::RunStatus::kNonFinite) rc = 3;
+    if (out.status == run::RunStatus::kStopped) return rc;
   }
   parallel::release_process_dist();
   if (!lead_rank || !report) return rc;
-  const std::string md =
-      experiments::write_report(done, root, first.name + ": " + (first.description.empty() ? path : first.description));
-  std::cout << "\n" << md << "\nreport: " << (root / "report.md").string() << "\n";
+  const std::string md = experiments::write_report(
+      done, root, first.name + ": " + (first.description.empty() ? path : first.description));
+  std::cout << "\n" << md << "\nreport: " << (root / run::kReportFile).string() << "\n";
   return rc;
 }
 
@@ -110,7 +111,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "tinyseek 0.1");
   if (std::getenv("RANK")) std::setvbuf(stdout, nullptr, _IOLBF, 0);  // ranks' output through pipes, line by line
   const std::vector<experiments::Command> commands = {experiments::add_launch_command(app),
-                                                      experiments::add_pipeline_command(app)};
+                                                      experiments::add_pipeline_command(app),
+                                                      experiments::add_generate_command(app)};
 
   std::string config_path;
   std::vector<std::string> sets;
@@ -144,7 +146,7 @@ int main(int argc, char** argv) {
       std::vector<fs::path> dirs(report_dirs.begin(), report_dirs.end());
       const fs::path out = report_out.empty() ? dirs.front() : fs::path(report_out);
       std::cout << experiments::write_report(dirs, out, "tinyseek report")
-                << "\nreport: " << (out / "report.md").string() << "\n";
+                << "\nreport: " << (out / run::kReportFile).string() << "\n";
       return 0;
     }
   } catch (const config::ConfigError& e) {

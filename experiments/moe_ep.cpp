@@ -12,13 +12,28 @@
 #include "csrc/parallel/pipeline_train.h"
 #include "csrc/train/checkpoint.h"
 #include "csrc/util/tensor_compare.h"
+#include "csrc/run/kinds.h"
+#include "csrc/run/run_folder.h"
 
 namespace ts::experiments {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-train::RunOutcome run_moe_ep(const config::Config& cfg, const std::string& variant, const fs::path& run_dir,
+void check_moe_ep_config(const config::Config& cfg, int world_size) {
+  if (cfg.model.ffn != "moe")
+    throw config::InvalidKeys({"model.ffn"}, "kind moe_ep needs 'moe', got '" + cfg.model.ffn + "'");
+  const int64_t N = cfg.parallel.expert == 0 ? world_size : cfg.parallel.expert;
+  if (world_size % N)
+    throw config::InvalidKeys({"parallel.expert"},
+                              fmt::format("{} does not divide the {} ranks of this job", N, world_size));
+  if (cfg.model.moe.n_routed_experts % N)
+    throw config::InvalidKeys({"model.moe.n_routed_experts", "parallel.expert"},
+                              fmt::format("expert parallelism over {} ranks needs a multiple of {}, got {}", N, N,
+                                          cfg.model.moe.n_routed_experts));
+}
+
+run::RunOutcome run_moe_ep(const config::Config& cfg, const std::string& variant, const fs::path& run_dir,
                              bool resume) {
   if (cfg.model.ffn != "moe")
     throw config::ConfigError("model.ffn: kind moe_ep needs 'moe', got '" + cfg.model.ffn + "'");
@@ -26,8 +41,6 @@ train::RunOutcome run_moe_ep(const config::Config& cfg, const std::string& varia
   auto dist = parallel::process_dist(cfg);
   const int me = dist->rank(), W = dist->world_size();
   const int N = cfg.parallel.expert == 0 ? W : static_cast<int>(cfg.parallel.expert);
-  if (W % N)
-    throw config::ConfigError(fmt::format("parallel.expert: {} does not divide the {} ranks of this job", N, W));
   // Expert-parallel group: N consecutive ranks sharing the experts. Replica group: the ranks
   // holding the same expert shard in the W / N data-parallel copies.
   std::vector<int> ep_ranks, replica_ranks;
@@ -101,7 +114,7 @@ train::RunOutcome run_moe_ep(const config::Config& cfg, const std::string& varia
   }
   ms /= static_cast<double>(std::max<int64_t>(1, cfg.train.steps));
 
-  train::RunOutcome out;
+  run::RunOutcome out;
   out.summary = {{"name", cfg.name},
                  {"variant", variant},
                  {"status", worst_all <= tol ? "completed" : "parity_failed"},
@@ -116,9 +129,9 @@ train::RunOutcome run_moe_ep(const config::Config& cfg, const std::string& varia
                  {"report_columns", {"parity_max_rel_diff", "ep_step_ms"}},
                  {"device", dev.str()}};
   if (me == 0) {
-    fs::create_directories(run_dir);
-    train::atomic_write(run_dir / "config.resolved.yaml", config::to_yaml(cfg));
-    train::atomic_write(run_dir / "summary.json", out.summary.dump(2) + "\n");
+    const run::RunFolder folder(run_dir);
+    folder.write_config(cfg);
+    folder.write_summary(out.summary);
   }
   if (worst_all > tol)
     throw std::runtime_error(

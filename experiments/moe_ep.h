@@ -6,7 +6,7 @@
 #include <string>
 
 #include "csrc/config/config.h"
-#include "csrc/train/trainer.h"
+#include "csrc/run/outcome.h"
 
 namespace ts::experiments {
 
@@ -20,7 +20,11 @@ namespace ts::experiments {
 // experts: max ||a - b|| / ||b|| must stay within pipeline.check_tolerance or the run fails.
 // Then train.steps timed forward+backward passes of the sharded layer. Rank 0 writes
 // config.resolved.yaml and summary.json ("parity", "ep_step_ms").
-train::RunOutcome run_moe_ep(const config::Config& cfg, const std::string& variant,
+// model.ffn is moe, parallel.expert divides the job's ranks and the experts split evenly over a
+// group. Throws config::InvalidKeys.
+void check_moe_ep_config(const config::Config& cfg, int world_size);
+
+run::RunOutcome run_moe_ep(const config::Config& cfg, const std::string& variant,
                              const std::filesystem::path& run_dir, bool resume);
 
 }  // namespace ts::experiments

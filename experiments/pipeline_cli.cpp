@@ -10,12 +10,14 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "experiments/python_module.h"
 #include "csrc/config/config.h"
 #include "csrc/parallel/chart.h"
 #include "csrc/parallel/schedule.h"
 #include "csrc/parallel/simulate_cores.h"
 #include "csrc/parallel/simulator.h"
 #include "csrc/train/checkpoint.h"
+#include "csrc/util/fs.h"
 #include "experiments/commands.h"
 #include "tinyseek_paths.h"
 
@@ -89,14 +91,12 @@ int show(const PipelineArgs& a) {
   const std::string stem = fmt::format("{}_r{}_m{}", schedule_kind_name(s.kind), s.ranks, s.microbatches);
   const fs::path svg = fs::path(a.out) / (stem + ".svg"), js = fs::path(a.out) / (stem + ".json"),
                  png = fs::path(a.out) / (stem + ".png");
-  train::atomic_write(svg, render_svg(s, tl));
-  train::atomic_write(js, to_json(s, tl));
+  util::atomic_write(svg, render_svg(s, tl));
+  util::atomic_write(js, to_json(s, tl));
   std::cout << "wrote " << svg.string() << "\nwrote " << js.string() << "\n";
-  const std::string cmd = fmt::format("PYTHONPATH='{}/python' '{}' -m tinyseek.pipeline_chart '{}' '{}'",
-                                      TINYSEEK_SOURCE_DIR, TINYSEEK_PYTHON, js.string(), png.string());
-  if (std::system(cmd.c_str()) != 0) {
-    std::cerr << "error: the PNG needs matplotlib in " << TINYSEEK_PYTHON << " (`make setup`); command was: " << cmd
-              << "\n";
+  if (run_python_module("pipeline_chart", {js.string(), png.string()}) != 0) {
+    std::cerr << "error: the PNG needs matplotlib in " << TINYSEEK_PYTHON << " (`make setup`): python -m "
+              << "tinyseek.pipeline_chart " << js.string() << " " << png.string() << " failed\n";
     return 1;
   }
   std::cout << "wrote " << png.string() << "\n";

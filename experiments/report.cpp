@@ -9,9 +9,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "experiments/python_module.h"
 #include "csrc/config/config.h"
 #include "csrc/train/checkpoint.h"
-#include "tinyseek_paths.h"
+#include "csrc/run/run_folder.h"
+#include "csrc/util/fs.h"
 
 namespace ts::experiments {
 
@@ -24,17 +26,17 @@ std::vector<fs::path> variant_dirs(const std::vector<fs::path>& dirs) {
   std::vector<fs::path> out;
   for (const auto& d : dirs) {
     if (!fs::is_directory(d)) throw config::ConfigError(d.string() + ": not a run folder");
-    if (fs::exists(d / "summary.json")) {
+    if (fs::exists(d / run::kSummaryFile)) {
       out.push_back(d);
       continue;
     }
     std::vector<fs::path> sub;
     for (const auto& e : fs::directory_iterator(d))
-      if (e.is_directory() && fs::exists(e.path() / "summary.json")) sub.push_back(e.path());
+      if (e.is_directory() && fs::exists(e.path() / run::kSummaryFile)) sub.push_back(e.path());
     if (sub.empty()) throw config::ConfigError(d.string() + ": no summary.json here or in its subfolders");
     // Keep the order in which the variants ran (their config order) when the run recorded it.
     std::sort(sub.begin(), sub.end(), [](const fs::path& a, const fs::path& b) {
-      return fs::last_write_time(a / "config.resolved.yaml") < fs::last_write_time(b / "config.resolved.yaml");
+      return fs::last_write_time(a / run::kConfigFile) < fs::last_write_time(b / run::kConfigFile);
     });
     out.insert(out.end(), sub.begin(), sub.end());
   }
@@ -63,7 +65,7 @@ std::string write_report(const std::vector<fs::path>& dirs, const fs::path& out_
   std::vector<json> summaries;
   std::vector<std::string> extra_columns, plot_keys;
   for (const auto& d : vdirs) {
-    std::ifstream in(d / "summary.json");
+    std::ifstream in(d / run::kSummaryFile);
     summaries.push_back(json::parse(in));
     collect_keys(summaries.back(), "report_columns", extra_columns);
     collect_keys(summaries.back(), "plot_keys", plot_keys);
@@ -90,11 +92,9 @@ std::string write_report(const std::vector<fs::path>& dirs, const fs::path& out_
 
   // Plots come from the Python helper (matplotlib); the table stands without them.
   fs::create_directories(out_dir / "plots");
-  train::atomic_write(out_dir / "plots" / "runs.json", index.dump(2));
-  const std::string cmd = fmt::format("PYTHONPATH='{}/python' '{}' -m tinyseek.plots '{}' '{}' > '{}' 2>&1",
-                                      TINYSEEK_SOURCE_DIR, TINYSEEK_PYTHON, (out_dir / "plots" / "runs.json").string(),
-                                      (out_dir / "plots").string(), (out_dir / "plots" / "plot.log").string());
-  if (std::system(cmd.c_str()) == 0) {
+  util::atomic_write(out_dir / "plots" / "runs.json", index.dump(2));
+  if (run_python_module("plots", {(out_dir / "plots" / "runs.json").string(), (out_dir / "plots").string()},
+                        out_dir / "plots" / "plot.log") == 0) {
     md += "\n![training loss](plots/loss.png)\n\n![validation loss](plots/val_loss.png)\n";
     for (const auto& k : plot_keys)
       if (fs::exists(out_dir / "plots" / (k + ".png"))) md += fmt::format("\n![{}](plots/{}.png)\n", k, k);
@@ -103,7 +103,7 @@ std::string write_report(const std::vector<fs::path>& dirs, const fs::path& out_
   }
   md += loss_error_section(vdirs, out_dir);
   md += driver_sections(vdirs, out_dir);
-  train::atomic_write(out_dir / "report.md", md);
+  util::atomic_write(out_dir / run::kReportFile, md);
   return md;
 }
 

@@ -10,8 +10,10 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "experiments/python_module.h"
 #include "csrc/train/checkpoint.h"
-#include "tinyseek_paths.h"
+#include "csrc/run/run_folder.h"
+#include "csrc/util/fs.h"
 
 namespace ts::experiments {
 
@@ -28,8 +30,8 @@ struct Curves {
 
 Curves read_curves(const fs::path& dir) {
   Curves c{dir.filename().string(), dir, {}, {}};
-  if (std::ifstream s(dir / "summary.json"); s) c.variant = json::parse(s).value("variant", c.variant);
-  std::ifstream in(dir / "metrics.jsonl");
+  if (std::ifstream s(dir / run::kSummaryFile); s) c.variant = json::parse(s).value("variant", c.variant);
+  std::ifstream in(dir / run::kMetricsFile);
   std::string line;
   while (std::getline(in, line)) {
     if (line.empty()) continue;
@@ -90,13 +92,12 @@ std::string loss_error_section(const std::vector<fs::path>& variant_dirs, const 
     index.push_back({{"variant", v.variant}, {"dir", fs::absolute(v.dir).string()}});
   }
   fs::create_directories(out_dir / "plots");
-  train::atomic_write(out_dir / "plots" / "rel_loss_runs.json", index.dump(2));
-  const std::string cmd =
-      fmt::format("PYTHONPATH='{}/python' '{}' -m tinyseek.study_plots loss_error '{}' '{}' > '{}' 2>&1",
-                  TINYSEEK_SOURCE_DIR, TINYSEEK_PYTHON, (out_dir / "plots" / "rel_loss_runs.json").string(),
-                  (out_dir / "plots" / "rel_loss_error.png").string(), (out_dir / "plots" / "rel_loss.log").string());
-  md += std::system(cmd.c_str()) == 0 ? "\n![relative loss error](plots/rel_loss_error.png)\n"
-                                      : "\n(plot unavailable: see plots/rel_loss.log)\n";
+  util::atomic_write(out_dir / "plots" / "rel_loss_runs.json", index.dump(2));
+  const int rc = run_python_module("study_plots",
+                                   {"loss_error", (out_dir / "plots" / "rel_loss_runs.json").string(),
+                                    (out_dir / "plots" / "rel_loss_error.png").string()},
+                                   out_dir / "plots" / "rel_loss.log");
+  md += rc == 0 ? "\n![relative loss error](plots/rel_loss_error.png)\n" : "\n(plot unavailable: see plots/rel_loss.log)\n";
   return md;
 }
 

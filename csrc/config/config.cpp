@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <fstream>
@@ -26,12 +27,48 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   return d[a.size()][b.size()];
 }
 
+void check_path_name(const std::string& name, const std::string& what) {
+  auto ok = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'; };
+  std::string why;
+  if (name.empty())
+    why = "must not be empty";
+  else if (name.size() > kMaxNameLength)
+    why = "is " + std::to_string(name.size()) + " characters long, more than " + std::to_string(kMaxNameLength);
+  else if (!std::all_of(name.begin(), name.end(), ok))
+    why = "may hold only letters, digits, '.', '_' and '-'";
+  else if (!std::isalnum(static_cast<unsigned char>(name[0])))
+    why = "must start with a letter or a digit";
+  if (why.empty()) return;
+  std::string shown = name.size() > 40 ? name.substr(0, 40) + "..." : name;
+  for (auto& c : shown)
+    if (!std::isprint(static_cast<unsigned char>(c))) c = '?';
+  throw ConfigError(what + ": '" + shown + "' " + why +
+                    " (it names a folder of the run: one path component, e.g. 'my_run-2')");
+}
+
+std::string Variant::where(const std::string& key) const {
+  for (std::string k = key;;) {
+    if (auto it = origins.find(k); it != origins.end()) return it->second;
+    const auto dot = k.rfind('.');
+    if (dot == std::string::npos) break;
+    k = k.substr(0, dot);
+  }
+  return file;
+}
+
+ConfigError Variant::locate(const InvalidKeys& e) const {
+  for (const auto& k : e.keys)
+    if (origins.count(k)) return ConfigError(origins.at(k) + ": " + e.what());
+  return ConfigError(where(e.keys.front()) + ": " + e.what());
+}
+
 namespace {
 
 // Where each value came from: the file (with the node's line) unless an override put it there.
 struct Origins {
   std::string file;
   std::map<std::string, std::string> overrides;  // key path -> "--set a.b=c" / "variant 'x'"
+  mutable std::map<std::string, std::string> located;  // every key the parse met -> where()
 
   std::string where(const YAML::Node& n, const std::string& path) const {
     for (std::string p = path;;) {
@@ -85,6 +122,7 @@ class Parser {
     if (!n.IsDefined()) return;
     const std::string path = prefix_ + key;
     const std::string where = o_.where(n, path);
+    o_.located[path] = where;
     if (!n.IsScalar()) fail(where, path, "expected " + expected(ref, constraint) + ", got a " + kind(n));
     convert(n.Scalar(), ref, constraint, where, path);
   }
@@ -95,6 +133,7 @@ class Parser {
     YAML::Node n;
     if (node_.IsDefined() && !node_.IsNull()) n = node_[key];
     const std::string path = prefix_ + key;
+    if (n.IsDefined()) o_.located[path] = o_.where(n, path);
     if (n.IsDefined() && !n.IsNull() && !n.IsMap())
       fail(o_.where(n, path), path, "expected a mapping of keys, got a " + kind(n));
     Parser sub(n.IsDefined() ? n : YAML::Node(), path + ".", o_);
@@ -130,6 +169,7 @@ class Parser {
   static std::string expected(const std::string&, const OneOf& c) { return "one of: " + join(c.values); }
   static std::string expected(const std::string&, const NoCheck&) { return "a string"; }
   static std::string expected(const bool&, const NoCheck&) { return "true or false"; }
+  static std::string expected(const std::string&, const PathName&) { return "a name (letters, digits, . _ -)"; }
 
   static void convert(const std::string& s, int64_t& out, const Range& r, const std::string& where,
                       const std::string& path) {
@@ -165,6 +205,15 @@ class Parser {
     out = s;
   }
   static void convert(const std::string& s, std::string& out, const NoCheck&, const std::string&, const std::string&) {
+    out = s;
+  }
+  static void convert(const std::string& s, std::string& out, const PathName&, const std::string& where,
+                      const std::string& path) {
+    try {
+      check_path_name(s, path);
+    } catch (const ConfigError& e) {
+      throw ConfigError(where + ": " + e.what());
+    }
     out = s;
   }
   static void convert(const std::string& s, bool& out, const NoCheck&, const std::string& where,
@@ -285,6 +334,10 @@ Experiment load_experiment(const std::string& path, const std::vector<std::strin
     if (!vs.IsMap() || vs.size() == 0)
       throw ConfigError(where + ": variants: expected a mapping of variant name -> overrides");
     for (const auto& kv : vs) {
+      if (!kv.first.IsScalar())
+        throw ConfigError(path + ":" + std::to_string(kv.first.Mark().line + 1) +
+                          ": variants: expected variant names, got a " + (kv.first.IsMap() ? "mapping" : "list"));
+      check_path_name(kv.first.Scalar(), path + ":" + std::to_string(kv.first.Mark().line + 1) + ": variants");
       if (!kv.second.IsNull() && !kv.second.IsMap())
         throw ConfigError(path + ":" + std::to_string(kv.second.Mark().line + 1) + ": variants." +
                           kv.first.as<std::string>() + ": expected a mapping of overrides");
@@ -313,7 +366,9 @@ Experiment load_experiment(const std::string& path, const std::vector<std::strin
       const std::string origin = "--set " + s;
       set_path(node, s.substr(0, eq), load_yaml(s.substr(eq + 1), origin), origin, o);
     }
-    ex.variants.push_back({vname, parse_node(node, o)});
+    Variant v{vname, parse_node(node, o), {}, path};
+    v.origins = std::move(o.located);
+    ex.variants.push_back(std::move(v));
   }
   return ex;
 }

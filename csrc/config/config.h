@@ -20,6 +20,16 @@ struct ConfigError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A check across fields failed (model.n_heads must divide model.d_model, say). keys[0] is the key
+// the message is about, the others are involved; what() is "keys[0]: message". Variant::locate
+// turns it into a ConfigError that starts with the file:line of the first of the keys the config
+// sets, which is what every caller that has the variant does.
+struct InvalidKeys : ConfigError {
+  InvalidKeys(std::vector<std::string> keys_, const std::string& message)
+      : ConfigError(keys_.at(0) + ": " + message), keys(std::move(keys_)) {}
+  std::vector<std::string> keys;
+};
+
 // Field constraints, interpreted by every visitor.
 struct Range {
   double lo, hi;
@@ -28,6 +38,12 @@ struct OneOf {
   std::vector<std::string> values;
 };
 struct NoCheck {};
+// A name that becomes one folder of the run's path: 1 to 100 characters from [A-Za-z0-9._-],
+// starting with a letter or digit (so never ".", "..", "/x", "a/b" or "-x").
+struct PathName {};
+inline constexpr size_t kMaxNameLength = 100;
+// Throws ConfigError("<what>: ...") unless `name` is a PathName.
+void check_path_name(const std::string& name, const std::string& what);
 
 struct DataConfig {
   std::string source = "synthetic";  // synthetic | text | shards
@@ -90,7 +106,9 @@ struct MoeConfig {
   double routed_scaling_factor = 1.0;  // gate weights are multiplied by this (2.5 in V3)
   int64_t n_group = 1;                 // group-limited routing: experts in n_group equal groups ...
   int64_t topk_group = 1;              // ... only the topk_group best groups (sum of top-2) are eligible
-  double capacity_factor = 0;          // 0 = dropless; else each expert takes ceil(cf * T*K / E) slots
+  // 0 = dropless; else in training each expert takes ceil(cf * T*K / E) slots. Evaluation and
+  // generation are dropless (which tokens drop depends on the batch a token shares).
+  double capacity_factor = 0;
   // Balancing, combinable: expert-level aux loss (V2), sequence-wise aux loss (V3), and the
   // auxiliary-loss-free per-expert bias (b_i += bias_update_speed * sign(mean load - load_i)).
   double aux_loss_alpha = 0;
@@ -271,6 +289,29 @@ struct DecodeBenchConfig {
   }
 };
 
+// Text generation from a trained model (csrc/nn/generate.h): the defaults of `tinyseek generate`
+// (each has a flag of the same name) and of the loops that sample from a model.
+struct GenerateConfig {
+  int64_t max_new_tokens = 0;  // per sequence; 0 = as many as the model's context leaves after the prompt
+  double temperature = 1.0;  // 0 = greedy (argmax)
+  int64_t top_k = 0;         // keep the k most likely tokens; 0 = off
+  double top_p = 1.0;        // keep the smallest set of most likely tokens with mass >= top_p; 1 = off
+  std::string stop;          // stop string: a sequence ends once its text ends with it ("" = none)
+  int64_t block_size = 64;   // KV-cache rows per block (a multiple of 16, as mla_decode takes)
+  std::string mla_decode = "absorbed";  // MLA decode path: absorbed (mla_decode op) | naive
+
+  template <class V>
+  void visit(V& v) {
+    v("max_new_tokens", max_new_tokens, Range{0, 1 << 20});
+    v("temperature", temperature, Range{0, 100});
+    v("top_k", top_k, Range{0, 1 << 20});
+    v("top_p", top_p, Range{1e-6, 1});
+    v("stop", stop, NoCheck{});
+    v("block_size", block_size, Range{16, 1 << 16});
+    v("mla_decode", mla_decode, OneOf{{"absorbed", "naive"}});
+  }
+};
+
 // Process groups (csrc/parallel/process_group.h): used when the job has several ranks.
 struct DistConfig {
   std::string backend = "auto";  // auto (nccl on cuda, gloo on cpu) | gloo | nccl
@@ -336,8 +377,8 @@ struct OutputConfig {
 };
 
 struct Config {
-  std::string kind = "pretrain";  // which experiment driver runs it (experiments/)
-  std::string name = "run";
+  std::string kind = "pretrain";  // the experiment kind that runs it (experiments/kinds.cpp lists them)
+  std::string name = "run";       // the run's folder under output.dir (a PathName)
   std::string description;
   int64_t seed = 1234;
   DataConfig data;
@@ -350,11 +391,12 @@ struct Config {
   ParallelConfig parallel;
   Fp8AccumulationConfig fp8_accumulation;
   DecodeBenchConfig decode_bench;
+  GenerateConfig generate;
 
   template <class V>
   void visit(V& v) {
-    v("kind", kind, OneOf{{"pretrain", "pipeline", "fp8_accumulation", "attention_ablation", "moe_ep"}});
-    v("name", name, NoCheck{});
+    v("kind", kind, NoCheck{});  // checked against the registered kinds (run/kinds.h) before a run
+    v("name", name, PathName{});
     v("description", description, NoCheck{});
     v("seed", seed, Range{0, 1e15});
     v.section("data", data);
@@ -367,6 +409,7 @@ struct Config {
     v.section("parallel", parallel);
     v.section("fp8_accumulation", fp8_accumulation);
     v.section("decode_bench", decode_bench);
+    v.section("generate", generate);
   }
 };
 
@@ -374,6 +417,15 @@ struct Config {
 struct Variant {
   std::string name;  // "default" when the config declares no variants
   Config config;
+  // Where each key the config sets came from: "file:line", "file:line (variant 'x')" or
+  // "--set a.b=c". Keys left at their defaults are absent.
+  std::map<std::string, std::string> origins;
+  std::string file;  // the YAML file
+
+  // The origin of `key` (or of its nearest section that has one), else the file.
+  std::string where(const std::string& key) const;
+  // "<where of the first key set>: <e.what()>", as a ConfigError.
+  ConfigError locate(const InvalidKeys& e) const;
 };
 
 struct Experiment {

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "csrc/nn/model_config.h"
 #include "csrc/ops/fp8.h"
 
 namespace ts::nn {
@@ -15,13 +16,7 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, const config::PrecisionConfig& p
   weight = register_parameter("weight", torch::empty({out, in}).uniform_(-bound, bound));
   if (kind == "fp8" && precision.fp8_recipe == "per_tensor_delayed")
     amax_history = register_buffer("fp8_amax_history", torch::zeros({precision.amax_history_len, 3}));
-  const double f = precision.inject_outliers;
-  int exponent = 0;
-  if (f != 0 && (f < 2 || std::frexp(f, &exponent) != 0.5))
-    throw config::ConfigError(fmt::format(
-        "precision.inject_outliers: expected 0 (off) or a power of two >= 2 (so the fp32 model is unchanged bit "
-        "for bit), got {}",
-        f));
+  check_precision_config(precision);
 }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "csrc/nn/model_config.h"
 #include "csrc/nn/moe_router.h"
 #include "csrc/ops/moe.h"
 
@@ -40,7 +41,7 @@ torch::Tensor MoEImpl::forward(const torch::Tensor& x) {
 
   auto weights = r.topk_weights;  // [T, K]
   torch::Tensor dropped;
-  if (cfg_.capacity_factor > 0) {
+  if (cfg_.capacity_factor > 0 && is_training()) {
     // Each expert keeps its first `cap` slots in token order (the permutation is stable); the
     // dropped slots get gate weight 0, so they add nothing (their rows are still computed).
     const auto cap = static_cast<int64_t>(std::ceil(cfg_.capacity_factor * static_cast<double>(M) / E));
@@ -77,6 +78,32 @@ torch::Tensor MoEImpl::local_experts(const torch::Tensor& xs, const torch::Tenso
   auto gu = w13(xs, offsets);                                       // [rows, 2F]
   auto act = torch::silu(gu.narrow(1, 0, F)) * gu.narrow(1, F, F);  // [rows, F]
   return w2(act, offsets);                                          // [rows, C]
+}
+
+namespace {
+
+struct AttachAuxLoss : torch::autograd::Function<AttachAuxLoss> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& h,
+                               const torch::Tensor& aux, double scale) {
+    ctx->saved_data["scale"] = scale;
+    ctx->saved_data["dtype"] = static_cast<int64_t>(aux.scalar_type());
+    ctx->saved_data["device"] = aux.device();
+    return h.view_as(h);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto options = torch::TensorOptions()
+                             .dtype(static_cast<torch::ScalarType>(ctx->saved_data["dtype"].toInt()))
+                             .device(ctx->saved_data["device"].toDevice());
+    return {grads[0], torch::full({}, ctx->saved_data["scale"].toDouble(), options), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+torch::Tensor attach_aux_loss(const torch::Tensor& h, const torch::Tensor& aux, double scale) {
+  if (!aux.defined()) return h;
+  return AttachAuxLoss::apply(h, aux, scale);
 }
 
 void MoEImpl::update_bias() {

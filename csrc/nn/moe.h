@@ -42,6 +42,11 @@ class MoEImpl : public torch::nn::Module {
   // load_i) over the training forwards since the last call. The trainer calls it after each
   // optimizer step. No-op otherwise.
   void update_bias();
+  // The load update_bias() will use: [E] int64 slots of the training forwards since the last
+  // update (undefined when none). Processes that each saw part of a batch (DualPipe's two copies
+  // of a stage) sum theirs with set_step_load first; set_step_load({}) forgets the forwards.
+  const torch::Tensor& step_load() const { return step_load_; }
+  void set_step_load(torch::Tensor load) { step_load_ = std::move(load); }
 
   struct Load {
     torch::Tensor tokens;  // [E] int64 slots routed to each expert (before any capacity drop)
@@ -75,6 +80,12 @@ class MoEImpl : public torch::nn::Module {
   ExpertRunner runner_;
 };
 TORCH_MODULE(MoE);
+
+// Returns h (the same values) and makes any backward through the result also send gradient `scale`
+// into `aux`, a scalar with a graph (undefined aux: h itself). A pipeline stage attaches its MoE
+// balance losses to its output this way, so the stage's backward includes them whatever its root
+// (Megatron-Core's MoEAuxLossAutoScaler does the same).
+torch::Tensor attach_aux_loss(const torch::Tensor& h, const torch::Tensor& aux, double scale);
 
 // Load statistics of `layers` since the last call (each layer's take_load()). Empty for no layers;
 // otherwise {key: MaxVio averaged over layers, key + "_layers": [MaxVio per layer],

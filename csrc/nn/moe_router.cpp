@@ -5,25 +5,6 @@
 
 namespace ts::nn {
 
-namespace {
-
-[[noreturn]] void bad(const std::string& key, const std::string& what) {
-  throw config::ConfigError("model.moe." + key + ": " + what);
-}
-
-}  // namespace
-
-void validate_moe_config(const config::MoeConfig& c) {
-  const int64_t E = c.n_routed_experts, G = c.n_group;
-  if (E % G) bad("n_group", "must divide n_routed_experts (" + std::to_string(E) + "), got " + std::to_string(G));
-  if (c.topk_group > G)
-    bad("topk_group", "must be at most n_group (" + std::to_string(G) + "), got " + std::to_string(c.topk_group));
-  const int64_t eligible = c.topk_group * (E / G);
-  if (c.top_k > eligible)
-    bad("top_k", "must be at most the experts in the topk_group best groups (" + std::to_string(eligible) + "), got " +
-                     std::to_string(c.top_k));
-}
-
 Routing route(const torch::Tensor& logits, const torch::Tensor& bias, const config::MoeConfig& c) {
   const int64_t T = logits.size(0), E = logits.size(1), G = c.n_group, K = c.top_k;
   Routing r;

@@ -15,9 +15,6 @@ struct Routing {
   torch::Tensor scores;        // [T, E] fp32: softmax or sigmoid scores s (differentiable)
 };
 
-// Throws config::ConfigError naming the model.moe key when the routing shape is impossible
-// (E not divisible by n_group, topk_group > n_group, fewer eligible experts than top_k, ...).
-void validate_moe_config(const config::MoeConfig& c);
 
 // logits [T, E] (fp32) -> routing. bias [E] (may be undefined) is the auxiliary-loss-free bias:
 // it shifts the scores used to pick groups and experts, never the gate weights.

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "csrc/nn/model_config.h"
+
 namespace ts::nn {
 
 BlockImpl::BlockImpl(const config::Config& c, int64_t layer) {
@@ -15,17 +17,22 @@ BlockImpl::BlockImpl(const config::Config& c, int64_t layer) {
     ffn = register_module("ffn", SwiGLU(cfg.d_model, cfg.ffn_hidden, c.precision));
 }
 
-torch::Tensor BlockImpl::forward(const torch::Tensor& x, const Rope& rope) {
-  auto h = x + attn->forward(attn_norm(x), rope);
+torch::Tensor BlockImpl::feed_forward(const torch::Tensor& h) {
   auto n = ffn_norm(h);
   return h + (moe ? moe(n) : ffn(n));
 }
 
+torch::Tensor BlockImpl::forward(const torch::Tensor& x, const Rope& rope) {
+  return feed_forward(x + attn->forward(attn_norm(x), rope));
+}
+
+torch::Tensor BlockImpl::forward_cached(const torch::Tensor& x, const Rope& rope, KVCache& cache, int64_t layer) {
+  return feed_forward(x + attn->forward_cached(attn_norm(x), rope, cache, layer));
+}
+
 TransformerImpl::TransformerImpl(const config::Config& c) : cfg_(c.model), max_seq_len_(c.data.seq_len) {
   const auto& cfg = c.model;
-  if (cfg.d_model % cfg.n_heads)
-    throw config::ConfigError("model.n_heads: must divide model.d_model (" + std::to_string(cfg.d_model) + "), got " +
-                              std::to_string(cfg.n_heads));
+  check_model_config(c);
   embed = register_module("embed", torch::nn::Embedding(cfg.vocab_size, cfg.d_model));
   auto list = register_module("blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < cfg.n_layers; ++i) {
@@ -79,10 +86,11 @@ std::vector<std::shared_ptr<MoEImpl>> TransformerImpl::moe_layers() const {
   return out;
 }
 
-torch::Tensor TransformerImpl::aux_loss() const {
+torch::Tensor TransformerImpl::aux_loss(int64_t begin, int64_t end) const {
   torch::Tensor sum;
-  for (const auto& m : moe_layers())
-    if (auto l = m->aux_loss(); l.defined()) sum = sum.defined() ? sum + l : l;
+  for (int64_t i = begin; i < end; ++i)
+    if (const auto& m = blocks[i]->moe; m && m->aux_loss().defined())
+      sum = sum.defined() ? sum + m->aux_loss() : m->aux_loss();
   return sum;
 }
 

@@ -18,10 +18,16 @@ class BlockImpl : public torch::nn::Module {
  public:
   BlockImpl(const config::Config& cfg, int64_t layer);
   torch::Tensor forward(const torch::Tensor& x, const Rope& rope);
+  // The same block over a KV-cache step (AttentionImpl::forward_cached): x [B, S, C] holds the
+  // step's tokens; this layer's cache rows are written, attention reads every cached position.
+  torch::Tensor forward_cached(const torch::Tensor& x, const Rope& rope, KVCache& cache, int64_t layer);
   RMSNorm attn_norm{nullptr}, ffn_norm{nullptr};
   std::shared_ptr<AttentionImpl> attn;
   SwiGLU ffn{nullptr};
   MoE moe{nullptr};
+
+ private:
+  torch::Tensor feed_forward(const torch::Tensor& h);  // h + FFN(norm(h)), dense or MoE
 };
 TORCH_MODULE(Block);
 
@@ -38,11 +44,14 @@ class TransformerImpl : public torch::nn::Module {
   static torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& targets);
 
   int64_t n_layers() const { return static_cast<int64_t>(blocks.size()); }
+  const config::ModelConfig& config() const { return cfg_; }
+  int64_t max_seq_len() const { return max_seq_len_; }  // data.seq_len: the forward's longest input
   // Mixture of experts hooks (csrc/nn/moe.h); a dense model has no MoE layers, no aux loss and
   // nothing to update. aux_loss: the balance losses of the last training forward (undefined when
   // none), to be added to the loss. after_optimizer_step: the loss-free bias updates.
   std::vector<std::shared_ptr<MoEImpl>> moe_layers() const;
-  torch::Tensor aux_loss() const;
+  torch::Tensor aux_loss() const { return aux_loss(0, n_layers()); }
+  torch::Tensor aux_loss(int64_t begin, int64_t end) const;  // of blocks [begin, end) (a pipeline stage)
   void after_optimizer_step();
   int64_t num_parameters() const;
   // KV-cache values per token for the whole model (all layers).

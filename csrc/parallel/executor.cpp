@@ -173,6 +173,7 @@ void PipelineExecutor::forward(const Unit& u, StepContext& ctx) {
     }
   }
   at::Tensor h = model_->run_blocks(st.input, range.begin, range.end);
+  h = nn::attach_aux_loss(h, model_->aux_loss(range.begin, range.end), 1.0 / schedule_.microbatches);
   if (range.last) {
     st.output = nn::TransformerImpl::loss(model_->logits(h), ctx.targets[u.mb]);
     ctx.losses.push_back(st.output.detach());
@@ -398,6 +399,55 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
     }
   }
   return out;
+}
+
+void PipelineExecutor::after_optimizer_step() {
+  std::vector<std::shared_ptr<nn::MoEImpl>> layers;
+  for (int s : held_)
+    for (int64_t b = ranges_[s].begin; b < ranges_[s].end; ++b)
+      if (const auto& m = model_->blocks[b]->moe; m && m->config().loss_free) layers.push_back(m.ptr());
+  if (layers.empty()) return;
+  if (schedule_.kind == ScheduleKind::kDualPipe) {
+    // Both copies list the same held stages in the same order: one all-reduce of all the loads.
+    const int me = dist_.rank(), mirror = schedule_.ranks - 1 - me;
+    std::vector<at::Tensor> loads;
+    for (const auto& m : layers)
+      loads.push_back(m->step_load().defined()
+                          ? m->step_load()
+                          : torch::zeros({m->config().n_routed_experts},
+                                         torch::TensorOptions().dtype(torch::kLong).device(dist_.device())));
+    std::vector<at::Tensor> flat{torch::cat(loads).to(dist_.device())};
+    dist_.all_reduce(flat, c10d::ReduceOp::SUM, &dist_.group({std::min(me, mirror), std::max(me, mirror)}));
+    int64_t at = 0;
+    for (const auto& m : layers) {
+      const int64_t E = m->config().n_routed_experts;
+      m->set_step_load(flat[0].narrow(0, at, E).clone());
+      at += E;
+    }
+  }
+  for (const auto& m : layers) m->update_bias();
+}
+
+SequentialReference sequential_reference(nn::Transformer& model, const at::Tensor& inputs, const at::Tensor& targets,
+                                         int M) {
+  model->zero_grad(/*set_to_none=*/true);
+  SequentialReference ref;
+  const auto dev = model->embed->weight.device();
+  auto xs = inputs.to(dev).chunk(M, 0), ys = targets.to(dev).chunk(M, 0);
+  for (int m = 0; m < M; ++m) {
+    at::Tensor loss = nn::TransformerImpl::loss(model->forward(xs[m]), ys[m]);
+    ref.loss += loss.item<double>() / M;
+    const at::Tensor aux = model->aux_loss();
+    (aux.defined() ? loss + aux : loss).backward(torch::full({}, 1.0 / M, loss.options()));
+  }
+  for (const auto& p : model->named_parameters())
+    if (p.value().grad().defined()) ref.grads[p.key()] = p.value().grad().detach().clone();
+  model->zero_grad(/*set_to_none=*/true);
+  for (const auto& m : model->moe_layers()) {
+    m->set_step_load({});  // the reference's forwards are not the step's
+    m->take_load();
+  }
+  return ref;
 }
 
 void PipelineExecutor::reduce_mirrors() {

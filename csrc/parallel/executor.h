@@ -15,13 +15,16 @@
 // copy sees half the micro-batches, and the pair all-reduces the gradients of both stages
 // after the step, so both copies hold the full gradient and stay equal under the optimizer.
 // The step's loss is the mean of the micro-batch losses, and every parameter gradient is
-// the gradient of that mean: what one process gets from the whole batch.
+// the gradient of that mean: what one process gets from the whole batch. The MoE balance
+// losses of a stage's layers ride on the stage's output (nn::attach_aux_loss), each micro-batch's
+// weighted 1/M like its cross-entropy, so every backward includes them.
 #pragma once
 
 #include <torch/torch.h>
 
 #include <c10/core/Stream.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -45,6 +48,17 @@ std::vector<StageRange> split_stages(int64_t n_layers, int stages);
 // The stage a transformer parameter belongs to, from its name ("embed.*", "blocks.<i>.*",
 // "norm.*", "head.*"). Throws std::invalid_argument for a name outside these.
 int stage_of_parameter(const std::string& name, const std::vector<StageRange>& stages);
+
+// The step one process computes without a pipeline, for parity checks: the whole model over the
+// M micro-batches of inputs/targets [M*b, T] one after another, each contributing (cross-entropy +
+// MoE balance losses) / M to the objective. Returns the mean cross-entropy and every parameter's
+// gradient; leaves the model's gradients and MoE step loads cleared.
+struct SequentialReference {
+  double loss = 0;
+  std::map<std::string, at::Tensor> grads;
+};
+SequentialReference sequential_reference(nn::Transformer& model, const at::Tensor& inputs, const at::Tensor& targets,
+                                         int M);
 
 struct ExecutorOptions {
   std::string p2p = "auto";   // auto (gloo: per_op, nccl: batched) | per_op | batched (schedule.h)
@@ -76,6 +90,10 @@ class PipelineExecutor {
   // reads the micro-batches its stages need). Leaves the gradient of the mean micro-batch
   // loss in .grad of this rank's parameters (mirror-reduced for DualPipe).
   StepResult step(const at::Tensor& inputs, const at::Tensor& targets);
+
+  // After the optimizer step: the loss-free bias updates of the MoE layers of the held stages
+  // (DualPipe's two copies of a stage first sum the loads each saw, so both update alike).
+  void after_optimizer_step();
 
   // Fault injection for tests (ExecutorOptions::debug_exit_after), per step.
   void set_debug_exit_after(int actions) { options_.debug_exit_after = actions; }

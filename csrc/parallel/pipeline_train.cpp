@@ -14,6 +14,9 @@
 #include <thread>
 
 #include "csrc/nn/transformer.h"
+#include "csrc/run/device.h"
+#include "csrc/train/loop.h"
+#include "csrc/train/optim.h"
 #include "csrc/parallel/chart.h"
 #include "csrc/parallel/executor.h"
 #include "csrc/parallel/simulate_cores.h"
@@ -21,6 +24,7 @@
 #include "csrc/train/checkpoint.h"
 #include "csrc/train/data.h"
 #include "csrc/util/tensor_compare.h"
+#include "csrc/util/fs.h"
 
 namespace ts::parallel {
 
@@ -32,35 +36,6 @@ namespace {
 std::shared_ptr<Dist>& dist_slot() {
   static std::shared_ptr<Dist> d;
   return d;
-}
-
-torch::Device pick_device(const config::TrainConfig& t) {
-  if (t.device == "cuda" && !torch::cuda::is_available())
-    throw config::ConfigError("train.device: 'cuda' was requested but no CUDA device is available");
-  const bool cuda = t.device == "cuda" || (t.device == "auto" && torch::cuda::is_available());
-  return cuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
-}
-
-// One process's sequential reference for a batch: loss and every gradient of the whole model.
-struct Reference {
-  double loss = 0;
-  std::map<std::string, at::Tensor> grads;
-};
-
-Reference sequential_reference(nn::Transformer& model, const at::Tensor& inputs, const at::Tensor& targets, int M,
-                               const torch::Device& dev) {
-  model->zero_grad(/*set_to_none=*/true);
-  Reference ref;
-  auto xs = inputs.to(dev).chunk(M, 0), ys = targets.to(dev).chunk(M, 0);
-  for (int m = 0; m < M; ++m) {
-    at::Tensor loss = nn::TransformerImpl::loss(model->forward(xs[m]), ys[m]);
-    ref.loss += loss.item<double>() / M;
-    loss.backward(torch::full({}, 1.0 / M, loss.options()));
-  }
-  for (const auto& p : model->named_parameters())
-    if (p.value().grad().defined()) ref.grads[p.key()] = p.value().grad().detach().clone();
-  model->zero_grad(/*set_to_none=*/true);
-  return ref;
 }
 
 Timeline measured_timeline(const Schedule& s, const StepResult& r, double unit) {
@@ -151,7 +126,7 @@ std::shared_ptr<Dist> process_dist(const config::Config& cfg) {
   if (d) return d;
   DistOptions o;
   o.backend = cfg.dist.backend;
-  o.device = pick_device(cfg.train).is_cuda() ? "cuda" : "cpu";
+  o.device = run::pick_device(cfg.train).is_cuda() ? "cuda" : "cpu";
   o.timeout = std::chrono::milliseconds(static_cast<int64_t>(cfg.dist.timeout_s * 1000));
   o.heartbeat = std::chrono::milliseconds(static_cast<int64_t>(cfg.dist.heartbeat_s * 1000));
   o.dead_after = std::chrono::milliseconds(static_cast<int64_t>(cfg.dist.dead_after_s * 1000));
@@ -161,216 +136,258 @@ std::shared_ptr<Dist> process_dist(const config::Config& cfg) {
 
 void release_process_dist() { dist_slot().reset(); }
 
-train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& variant, const fs::path& run_dir,
-                                 bool resume) {
-  const auto& tc = cfg.train;
-  const auto& pc = cfg.pipeline;
-  if (tc.threads > 0) torch::set_num_threads(static_cast<int>(tc.threads));
-  std::shared_ptr<Dist> dist = process_dist(cfg);
-  const int me = dist->rank(), R = dist->world_size();
-  const bool lead = me == 0;
-  const torch::Device dev = dist->device();
-  const int M = static_cast<int>(pc.microbatches);
-
-  Schedule schedule;
+void check_pipeline_config(const config::Config& cfg, int world_size) {
   try {
-    schedule = make_schedule(parse_schedule_kind(pc.schedule), R, M);
-    split_stages(cfg.model.n_layers, schedule.stages);
+    const Schedule s = make_schedule(parse_schedule_kind(cfg.pipeline.schedule), world_size,
+                                     static_cast<int>(cfg.pipeline.microbatches));
+    split_stages(cfg.model.n_layers, s.stages);
   } catch (const std::invalid_argument& e) {
-    throw config::ConfigError(std::string("pipeline (WORLD_SIZE=") + std::to_string(R) + "): " + e.what());
+    throw config::InvalidKeys({"pipeline.schedule", "pipeline.microbatches", "model.n_layers"},
+                              fmt::format("with WORLD_SIZE={}: {}", world_size, e.what()));
   }
+}
+
+namespace {
+
+// One rank's share of a pipelined training step, on the one training loop: the executor runs the
+// schedule; the loop's optimizer trains the parameters of this rank's stages.
+class PipelineObjective : public train::Objective {
+ public:
+  PipelineObjective(const config::Config& cfg, const std::string& variant, fs::path run_dir);
+
+  torch::nn::Module& module() override { return *model_; }
+  std::vector<torch::Tensor> trainable() override;
+  train::StepResult step(int64_t step, bool inject_nan) override;
+  double grad_norm() override;
+  void after_optimizer_step() override { exec_->after_optimizer_step(); }
+  int64_t tokens_per_step() const override { return cfg_.train.batch_size * M_ * cfg_.data.seq_len; }
+  std::string describe() const override;
+  json summary() override;
+  bool lead() const override { return dist_->rank() == 0; }
+  std::string checkpoint_shard() const override {
+    return dist_->world_size() > 1 ? fmt::format("rank_{}", dist_->rank()) : "";
+  }
+  bool any(bool local) override;
+  std::pair<int64_t, int64_t> min_max(int64_t v) override;
+
+ private:
+  void measure_costs();
+  void check_parity(const SequentialReference& ref, const StepResult& r);
+
+  config::Config cfg_;
+  std::string label_;
+  fs::path run_dir_;  // the timeline charts go beside summary.json
+  std::shared_ptr<Dist> dist_;
+  int M_;
+  Schedule schedule_;
+  train::TokenData data_;
+  nn::Transformer model_{nullptr};
+  std::unique_ptr<PipelineExecutor> exec_;
+  json summary_ = json::object();
+
+  // Costs measured alone before training (pipeline.measure_costs).
+  std::vector<StageCosts> stage_costs_;
+  Costs costs_;
+  // In-run durations of the measured steps (every step but the first), all ranks: computes by
+  // kind (F, B, W, BW, FB); the postings of SEND and RECV pooled under kSend.
+  Samples run_durations_, run_cpu_;
+  std::vector<double> message_cpu_;  // per step: transport threads' CPU per message
+  int messages_per_step_ = 0;
+  std::vector<double> step_times_, bubbles_;
+  StepResult last_;
+  bool first_step_ = true;
+};
+
+PipelineObjective::PipelineObjective(const config::Config& cfg, const std::string& variant, fs::path run_dir)
+    : cfg_(cfg),
+      label_(cfg.name + "/" + variant),
+      run_dir_(std::move(run_dir)),
+      dist_(process_dist(cfg)),
+      M_(static_cast<int>(cfg.pipeline.microbatches)) {
+  if (cfg.train.threads > 0) torch::set_num_threads(static_cast<int>(cfg.train.threads));
+  check_pipeline_config(cfg, dist_->world_size());
+  schedule_ = make_schedule(parse_schedule_kind(cfg.pipeline.schedule), dist_->world_size(), M_);
   torch::manual_seed(static_cast<uint64_t>(cfg.seed));
-  nn::Transformer model(cfg);
-  model->to(dev);
-  const train::TokenData data = train::load_data(cfg.data);
-  if (data.max_token >= cfg.model.vocab_size)
-    throw config::ConfigError(
-        fmt::format("model.vocab_size: {} is too small for the data's token {}", cfg.model.vocab_size, data.max_token));
-  if (lead) {
-    fs::create_directories(run_dir);
-    train::atomic_write(run_dir / "config.resolved.yaml", config::to_yaml(cfg));
-  }
-  const std::string label = cfg.name + "/" + variant;
-  if (lead)
-    std::cout << fmt::format("{}: {} on {} ranks ({} backend), {} stages, {} micro-batches of {}x{} tokens, {}{}\n",
-                             label, pc.schedule, R, dist->backend_name(), schedule.stages, M, tc.batch_size,
-                             cfg.data.seq_len, dev.str(), resume ? " (pipeline runs keep no checkpoints: rerun)" : "")
-              << std::flush;
-
+  model_ = nn::Transformer(cfg);
+  model_->to(dist_->device());
+  model_->train();
+  data_ = train::load_data(cfg.data);
+  if (data_.max_token >= cfg.model.vocab_size)
+    throw config::InvalidKeys({"model.vocab_size"}, fmt::format("{} is too small for the data's token {}",
+                                                                cfg.model.vocab_size, data_.max_token));
   ExecutorOptions eo;
-  eo.p2p = pc.p2p;
-  PipelineExecutor exec(*dist, schedule, model, eo);
-  const std::vector<StageRange> ranges = exec.stages();
+  eo.p2p = cfg.pipeline.p2p;
+  exec_ = std::make_unique<PipelineExecutor>(*dist_, schedule_, model_, eo);
+  for (const auto& list : schedule_.actions)
+    for (const Action& a : list) messages_per_step_ += a.op == OpKind::kSend;
+  if (cfg.pipeline.measure_costs) measure_costs();
+}
 
-  // Costs first, on rank 0 alone: the others wait in the barrier, so the timing owns a core.
-  json summary;
-  std::vector<StageCosts> stage_costs;
-  Costs costs;
-  if (pc.measure_costs) {
-    auto cost_t = torch::zeros({static_cast<int64_t>(ranges.size()), 5}, torch::kDouble);
-    if (lead) {
-      auto b = train::train_batch(data.train, tc.batch_size, cfg.data.seq_len, static_cast<uint64_t>(cfg.seed), 0);
-      stage_costs =
-          measure_stage_costs(model, ranges, b.inputs.to(dev), b.targets.to(dev), static_cast<int>(pc.measure_repeats));
-      for (const auto& s : stage_costs)
-        for (int k = 0; k < 5; ++k)
-          cost_t[s.stage][k] = std::vector<double>{s.costs.F, s.costs.B, s.costs.W, s.costs.FB, s.BW}[k];
-    }
-    std::vector<at::Tensor> v{cost_t.to(dev)};
-    dist->broadcast(v, 0);
-    cost_t = v[0].cpu();
-    stage_costs.clear();
-    for (int s = 0; s < cost_t.size(0); ++s) {
-      StageCosts c;
-      c.stage = s;
-      c.costs = {cost_t[s][0].item<double>(), cost_t[s][1].item<double>(), cost_t[s][2].item<double>(),
-                 cost_t[s][3].item<double>(), 0};
-      c.BW = cost_t[s][4].item<double>();
-      stage_costs.push_back(c);
-    }
-    costs = mean_costs(stage_costs);
+// Costs first, on rank 0 alone: the others wait in the broadcast, so the timing owns a core.
+void PipelineObjective::measure_costs() {
+  const auto& tc = cfg_.train;
+  const auto dev = dist_->device();
+  const auto& ranges = exec_->stages();
+  auto cost_t = torch::zeros({static_cast<int64_t>(ranges.size()), 5}, torch::kDouble);
+  if (lead()) {
+    auto b = train::train_batch(data_.train, tc.batch_size, cfg_.data.seq_len, static_cast<uint64_t>(cfg_.seed), 0);
+    stage_costs_ = measure_stage_costs(model_, ranges, b.inputs.to(dev), b.targets.to(dev),
+                                       static_cast<int>(cfg_.pipeline.measure_repeats));
+    for (const auto& s : stage_costs_)
+      for (int k = 0; k < 5; ++k)
+        cost_t[s.stage][k] = std::vector<double>{s.costs.F, s.costs.B, s.costs.W, s.costs.FB, s.BW}[k];
   }
+  std::vector<at::Tensor> v{cost_t.to(dev)};
+  dist_->broadcast(v, 0);
+  cost_t = v[0].cpu();
+  stage_costs_.clear();
+  for (int s = 0; s < cost_t.size(0); ++s) {
+    StageCosts c;
+    c.stage = s;
+    c.costs = {cost_t[s][0].item<double>(), cost_t[s][1].item<double>(), cost_t[s][2].item<double>(),
+               cost_t[s][3].item<double>(), 0};
+    c.BW = cost_t[s][4].item<double>();
+    stage_costs_.push_back(c);
+  }
+  costs_ = mean_costs(stage_costs_);
+  for (const auto& m : model_->moe_layers()) {  // the timing forwards are not training steps
+    m->set_step_load({});
+    m->take_load();
+  }
+}
 
-  std::vector<at::Tensor> decay, no_decay;
-  for (const auto& p : exec.parameters()) (p.tensor.dim() >= 2 ? decay : no_decay).push_back(p.tensor);
-  auto opts = torch::optim::AdamWOptions(tc.lr).betas({tc.beta1, tc.beta2}).eps(tc.adam_eps);
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
-                                 torch::optim::AdamWOptions(opts).weight_decay(tc.weight_decay)));
-  groups.emplace_back(no_decay,
-                      std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(opts).weight_decay(0)));
-  torch::optim::AdamW opt(std::move(groups), opts);
+std::vector<torch::Tensor> PipelineObjective::trainable() {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : exec_->parameters()) out.push_back(p.tensor);
+  return out;
+}
 
-  std::unique_ptr<std::ofstream> metrics;
-  if (lead) metrics = std::make_unique<std::ofstream>(run_dir / "metrics.jsonl", std::ios::trunc);
-  const int64_t tokens_per_step = tc.batch_size * M * cfg.data.seq_len;
-  std::vector<double> step_times, bubbles;
-  // Durations in the measured steps, all ranks: computes by kind (F, B, W, BW, FB); the
-  // postings of SEND and RECV pooled under kSend.
-  Samples run_durations;
-  Samples run_cpu;                  // the same actions' main-thread CPU time
-  std::vector<double> message_cpu;  // per step: transport threads' CPU per message
-  int messages_per_step = 0;
-  for (const auto& list : schedule.actions)
-    for (const Action& a : list) messages_per_step += a.op == OpKind::kSend;
-  StepResult last;
-  double last_loss = std::nan("");
-  for (int64_t step = 0; step < tc.steps; ++step) {
-    const double lr = train::lr_at(tc, step);
-    for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
-    auto batch =
-        train::train_batch(data.train, tc.batch_size * M, cfg.data.seq_len, static_cast<uint64_t>(cfg.seed), step);
-    Reference ref;
-    const bool check = pc.check_sequential && step == 0;
-    if (check) ref = sequential_reference(model, batch.inputs, batch.targets, M, dev);
-    exec.set_debug_exit_after(step == 0 && pc.debug_exit_rank == me ? static_cast<int>(pc.debug_exit_after) : -1);
-    try {
-      last = exec.step(batch.inputs, batch.targets);
-    } catch (const DistError&) {
-      throw;
-    } catch (const std::exception& e) {
-      dist->abort(e.what());
-      throw;
-    }
-    last_loss = last.loss;
-    if (check) {
-      // Per tensor ||g_pipe - g_seq|| / ||g_seq||, worst over this rank's stages, then over ranks.
-      double worst = 0;
-      std::string worst_name;
-      for (const auto& p : exec.parameters()) {
-        const double d = util::rel_diff(p.tensor.grad(), ref.grads.at(p.name));
-        if (d > worst || worst_name.empty()) worst = d, worst_name = p.name;
+std::string PipelineObjective::describe() const {
+  const auto& tc = cfg_.train;
+  return fmt::format("{}: {} on {} ranks ({} backend), {} stages, {} micro-batches of {}x{} tokens, {}", label_,
+                     cfg_.pipeline.schedule, dist_->world_size(), dist_->backend_name(), schedule_.stages, M_,
+                     tc.batch_size, cfg_.data.seq_len, dist_->device().str());
+}
+
+bool PipelineObjective::any(bool local) {
+  std::vector<at::Tensor> v{torch::tensor({local ? 1.0 : 0.0}, torch::kDouble).to(dist_->device())};
+  dist_->all_reduce(v, c10d::ReduceOp::MAX);
+  return v[0].item<double>() > 0;
+}
+
+std::pair<int64_t, int64_t> PipelineObjective::min_max(int64_t x) {
+  // max of (x, -x) gives both ends in one all-reduce.
+  std::vector<at::Tensor> v{torch::tensor({static_cast<double>(x), -static_cast<double>(x)}, torch::kDouble)
+                                .to(dist_->device())};
+  dist_->all_reduce(v, c10d::ReduceOp::MAX);
+  return {static_cast<int64_t>(-v[0][1].item<double>()), static_cast<int64_t>(v[0][0].item<double>())};
+}
+
+double PipelineObjective::grad_norm() {
+  // Every stage counted once (DualPipe's mirrored copies are equal).
+  double sq = 0;
+  for (const auto& p : exec_->parameters())
+    if (p.owned && p.tensor.grad().defined()) sq += p.tensor.grad().to(torch::kDouble).pow(2).sum().item<double>();
+  std::vector<at::Tensor> v{torch::tensor({sq}, torch::kDouble).to(dist_->device())};
+  dist_->all_reduce(v);
+  return std::sqrt(v[0][0].item<double>());
+}
+
+void PipelineObjective::check_parity(const SequentialReference& ref, const StepResult& r) {
+  // Per tensor ||g_pipe - g_seq|| / ||g_seq||, worst over this rank's stages, then over ranks.
+  double worst = 0;
+  std::string worst_name;
+  for (const auto& p : exec_->parameters()) {
+    const double d = util::rel_diff(p.tensor.grad(), ref.grads.at(p.name));
+    if (d > worst || worst_name.empty()) worst = d, worst_name = p.name;
+  }
+  const double loss_rel = std::abs(r.loss - ref.loss) / std::max(std::abs(ref.loss), 1e-30);
+  std::cout << fmt::format("{}: parity on rank {}: {} gradient tensors, max rel diff {:.3e} ({}), loss {:.9f} vs "
+                           "sequential {:.9f} (rel {:.3e})\n",
+                           label_, dist_->rank(), exec_->parameters().size(), worst, worst_name, r.loss, ref.loss,
+                           loss_rel)
+            << std::flush;
+  std::vector<at::Tensor> v{torch::tensor({worst, loss_rel}, torch::kDouble).to(dist_->device())};
+  dist_->all_reduce(v, c10d::ReduceOp::MAX);
+  const double g_worst = v[0][0].item<double>(), l_worst = v[0][1].item<double>();
+  const double tol = cfg_.pipeline.check_tolerance;
+  summary_["parity"] = {{"max_grad_rel_diff", g_worst}, {"loss_rel_diff", l_worst},  {"tolerance", tol},
+                        {"sequential_loss", ref.loss},  {"pipeline_loss", r.loss}};
+  if (!(g_worst <= tol) || !(l_worst <= tol))
+    throw std::runtime_error(fmt::format("pipeline {}: gradients or loss differ from sequential training: max grad rel "
+                                         "diff {:.3e}, loss rel diff {:.3e} > tolerance {:.1e}",
+                                         cfg_.pipeline.schedule, g_worst, l_worst, tol));
+}
+
+train::StepResult PipelineObjective::step(int64_t step, bool inject_nan) {
+  const auto& tc = cfg_.train;
+  const int me = dist_->rank(), R = dist_->world_size();
+  auto batch =
+      train::train_batch(data_.train, tc.batch_size * M_, cfg_.data.seq_len, static_cast<uint64_t>(cfg_.seed), step);
+  SequentialReference ref;
+  const bool check = cfg_.pipeline.check_sequential && step == 0;
+  if (check) ref = sequential_reference(model_, batch.inputs, batch.targets, M_);
+  exec_->set_debug_exit_after(step == 0 && cfg_.pipeline.debug_exit_rank == me
+                                  ? static_cast<int>(cfg_.pipeline.debug_exit_after)
+                                  : -1);
+  try {
+    last_ = exec_->step(batch.inputs, batch.targets);
+  } catch (const DistError&) {
+    throw;
+  } catch (const std::exception& e) {
+    dist_->abort(e.what());
+    throw;
+  }
+  if (check) check_parity(ref, last_);
+  const double bubble = bubble_fraction(last_.busy, last_.seconds);
+  if (!first_step_ || tc.steps == 1) {
+    step_times_.push_back(last_.seconds);
+    bubbles_.push_back(bubble);
+    for (int r = 0; r < R; ++r)
+      for (size_t i = 0; i < schedule_.actions[r].size() && i < last_.spans[r].size(); ++i) {
+        const Action& a = schedule_.actions[r][i];
+        const OpKind kind = a.is_compute() ? a.op : OpKind::kSend;  // SEND, RECV pooled
+        run_durations_[kind].push_back(last_.spans[r][i].end - last_.spans[r][i].start);
+        run_cpu_[kind].push_back(last_.cpu[r][i]);
       }
-      const double loss_rel = std::abs(last.loss - ref.loss) / std::max(std::abs(ref.loss), 1e-30);
-      std::cout << fmt::format(
-                       "{}: parity on rank {}: {} gradient tensors, max rel diff {:.3e} ({}), loss {:.9f} vs "
-                       "sequential {:.9f} (rel {:.3e})\n",
-                       label, me, exec.parameters().size(), worst, worst_name, last.loss, ref.loss, loss_rel)
-                << std::flush;
-      std::vector<at::Tensor> v{torch::tensor({worst, loss_rel}, torch::kDouble).to(dev)};
-      dist->all_reduce(v, c10d::ReduceOp::MAX);
-      const double g_worst = v[0][0].item<double>(), l_worst = v[0][1].item<double>();
-      summary["parity"] = {{"max_grad_rel_diff", g_worst},
-                           {"loss_rel_diff", l_worst},
-                           {"tolerance", pc.check_tolerance},
-                           {"sequential_loss", ref.loss},
-                           {"pipeline_loss", last.loss}};
-      if (!(g_worst <= pc.check_tolerance) || !(l_worst <= pc.check_tolerance))
-        throw std::runtime_error(
-            fmt::format("pipeline {}: gradients or loss differ from sequential training: max "
-                        "grad rel diff {:.3e}, loss rel diff {:.3e} > tolerance {:.1e}",
-                        pc.schedule, g_worst, l_worst, pc.check_tolerance));
-    }
-    // Global gradient norm: every stage counted once (DualPipe's mirrored copies are equal).
-    double sq = 0;
-    for (const auto& p : exec.parameters())
-      if (p.owned && p.tensor.grad().defined()) sq += p.tensor.grad().to(torch::kDouble).pow(2).sum().item<double>();
-    std::vector<at::Tensor> v{torch::tensor({sq}, torch::kDouble).to(dev)};
-    dist->all_reduce(v);
-    const double gnorm = std::sqrt(v[0][0].item<double>());
-    if (tc.grad_clip > 0 && gnorm > tc.grad_clip)
-      for (const auto& p : exec.parameters())
-        if (p.tensor.grad().defined()) p.tensor.grad().mul_(tc.grad_clip / (gnorm + 1e-6));
-    opt.step();
-    const double bubble = bubble_fraction(last.busy, last.seconds);
-    if (step > 0 || tc.steps == 1) {
-      step_times.push_back(last.seconds);
-      bubbles.push_back(bubble);
-      for (int r = 0; r < R; ++r)
-        for (size_t i = 0; i < schedule.actions[r].size() && i < last.spans[r].size(); ++i) {
-          const OpKind kind = schedule.actions[r][i].is_compute() ? schedule.actions[r][i].op : OpKind::kSend;
-          run_durations[kind].push_back(last.spans[r][i].end - last.spans[r][i].start);  // SEND, RECV pooled
-          run_cpu[kind].push_back(last.cpu[r][i]);
-        }
-      double background = 0;
-      for (double b : last.background_cpu) background += b;
-      if (messages_per_step > 0) message_cpu.push_back(background / messages_per_step);
-    }
-    if (lead) {
-      *metrics << json{{"step", step},
-                       {"loss", last.loss},
-                       {"lr", lr},
-                       {"grad_norm", gnorm},
-                       {"step_s", last.seconds},
-                       {"bubble_fraction", bubble},
-                       {"busy_s", last.busy},
-                       {"tokens_per_s", tokens_per_step / std::max(last.seconds, 1e-9)}}
-                      .dump()
-               << "\n"
-               << std::flush;
-      if (step % tc.log_every == 0 || step + 1 == tc.steps)
-        std::cout << fmt::format("{}: step {} loss {:.4f} step {:.1f} ms bubble {:.1f}%\n", label, step, last.loss,
-                                 last.seconds * 1e3, bubble * 100)
-                  << std::flush;
-    }
+    double background = 0;
+    for (double b : last_.background_cpu) background += b;
+    if (messages_per_step_ > 0) message_cpu_.push_back(background / messages_per_step_);
   }
+  first_step_ = false;
+  train::StepResult out;
+  out.loss = inject_nan ? std::nan("") : last_.loss;
+  out.metrics = {{"step_s", last_.seconds}, {"bubble_fraction", bubble}, {"busy_s", last_.busy}};
+  return out;
+}
 
-  train::RunOutcome out;
-  const double step_s = median(step_times);
-  summary.update(json{{"status", "completed"},
-                      {"steps", tc.steps},
-                      {"variant", variant},
-                      {"schedule", pc.schedule},
+json PipelineObjective::summary() {
+  const auto& pc = cfg_.pipeline;
+  const int R = dist_->world_size();
+  json summary = summary_;
+  const double step_s = median(step_times_);
+  summary.update(json{{"schedule", pc.schedule},
                       {"ranks", R},
-                      {"stages", schedule.stages},
-                      {"microbatches", M},
-                      {"backend", dist->backend_name()},
-                      {"final_train_loss", last_loss},
-                      {"parameters", model->num_parameters()},
+                      {"stages", schedule_.stages},
+                      {"microbatches", M_},
+                      {"backend", dist_->backend_name()},
+                      {"parameters", model_->num_parameters()},
+                      {"device", dist_->device().str()},
                       {"step_s", step_s},
-                      {"bubble_fraction", median(bubbles)},
+                      {"bubble_fraction", median(bubbles_)},
                       {"step_ms", step_s * 1e3},
-                      {"tokens_per_s", tokens_per_step / std::max(step_s, 1e-9)},
-                      {"peak_activations", peak_activations(schedule)}});
+                      {"tokens_per_s", tokens_per_step() / std::max(step_s, 1e-9)},
+                      {"peak_activations", peak_activations(schedule_)}});
+  if (step_times_.empty()) return summary;  // stopped before a measured step
   {
     // The schedule model checked on its own: the simulator fed with the median duration of each
     // kind of compute as it ran in these steps, and of posting a SEND or RECV (so machine speed,
     // sharing and drift between a separate cost measurement and the run cancel out), one core
     // per rank.
     double bw_run = -1;
-    const Costs rc = costs_from(run_durations, median, &bw_run);
-    const Timeline from_run = simulate_shared_cores(schedule, rc, R, bw_run);
-    summary["run_costs_s"] = ran_costs_json(run_durations, median, rc);
+    const Costs rc = costs_from(run_durations_, median, &bw_run);
+    const Timeline from_run = simulate_shared_cores(schedule_, rc, R, bw_run);
+    summary["run_costs_s"] = ran_costs_json(run_durations_, median, rc);
     summary["predicted_from_run_costs"] = {{"step_s", from_run.total},
                                            {"bubble_fraction", bubble_fraction(from_run.busy, from_run.total)}};
     summary["predicted_from_run_step_ms"] = from_run.total * 1e3;
@@ -378,18 +395,18 @@ train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& v
     summary["report_columns"] = {"step_ms", "predicted_from_run_step_ms", "step_error_vs_run_cost_prediction",
                                  "bubble_fraction"};
   }
-  if (!dev.is_cuda()) {
+  if (!dist_->device().is_cuda()) {
     // The same in-run check from CPU time instead of wall time: each compute's own work (its
     // main-thread CPU time, without the waits for a core when ranks share cores), each posting's,
     // and the transport threads' CPU per message, simulated with the ranks sharing this machine's
     // cores (simulate_shared_cores). This is the check that holds up with more ranks than cores.
     // Means, not medians: with the cores shared, the step is bound by the total work.
     double bw_cpu = -1;
-    const Costs cc = costs_from(run_cpu, mean, &bw_cpu);
-    const double per_message = message_cpu.empty() ? 0.0 : mean(message_cpu);
+    const Costs cc = costs_from(run_cpu_, mean, &bw_cpu);
+    const double per_message = message_cpu_.empty() ? 0.0 : mean(message_cpu_);
     const double cores = usable_cores();
-    const Timeline from_cpu = simulate_shared_cores(schedule, cc, cores, bw_cpu, per_message);
-    json measured = ran_costs_json(run_cpu, mean, cc);
+    const Timeline from_cpu = simulate_shared_cores(schedule_, cc, cores, bw_cpu, per_message);
+    json measured = ran_costs_json(run_cpu_, mean, cc);
     measured["message"] = per_message;
     summary["run_cpu_costs_s"] = measured;
     summary["cores"] = cores;
@@ -406,17 +423,17 @@ train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& v
     const double cores = usable_cores();
     // The fused BW is measured on its own: it is cheaper than B + W (no split overheads).
     double bw = 0;
-    for (const auto& s : stage_costs) bw += s.BW / static_cast<double>(stage_costs.size());
-    const Timeline dedicated = simulate_shared_cores(schedule, costs, R, bw);
-    const Timeline shared = simulate_shared_cores(schedule, costs, cores, bw);
+    for (const auto& s : stage_costs_) bw += s.BW / static_cast<double>(stage_costs_.size());
+    const Timeline dedicated = simulate_shared_cores(schedule_, costs_, R, bw);
+    const Timeline shared = simulate_shared_cores(schedule_, costs_, cores, bw);
     json per_stage_fixed = json::array();
-    for (const auto& s : stage_costs) {
+    for (const auto& s : stage_costs_) {
       json j = costs_json(s.costs);
       j["BW"] = s.BW;
       j["stage"] = s.stage;
       per_stage_fixed.push_back(j);
     }
-    summary["costs_s"] = costs_json(costs);
+    summary["costs_s"] = costs_json(costs_);
     summary["costs_s"]["BW"] = bw;
     summary["stage_costs_s"] = per_stage_fixed;
     summary["cores"] = cores;
@@ -430,18 +447,22 @@ train::RunOutcome train_pipeline(const config::Config& cfg, const std::string& v
     summary["predicted_bubble_fraction"] = bubble_fraction(shared.busy, shared.total);
     for (const char* k : {"predicted_step_ms", "step_error_vs_shared_prediction", "predicted_bubble_fraction"})
       summary["report_columns"].push_back(k);
-    if (lead) {
-      train::atomic_write(run_dir / "timeline_predicted.svg", render_svg(schedule, shared));
-    }
+    if (lead()) util::atomic_write(run_dir_ / "timeline_predicted.svg", render_svg(schedule_, shared));
   }
-  if (lead) {
-    const Timeline measured = measured_timeline(schedule, last, 1e3);  // milliseconds
-    train::atomic_write(run_dir / "timeline_measured.svg", render_svg(schedule, measured));
-    train::atomic_write(run_dir / "timeline_measured.json", to_json(schedule, measured));
-    train::atomic_write(run_dir / "summary.json", summary.dump(2) + "\n");
+  if (lead()) {
+    const Timeline measured = measured_timeline(schedule_, last_, 1e3);  // milliseconds
+    util::atomic_write(run_dir_ / "timeline_measured.svg", render_svg(schedule_, measured));
+    util::atomic_write(run_dir_ / "timeline_measured.json", to_json(schedule_, measured));
   }
-  out.summary = summary;
-  return out;
+  return summary;
+}
+
+}  // namespace
+
+run::RunOutcome train_pipeline(const config::Config& cfg, const std::string& variant, const fs::path& run_dir,
+                               bool resume) {
+  PipelineObjective objective(cfg, variant, run_dir);
+  return train::train_loop(objective, cfg, variant, run::RunFolder(run_dir), resume);
 }
 
 }  // namespace ts::parallel

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -11,13 +12,6 @@
 namespace ts::train {
 
 namespace {
-
-void fsync_path(const fs::path& p, bool directory) {
-  int fd = ::open(p.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
-}
 
 const std::map<torch::ScalarType, std::string>& dtype_names() {
   static const std::map<torch::ScalarType, std::string> m = {{torch::kFloat, "F32"},
@@ -36,31 +30,6 @@ const std::map<torch::ScalarType, std::string>& dtype_names() {
 }
 
 }  // namespace
-
-void atomic_write(const fs::path& path, const std::string& bytes) {
-  fs::create_directories(path.parent_path());
-  const fs::path tmp = path.string() + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw std::runtime_error("cannot create " + tmp.string() + ": " + std::strerror(errno));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const std::string err = std::strerror(errno);
-      ::close(fd);
-      fs::remove(tmp);
-      throw std::runtime_error("cannot write " + tmp.string() + ": " + err);
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    fs::remove(tmp);
-    throw std::runtime_error("cannot flush " + tmp.string() + ": " + std::strerror(errno));
-  }
-  fs::rename(tmp, path);
-  fsync_path(path.parent_path(), true);
-}
 
 std::string safetensors_serialize(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                                   const std::map<std::string, std::string>& metadata) {
@@ -144,22 +113,22 @@ void save_checkpoint(const fs::path& root, int64_t step, torch::nn::Module& mode
   const fs::path tmp_dir = root / (".tmp_" + step_name(step));
   ts::util::remove_all(tmp_dir);
   fs::create_directories(tmp_dir);
-  atomic_write(tmp_dir / "model.safetensors", safetensors_serialize(model_tensors(model), {{"format", "pt"}}));
+  util::atomic_write(tmp_dir / "model.safetensors", safetensors_serialize(model_tensors(model), {{"format", "pt"}}));
   {
     torch::serialize::OutputArchive ar;
     opt.save(ar);
     ar.write("rng_cpu", at::detail::getDefaultCPUGenerator().get_state());
     std::ostringstream os;
     ar.save_to(os);
-    atomic_write(tmp_dir / "trainer_state.pt", os.str());
+    util::atomic_write(tmp_dir / "trainer_state.pt", os.str());
   }
   nlohmann::json st = state;
   st["step"] = step;
-  atomic_write(tmp_dir / "state.json", st.dump(2) + "\n");
+  util::atomic_write(tmp_dir / "state.json", st.dump(2) + "\n");
   ts::util::remove_all(final_dir);
   fs::rename(tmp_dir, final_dir);
-  fsync_path(root, true);
-  atomic_write(root / "latest", step_name(step) + "\n");
+  util::fsync_path(root, /*directory=*/true);
+  util::atomic_write(root / "latest", step_name(step) + "\n");
 
   // Retention: the newest `keep` step folders stay.
   std::vector<fs::path> steps;
@@ -167,6 +136,46 @@ void save_checkpoint(const fs::path& root, int64_t step, torch::nn::Module& mode
     if (e.is_directory() && e.path().filename().string().starts_with("step_")) steps.push_back(e.path());
   std::sort(steps.begin(), steps.end());
   for (size_t i = 0; i + keep < steps.size(); ++i) ts::util::remove_all(steps[i]);
+}
+
+void load_weights(const fs::path& step_dir, torch::nn::Module& model) {
+  auto tensors = safetensors_load(step_dir / "model.safetensors");
+  torch::NoGradGuard ng;
+  for (auto& [key, t] : model_tensors(model)) {
+    auto it = tensors.find(key);
+    TORCH_CHECK(it != tensors.end(), "checkpoint ", step_dir.string(), " lacks tensor '", key,
+                "' (was it written by a different model config?)");
+    TORCH_CHECK(it->second.sizes() == t.sizes(), "checkpoint ", step_dir.string(), ": '", key, "' has shape ",
+                it->second.sizes(), ", the model expects ", t.sizes());
+    t.copy_(it->second);
+  }
+}
+
+std::vector<int64_t> checkpoint_steps(const fs::path& root) {
+  std::vector<int64_t> out;
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) return out;
+  for (const auto& e : fs::directory_iterator(root)) {
+    const std::string n = e.path().filename().string();
+    if (!e.is_directory() || !n.starts_with("step_") || n.size() != 13) continue;
+    if (n.find_first_not_of("0123456789", 5) != std::string::npos) continue;
+    out.push_back(std::stoll(n.substr(5)));
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+fs::path checkpoint_dir(const fs::path& root, int64_t step) { return root / step_name(step); }
+
+std::optional<int64_t> latest_checkpoint_step(const fs::path& root) {
+  std::ifstream latest(root / "latest");
+  if (!latest) return std::nullopt;
+  std::string name;
+  latest >> name;
+  if (name.size() != 13 || !name.starts_with("step_") || name.find_first_not_of("0123456789", 5) != std::string::npos)
+    throw std::runtime_error("checkpoint: " + (root / "latest").string() + " names '" + name +
+                             "', not a step folder");
+  return std::stoll(name.substr(5));
 }
 
 std::optional<CheckpointInfo> load_latest_checkpoint(const fs::path& root, torch::nn::Module& model,
@@ -179,16 +188,7 @@ std::optional<CheckpointInfo> load_latest_checkpoint(const fs::path& root, torch
   info.dir = root / name;
   TORCH_CHECK(fs::is_directory(info.dir), "checkpoint: ", (root / "latest").string(), " names ", name,
               " which does not exist");
-  auto tensors = safetensors_load(info.dir / "model.safetensors");
-  torch::NoGradGuard ng;
-  for (auto& [key, t] : model_tensors(model)) {
-    auto it = tensors.find(key);
-    TORCH_CHECK(it != tensors.end(), "checkpoint ", info.dir.string(), " lacks tensor '", key,
-                "' (was it written by a different model config?)");
-    TORCH_CHECK(it->second.sizes() == t.sizes(), "checkpoint ", info.dir.string(), ": '", key, "' has shape ",
-                it->second.sizes(), ", the model expects ", t.sizes());
-    t.copy_(it->second);
-  }
+  load_weights(info.dir, model);
   torch::serialize::InputArchive ar;
   std::ifstream in(info.dir / "trainer_state.pt", std::ios::binary);
   TORCH_CHECK(in, "checkpoint: cannot read ", (info.dir / "trainer_state.pt").string());

@@ -17,9 +17,6 @@ namespace ts::train {
 
 namespace fs = std::filesystem;
 
-// Writes `bytes` to `path` via a temp file in the same folder, fsync, rename, fsync of the folder.
-void atomic_write(const fs::path& path, const std::string& bytes);
-
 // safetensors (https://github.com/huggingface/safetensors format: u64 header size, JSON header,
 // raw little-endian data). Tensors are written contiguous, on CPU, in their own dtype.
 std::string safetensors_serialize(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
@@ -35,6 +32,14 @@ struct CheckpointInfo {
 // Saves under root/step_XXXXXXXX/ and points root/latest at it; keeps the newest `keep` checkpoints.
 void save_checkpoint(const fs::path& root, int64_t step, torch::nn::Module& model, torch::optim::Optimizer& opt,
                      const nlohmann::json& state, int keep = 2);
+
+// Loads the parameters and buffers of checkpoint folder step_dir (root/step_XXXXXXXX) into
+// `model`; throws naming the tensor when one is missing or has another shape.
+void load_weights(const fs::path& step_dir, torch::nn::Module& model);
+// The steps of the checkpoint folders under root, ascending; the folder of one; the step root/latest names.
+std::vector<int64_t> checkpoint_steps(const fs::path& root);
+fs::path checkpoint_dir(const fs::path& root, int64_t step);
+std::optional<int64_t> latest_checkpoint_step(const fs::path& root);
 
 // Restores model parameters and buffers, optimizer state and the CPU RNG from the checkpoint that
 // root/latest names. Returns nullopt when there is none. Throws on a corrupt or mismatched one.

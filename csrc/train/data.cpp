@@ -137,7 +137,33 @@ std::vector<uint16_t> read_shards(const std::string& path) {
 
 }  // namespace
 
+void check_data_config(const config::DataConfig& cfg) {
+  const int64_t min_tokens = static_cast<int64_t>(2 * (cfg.seq_len + 1) / cfg.val_fraction);
+  if (cfg.source == "synthetic") {
+    if (cfg.synthetic_bytes < min_tokens)
+      throw config::InvalidKeys({"data.synthetic_bytes", "data.seq_len", "data.val_fraction"},
+                                "expected at least " + std::to_string(min_tokens) + " for seq_len " +
+                                    std::to_string(cfg.seq_len) + " and val_fraction " +
+                                    std::to_string(cfg.val_fraction) + ", got " + std::to_string(cfg.synthetic_bytes));
+    return;
+  }
+  if (cfg.path.empty())
+    throw config::InvalidKeys({"data.path", "data.source"}, "required when data.source is '" + cfg.source + "'");
+  std::error_code ec;
+  const auto st = fs::status(cfg.path, ec);
+  if (ec || !fs::exists(st)) throw config::InvalidKeys({"data.path"}, "'" + cfg.path + "': no such file or folder");
+  const bool file = fs::is_regular_file(st), folder = fs::is_directory(st);
+  if (cfg.source == "text" && !file)
+    throw config::InvalidKeys({"data.path"}, "'" + cfg.path + "': expected a regular text file, got " +
+                                                 (folder ? "a folder" : "a device, pipe or socket"));
+  if (cfg.source == "shards" && !file && !folder)
+    throw config::InvalidKeys({"data.path"}, "'" + cfg.path +
+                                                 "': expected a uint16 shard file or a folder of them, got a device, "
+                                                 "pipe or socket");
+}
+
 TokenData load_data(const config::DataConfig& cfg) {
+  check_data_config(cfg);
   TokenData d;
   std::vector<uint16_t> all;
   if (cfg.source == "synthetic") {
@@ -147,8 +173,6 @@ TokenData load_data(const config::DataConfig& cfg) {
     d.description =
         "synthetic corpus (" + std::to_string(text.size()) + " bytes, seed " + std::to_string(cfg.synthetic_seed) + ")";
   } else {
-    if (cfg.path.empty()) throw ConfigError("data.path: required when data.source is '" + cfg.source + "'");
-    if (!fs::exists(cfg.path)) throw ConfigError(cfg.path + ": data.path: no such file or folder");
     if (cfg.source == "text") {
       std::ifstream in(cfg.path, std::ios::binary);
       if (!in || fs::is_directory(cfg.path)) throw ConfigError(cfg.path + ": data.path: cannot read the text file");

@@ -23,7 +23,13 @@ struct TokenData {
 // The built-in corpus: deterministic in (bytes, seed), with structure at several scales (see data.cpp).
 std::string synthetic_corpus(int64_t bytes, uint64_t seed);
 
-// Loads what `cfg` names; throws config::ConfigError for a missing, empty or unreadable source.
+// The checks that need no reading: a path for text and shards that exists and is a regular file
+// (or, for shards, a folder), never a device or pipe; a synthetic corpus large enough for the
+// splits. Throws config::InvalidKeys.
+void check_data_config(const config::DataConfig& cfg);
+
+// Loads what `cfg` names (check_data_config first); throws config::ConfigError for a missing,
+// empty or unreadable source.
 TokenData load_data(const config::DataConfig& cfg);
 
 // Shannon entropy of the token histogram, in nats.

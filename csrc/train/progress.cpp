@@ -16,12 +16,13 @@ std::string hms(double s) {
 }
 }  // namespace
 
-Progress::Progress(std::string label, int64_t total, int64_t first)
-    : label_(std::move(label)), total_(total), first_(first), tty_(::isatty(STDERR_FILENO)) {
+Progress::Progress(std::string label, int64_t total, int64_t first, bool quiet)
+    : label_(std::move(label)), total_(total), first_(first), tty_(::isatty(STDERR_FILENO)), quiet_(quiet) {
   start_ = last_draw_ = std::chrono::steady_clock::now();
 }
 
 void Progress::update(int64_t step, double loss, double tps, int64_t log_every) {
+  if (quiet_) return;
   const auto now = std::chrono::steady_clock::now();
   const double elapsed = std::chrono::duration<double>(now - start_).count();
   const double eta = step > first_ ? elapsed / (step - first_) * (total_ - step) : -1;
@@ -44,6 +45,7 @@ void Progress::update(int64_t step, double loss, double tps, int64_t log_every) 
 }
 
 void Progress::message(const std::string& line) {
+  if (quiet_) return;
   if (tty_ && bar_drawn_) std::fprintf(stderr, "\r\033[K");
   std::fprintf(stdout, "%s\n", line.c_str());
   std::fflush(stdout);

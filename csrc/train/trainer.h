@@ -1,33 +1,58 @@
-// The training loop shared by every pretraining experiment: AdamW with warmup + cosine, gradient
-// clipping, periodic evaluation, metrics.jsonl, atomic checkpoints, bit-exact resume, NaN/Inf
-// detection, and a clean stop on Ctrl-C.
+// Pretraining (kind: pretrain): the language-modelling objective on the one training loop
+// (loop.h): next-token cross-entropy of the transformer on the config's data, plus the MoE
+// balance losses; the loss-free bias updates after each optimizer step; validation loss and MoE
+// load statistics every train.eval_every steps.
 #pragma once
 
-#include <atomic>
 #include <filesystem>
-#include <nlohmann/json.hpp>
+#include <memory>
 #include <string>
 
 #include "csrc/config/config.h"
+#include "csrc/nn/transformer.h"
+#include "csrc/run/outcome.h"
+#include "csrc/train/data.h"
+#include "csrc/train/loop.h"
 
 namespace ts::train {
 
-// Set by the CLI's SIGINT handler; the loop checks it after each step.
-std::atomic<bool>& interrupt_flag();
+class LanguageModelObjective : public Objective {
+ public:
+  // Picks the device, loads the data, builds the model (seeded by cfg.seed). Throws
+  // config::ConfigError when the data does not fit the model (a token id >= vocab_size).
+  LanguageModelObjective(const config::Config& cfg, const std::string& variant);
 
-enum class RunStatus { kCompleted, kStopped /* stop_at reached */, kInterrupted, kNonFinite };
+  torch::nn::Module& module() override { return *model_; }
+  std::vector<torch::Tensor> trainable() override { return model_->parameters(); }
+  StepResult step(int64_t step, bool inject_nan) override;
+  void after_optimizer_step() override { model_->after_optimizer_step(); }
+  std::optional<StepResult> evaluate() override;
+  int64_t tokens_per_step() const override { return cfg_.train.batch_size * cfg_.data.seq_len; }
+  std::string describe() const override;
+  nlohmann::json summary() override;
 
-struct RunOutcome {
-  RunStatus status = RunStatus::kCompleted;
-  nlohmann::json summary;  // what summary.json holds
+  nn::Transformer& model() { return model_; }
+  const TokenData& data() const { return data_; }
+  const torch::Device& device() const { return device_; }
+
+ private:
+  torch::Tensor forward(const torch::Tensor& inputs);  // logits, under bf16 autocast when configured
+
+  config::Config cfg_;
+  std::string label_;
+  torch::Device device_;
+  bool autocast_;
+  TokenData data_;
+  nn::Transformer model_{nullptr};
+  nlohmann::json last_eval_moe_ = nlohmann::json::object();
 };
 
-// Learning rate at `step` (0-based): linear warmup to lr, then cosine to lr * min_lr_ratio.
-double lr_at(const config::TrainConfig& t, int64_t step);
+// The checks of kind pretrain that need no data: one process (no expert parallelism), bf16 only
+// on CUDA. Throws config::InvalidKeys.
+void check_pretrain_config(const config::Config& cfg);
 
-// Trains one variant into `run_dir` (config.resolved.yaml, metrics.jsonl, summary.json, checkpoints/).
-// With resume, continues from the latest checkpoint there (exactly: same batches, same state).
-RunOutcome train_variant(const config::Config& cfg, const std::string& variant, const std::filesystem::path& run_dir,
-                         bool resume);
+// The pretrain driver: trains one variant into run_dir (resume: from its latest checkpoint).
+run::RunOutcome train_variant(const config::Config& cfg, const std::string& variant,
+                              const std::filesystem::path& run_dir, bool resume);
 
 }  // namespace ts::train

@@ -4,7 +4,7 @@
 #include <torch/torch.h>
 
 #include "csrc/nn/attention/attention.h"
-#include "csrc/nn/attention/decode.h"
+#include "csrc/nn/generate.h"
 #include "csrc/nn/transformer.h"
 #include "tests/csrc/test_attention_util.h"
 
@@ -60,7 +60,7 @@ TEST(Attention, MeasuredCacheBytesEqualTheFormula) {
     ts::nn::Transformer model(cfg);
     const int64_t l = cfg.model.n_layers;
     EXPECT_EQ(model->kv_cache_values_per_token(), formula(cfg) * l);
-    ts::nn::Decoder dec(model, cfg, /*batch=*/3, /*max_tokens=*/40, /*block_size=*/16);
+    ts::nn::Decoder dec(model, /*batch=*/3, /*max_tokens=*/40, /*block_size=*/16);
     const int64_t slots = 3 * 3 * 16;  // 3 sequences x ceil(40/16) blocks x 16 rows
     EXPECT_EQ(dec.cache().bytes(), formula(cfg) * l * slots * static_cast<int64_t>(sizeof(float)));
     EXPECT_EQ(dec.cache().bytes_per_token(), formula(cfg) * l * static_cast<int64_t>(sizeof(float)));
@@ -103,14 +103,14 @@ void check_decode_matches_forward(const Config& cfg, MlaDecodePath path) {
   const std::vector<int64_t> lens = {37, 18, 26}, prompt = {20, 5, 17};
   const int64_t B = 3, T = 37;
   auto tokens = torch::randint(0, cfg.model.vocab_size, {B, T});
-  ts::nn::Decoder dec(model, cfg, B, T, /*block_size=*/16, /*shuffle_blocks=*/true);
+  ts::nn::Decoder dec(model, B, T, /*block_size=*/16, /*shuffle_blocks=*/true);
   std::vector<std::vector<torch::Tensor>> got(B);
   std::vector<int64_t> pos(B, 0);
   auto run_step = [&](int64_t S, std::vector<int64_t> n_new) {
     auto step_tokens = torch::zeros({B, S}, torch::kInt64);
     for (int64_t b = 0; b < B; ++b)
       if (n_new[b]) step_tokens[b].narrow(0, 0, n_new[b]).copy_(tokens[b].narrow(0, pos[b], n_new[b]));
-    auto logits = dec.step(step_tokens, n_new);
+    auto logits = dec.step(step_tokens, n_new).logits;
     for (int64_t b = 0; b < B; ++b)
       for (int64_t s = 0; s < n_new[b]; ++s) got[b].push_back(logits[b][s]);
     for (int64_t b = 0; b < B; ++b) pos[b] += n_new[b];

@@ -49,11 +49,11 @@ std::vector<json> metrics(const fs::path& dir) {
 TEST(Fp8Training, PerTensorHistoryIsCheckpointedAndResumeIsBitExact) {
   auto cfg = tiny_fp8("per_tensor_delayed");
   const auto full = fresh_dir("full"), split = fresh_dir("split");
-  ASSERT_EQ(ts::train::train_variant(cfg, "default", full, false).status, ts::train::RunStatus::kCompleted);
+  ASSERT_EQ(ts::train::train_variant(cfg, "default", full, false).status, ts::run::RunStatus::kCompleted);
   auto first = cfg;
   first.train.stop_at = 3;  // between checkpoints' amax records: the history must come back exactly
-  ASSERT_EQ(ts::train::train_variant(first, "default", split, false).status, ts::train::RunStatus::kStopped);
-  ASSERT_EQ(ts::train::train_variant(cfg, "default", split, true).status, ts::train::RunStatus::kCompleted);
+  ASSERT_EQ(ts::train::train_variant(first, "default", split, false).status, ts::run::RunStatus::kStopped);
+  ASSERT_EQ(ts::train::train_variant(cfg, "default", split, true).status, ts::run::RunStatus::kCompleted);
   const auto a = metrics(full), b = metrics(split);
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].dump(), b[i].dump()) << "metrics line " << i;
@@ -78,8 +78,8 @@ TEST(Fp8Training, BlockwiseTracksFp32) {
   auto fp8 = tiny_fp8("blockwise"), fp32 = fp8;
   fp32.precision.kind = "fp32";
   const auto d8 = fresh_dir("b8"), d32 = fresh_dir("b32");
-  ASSERT_EQ(ts::train::train_variant(fp8, "default", d8, false).status, ts::train::RunStatus::kCompleted);
-  ASSERT_EQ(ts::train::train_variant(fp32, "default", d32, false).status, ts::train::RunStatus::kCompleted);
+  ASSERT_EQ(ts::train::train_variant(fp8, "default", d8, false).status, ts::run::RunStatus::kCompleted);
+  ASSERT_EQ(ts::train::train_variant(fp32, "default", d32, false).status, ts::run::RunStatus::kCompleted);
   const auto a = metrics(d8), b = metrics(d32);
   ASSERT_EQ(a.size(), b.size());
   bool differs = false;

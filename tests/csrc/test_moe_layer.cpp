@@ -13,6 +13,7 @@
 
 #include "csrc/config/config.h"
 #include "csrc/nn/moe.h"
+#include "csrc/nn/model_config.h"
 #include "csrc/nn/moe_router.h"
 #include "csrc/nn/transformer.h"
 #include "csrc/train/trainer.h"
@@ -264,7 +265,7 @@ TEST(MoeTrainer, MetricsSummaryAndBitExactResume) {
   const auto base = fs::temp_directory_path() / ("tinyseek_moe_" + std::to_string(::getpid()));
   ts::util::remove_all(base);
   auto a = ts::train::train_variant(cfg, "full", base / "full", false);
-  ASSERT_EQ(a.status, ts::train::RunStatus::kCompleted);
+  ASSERT_EQ(a.status, ts::run::RunStatus::kCompleted);
   EXPECT_TRUE(a.summary["maxvio_global"].is_number());
   EXPECT_EQ(a.summary["report_columns"], json::array({"maxvio_global"}));
   auto lines = read_lines(base / "full" / "metrics.jsonl");

@@ -8,6 +8,7 @@
 
 #include "csrc/config/config.h"
 #include "csrc/train/checkpoint.h"
+#include "csrc/train/optim.h"
 #include "csrc/train/trainer.h"
 #include "csrc/util/fs.h"
 
@@ -47,15 +48,15 @@ TEST(Trainer, ResumeIsBitExact) {
   auto cfg = tiny_config();
   const auto full = fresh_dir("full"), split = fresh_dir("split");
   auto a = ts::train::train_variant(cfg, "default", full, false);
-  ASSERT_EQ(a.status, ts::train::RunStatus::kCompleted);
+  ASSERT_EQ(a.status, ts::run::RunStatus::kCompleted);
 
   auto first = cfg;
   first.train.stop_at = 4;
   auto b1 = ts::train::train_variant(first, "default", split, false);
-  ASSERT_EQ(b1.status, ts::train::RunStatus::kStopped);
+  ASSERT_EQ(b1.status, ts::run::RunStatus::kStopped);
   EXPECT_EQ(b1.summary["steps"], 4);
   auto b2 = ts::train::train_variant(cfg, "default", split, true);
-  ASSERT_EQ(b2.status, ts::train::RunStatus::kCompleted);
+  ASSERT_EQ(b2.status, ts::run::RunStatus::kCompleted);
 
   // Every logged loss, lr and grad norm is identical (JSON prints doubles round-trip exactly).
   const auto la = metric_lines(full), lb = metric_lines(split);
@@ -75,7 +76,7 @@ TEST(Trainer, NonFiniteLossStopsAndKeepsLastCheckpoint) {
   cfg.train.debug_nan_step = 4;  // the 5th step
   const auto dir = fresh_dir("nan");
   auto r = ts::train::train_variant(cfg, "default", dir, false);
-  EXPECT_EQ(r.status, ts::train::RunStatus::kNonFinite);
+  EXPECT_EQ(r.status, ts::run::RunStatus::kNonFinite);
   EXPECT_NE(r.summary["error"].get<std::string>().find("step 5: non-finite loss"), std::string::npos) << r.summary;
   std::ifstream latest(dir / "checkpoints" / "latest");
   std::string name;
@@ -92,7 +93,7 @@ TEST(Trainer, NonFiniteLossCanBeSkipped) {
   cfg.train.on_nonfinite = "skip";
   const auto dir = fresh_dir("skip");
   auto r = ts::train::train_variant(cfg, "default", dir, false);
-  EXPECT_EQ(r.status, ts::train::RunStatus::kCompleted);
+  EXPECT_EQ(r.status, ts::run::RunStatus::kCompleted);
   EXPECT_EQ(r.summary["skipped_steps"], 1);
   EXPECT_TRUE(std::isfinite(r.summary["final_val_loss"].get<double>()));
   ts::util::remove_all(dir);
@@ -117,7 +118,7 @@ TEST(Checkpoint, SafetensorsRoundTripAndAtomicWrite) {
   std::vector<std::pair<std::string, torch::Tensor>> ts_in = {{"a", torch::randn({3, 5})},
                                                               {"b", torch::arange(7, torch::kLong)},
                                                               {"c", torch::randn({4}).to(torch::kBFloat16)}};
-  ts::train::atomic_write(dir / "x.safetensors", ts::train::safetensors_serialize(ts_in));
+  ts::util::atomic_write(dir / "x.safetensors", ts::train::safetensors_serialize(ts_in));
   auto out = ts::train::safetensors_load(dir / "x.safetensors");
   for (auto& [k, t] : ts_in) EXPECT_TRUE(torch::equal(t, out.at(k))) << k;
   for (const auto& e : fs::directory_iterator(dir))

@@ -43,10 +43,7 @@ std::shared_ptr<AttentionImpl> make_attention(const config::Config& c) {
     return std::make_shared<GroupedQueryAttentionImpl>(cfg.d_model, cfg.n_heads, cfg.n_heads, c.precision);
   if (a.kind == "mqa") return std::make_shared<GroupedQueryAttentionImpl>(cfg.d_model, cfg.n_heads, 1, c.precision);
   if (a.kind == "gqa") {
-    const int64_t g = a.n_kv_heads ? a.n_kv_heads : cfg.n_heads;
-    if (cfg.n_heads % g)
-      throw config::ConfigError("model.attention.n_kv_heads: must divide model.n_heads (" +
-                                std::to_string(cfg.n_heads) + "), got " + std::to_string(g));
+    const int64_t g = a.n_kv_heads ? a.n_kv_heads : cfg.n_heads;  // divides n_heads (check_model_config)
     return std::make_shared<GroupedQueryAttentionImpl>(cfg.d_model, cfg.n_heads, g, c.precision);
   }
   if (a.kind == "mla") return std::make_shared<MultiHeadLatentAttentionImpl>(c);

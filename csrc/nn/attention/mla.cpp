@@ -24,9 +24,6 @@ MultiHeadLatentAttentionImpl::MultiHeadLatentAttentionImpl(const config::Config&
   d_n_ = a.qk_nope_head_dim;
   d_r_ = a.qk_rope_head_dim;
   d_v_ = a.v_head_dim;
-  if (d_r_ % 2)
-    throw config::ConfigError("model.attention.qk_rope_head_dim: must be even (rotary pairs), got " +
-                              std::to_string(d_r_));
   scale_ = a.softmax_scale > 0 ? a.softmax_scale : 1.0 / std::sqrt(static_cast<double>(d_n_ + d_r_));
   const auto& prec = c.precision;
   const int64_t D = m.d_model, H = n_heads_, d_qk = d_n_ + d_r_;

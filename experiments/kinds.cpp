@@ -1,0 +1,37 @@
+#include "experiments/kinds.h"
+
+#include "csrc/parallel/pipeline_train.h"
+#include "csrc/train/data.h"
+#include "csrc/train/trainer.h"
+#include "experiments/attention_ablation.h"
+#include "experiments/fp8_accumulation.h"
+#include "experiments/moe_ep.h"
+
+namespace ts::experiments {
+
+const std::vector<run::Kind>& kinds() {
+  static const std::vector<run::Kind> k = {
+      {"pretrain", "train the transformer on next-token prediction (csrc/train/trainer.h)", &train::train_variant,
+       /*distributed=*/false, /*builds_model=*/true, /*trains=*/true,
+       [](const config::Config& c, int) {
+         train::check_pretrain_config(c);
+         train::check_data_config(c.data);
+       }},
+      {"attention_ablation", "pretrain, then time KV-cached decoding at several contexts", &run_attention_ablation,
+       false, true, true, [](const config::Config& c, int) { check_attention_ablation_config(c); }},
+      {"pipeline", "pipeline-parallel training over c10d, one rank per stage group (tinyseek launch)",
+       &parallel::train_pipeline, /*distributed=*/true, true, true,
+       [](const config::Config& c, int world) {
+         parallel::check_pipeline_config(c, world);
+         train::check_data_config(c.data);
+       }},
+      {"moe_ep", "expert-parallel MoE layer against the one-process layer (tinyseek launch)", &run_moe_ep, true, true,
+       /*trains=*/false, &check_moe_ep_config},
+      {"fp8_accumulation", "FP8 GEMM accumulation error against float64 (V3's accumulation study)",
+       &run_fp8_accumulation, false, /*builds_model=*/false, /*trains=*/false,
+       [](const config::Config& c, int) { check_fp8_accumulation_config(c); }},
+  };
+  return k;
+}
+
+}  // namespace ts::experiments
