@@ -87,6 +87,42 @@ std::vector<std::string> read_prompts(const std::string& path) {
   return out;
 }
 
+// Byte-level text for a terminal: valid UTF-8 as it is, an invalid byte as U+FFFD, control
+// characters other than newline and tab as \xNN (a model's raw bytes could drive the terminal).
+std::string printable(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      if (c < 0x20 && c != '\n' && c != '\t') out += fmt::format("\\x{:02x}", c);
+      else if (c == 0x7f) out += "\\x7f";
+      else out.push_back(static_cast<char>(c));
+      ++i;
+      continue;
+    }
+    // Length of a well-formed sequence from its lead byte, then its continuation bytes.
+    const size_t n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    bool ok = n > 0 && i + n <= s.size();
+    for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) & 0xC0) == 0x80;
+    if (ok && n == 3) {  // no overlong forms, no surrogates
+      const auto c1 = static_cast<unsigned char>(s[i + 1]);
+      ok = !(c == 0xE0 && c1 < 0xA0) && !(c == 0xED && c1 >= 0xA0);
+    }
+    if (ok && n == 4) {
+      const auto c1 = static_cast<unsigned char>(s[i + 1]);
+      ok = !(c == 0xF0 && c1 < 0x90) && !(c == 0xF4 && c1 >= 0x90);
+    }
+    if (ok) {
+      out.append(s, i, n);
+      i += n;
+    } else {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    }
+  }
+  return out;
+}
+
 int generate_command(const GenerateArgs& a, CLI::App& sub) {
   const fs::path dir = variant_dir(a.run_dir);
   const std::string cfg_path = (dir / run::kConfigFile).string();
@@ -228,7 +264,7 @@ int generate_command(const GenerateArgs& a, CLI::App& sub) {
     const auto& c = res.completions[i];
     std::cout << fmt::format("--- prompt {}, sample {}, seed {}: {} new tokens ({})\n", i / a.num_samples + 1,
                              i % a.num_samples + 1, requests[i].seed, c.tokens.size(), c.finish_reason)
-              << prompts[i / a.num_samples] << nn::tokens_to_bytes(c.tokens) << "\n";
+              << printable(prompts[i / a.num_samples] + nn::tokens_to_bytes(c.tokens)) << "\n";
   }
   std::cerr << fmt::format(
       "{} (step {}, {}): {} sequences, prefill {:.1f} ms for {} prompt tokens, decode {:.0f} tokens/s, KV cache {:.2f} "
@@ -264,7 +300,10 @@ Command add_generate_command(CLI::App& app) {
   sub->add_option("--mla-decode", a->mla_decode, "MLA decode path")->check(CLI::IsMember({"absorbed", "naive"}));
   sub->add_option("--threads", a->threads, "Intra-op threads (default: the run's train.threads)")
       ->check(CLI::Range(int64_t{1}, int64_t{1024}));
-  sub->add_flag("--json", a->json, "Print one JSON object: completions, prefill time, decode tokens/s, KV-cache bytes");
+  sub->add_flag("--json", a->json,
+                "Print one JSON object: completions (text, tokens), prefill time, decode tokens/s, KV-cache bytes. "
+                "Without it each completion prints after its prompt, invalid UTF-8 as U+FFFD and control bytes as "
+                "\\xNN");
   return {sub, [a, sub] {
             if (!sub->count("--prompt") && !sub->count("--prompts"))
               throw ConfigError("generate: give --prompt TEXT or --prompts FILE");

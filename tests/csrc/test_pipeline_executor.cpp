@@ -75,23 +75,6 @@ TEST(SplitBackward, InputThenWeightEqualsFullBackward) {
   }
 }
 
-// Sequential reference: the whole model, one micro-batch after another.
-std::pair<double, std::map<std::string, at::Tensor>> sequential(nn::Transformer& model, const at::Tensor& in,
-                                                                const at::Tensor& tg, int M) {
-  model->zero_grad(true);
-  double loss = 0;
-  auto xs = in.chunk(M, 0), ys = tg.chunk(M, 0);
-  for (int m = 0; m < M; ++m) {
-    auto l = nn::TransformerImpl::loss(model->forward(xs[m]), ys[m]);
-    loss += l.item<double>() / M;
-    l.backward(torch::full({}, 1.0 / M));
-  }
-  std::map<std::string, at::Tensor> grads;
-  for (const auto& p : model->named_parameters()) grads[p.key()] = p.value().grad().clone();
-  model->zero_grad(true);
-  return {loss, grads};
-}
-
 class OneRankSchedules : public ::testing::TestWithParam<std::tuple<ScheduleKind, int>> {};
 
 TEST_P(OneRankSchedules, MatchSequentialTraining) {
@@ -101,7 +84,9 @@ TEST_P(OneRankSchedules, MatchSequentialTraining) {
   nn::Transformer model(tiny_config(4));
   const auto inputs = torch::randint(0, 64, {2 * M, 8});
   const auto targets = torch::randint(0, 64, {2 * M, 8});
-  const auto [ref_loss, ref] = sequential(model, inputs, targets, M);
+  const auto reference = sequential_reference(model, inputs, targets, M);
+  const double ref_loss = reference.loss;
+  const auto& ref = reference.grads;
 
   PipelineExecutor exec(*dist, make_schedule(kind, 1, M), model);
   const StepResult r = exec.step(inputs, targets);
@@ -121,6 +106,53 @@ INSTANTIATE_TEST_SUITE_P(Kinds, OneRankSchedules,
                                            std::make_tuple(ScheduleKind::kZB1P, 3),
                                            std::make_tuple(ScheduleKind::kDualPipeV, 2),
                                            std::make_tuple(ScheduleKind::kDualPipeV, 4)));
+
+// MoE stages balance as in pretraining: with balance losses the pipelined gradients equal the
+// sequential ones that include them (and differ from those without), and the loss-free bias
+// moves after the optimizer step, for every schedule on a group of one.
+TEST(PipelineExecutor, MoeBalancingMatchesSequentialTraining) {
+  auto cfg = tiny_config(4);
+  cfg.model.ffn = "moe";
+  cfg.model.moe.n_routed_experts = 4;
+  cfg.model.moe.top_k = 2;
+  cfg.model.moe.expert_hidden = 8;
+  cfg.model.moe.first_k_dense = 1;
+  cfg.model.moe.aux_loss_alpha = 0.1;
+  cfg.model.moe.seq_aux_loss_alpha = 0.1;
+  cfg.model.moe.loss_free = true;
+  auto no_aux = cfg;
+  no_aux.model.moe.aux_loss_alpha = no_aux.model.moe.seq_aux_loss_alpha = 0;
+  auto dist = Dist::init(LaunchEnv{}, DistOptions{});
+  for (auto [kind, M] : {std::pair{ScheduleKind::k1F1B, 3}, {ScheduleKind::kZB1P, 3}, {ScheduleKind::kDualPipeV, 2}}) {
+    SCOPED_TRACE(schedule_kind_name(kind));
+    torch::manual_seed(5);
+    nn::Transformer model(cfg);
+    torch::manual_seed(5);
+    nn::Transformer plain(no_aux);  // the same weights, no balance losses
+    const auto inputs = torch::randint(0, 64, {2 * M, 8});
+    const auto targets = torch::randint(0, 64, {2 * M, 8});
+    const auto ref = sequential_reference(model, inputs, targets, M);
+    const auto ref_plain = sequential_reference(plain, inputs, targets, M);
+
+    PipelineExecutor exec(*dist, make_schedule(kind, 1, M), model);
+    const StepResult r = exec.step(inputs, targets);
+    EXPECT_LE(std::abs(r.loss - ref.loss) / ref.loss, 1e-6);
+    double router_change = 0;
+    for (const auto& p : exec.parameters()) {
+      ASSERT_TRUE(p.tensor.grad().defined()) << p.name;
+      EXPECT_LE(rel(p.tensor.grad(), ref.grads.at(p.name)), 1e-6) << p.name;
+      if (p.name.ends_with("router")) router_change = std::max(router_change, rel(ref.grads.at(p.name), ref_plain.grads.at(p.name)));
+    }
+    EXPECT_GT(router_change, 1e-3) << "the balance losses should change the router's gradient";
+
+    auto& moe = *model->blocks[1]->moe;
+    ASSERT_TRUE(moe.step_load().defined());
+    EXPECT_EQ(moe.step_load().sum().item<int64_t>(), 2 * M * 8 * 2);  // the step's tokens x top-k, once
+    EXPECT_EQ(moe.expert_bias.abs().sum().item<double>(), 0);
+    exec.after_optimizer_step();
+    EXPECT_GT(moe.expert_bias.abs().sum().item<double>(), 0) << "the loss-free bias should move";
+  }
+}
 
 TEST(PipelineExecutor, RejectsAScheduleForAnotherWorldSize) {
   auto dist = Dist::init(LaunchEnv{}, DistOptions{});

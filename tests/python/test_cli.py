@@ -110,3 +110,61 @@ def test_ctrl_c_saves_checkpoint_and_resume_finishes(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"resuming at step {stopped}" in r.stdout
     assert json.loads((d / "summary.json").read_text())["steps"] == 400
+
+
+# Names that would leave the output folder or reach a shell (they did, before names were checked
+# and the plot helper was started without one).
+BAD_NAMES = ["x'; touch PWNED; echo '", "/", "..", "../../escaped", "a/b", "", "$(touch PWNED)", "`touch PWNED`"]
+
+
+def test_names_that_are_not_one_path_component_exit_2_and_write_nothing(tmp_path):
+    for bad in BAD_NAMES:
+        cfg = tmp_path / "bad.yaml"
+        cfg.write_text(TINY.replace("name: clitest", "name: " + json.dumps(bad)))
+        r = run(["run", str(cfg)], tmp_path)
+        assert r.returncode == 2, (bad, r.stderr)
+        assert f"{cfg}:2: name: " in r.stderr, (bad, r.stderr)
+        cfg.write_text(TINY.replace("  wide:", "  " + json.dumps(bad or "x/y") + ":"))
+        r = run(["run", str(cfg)], tmp_path)
+        assert r.returncode == 2, (bad, r.stderr)
+        assert "variants: '" in r.stderr, (bad, r.stderr)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "PWNED").exists()
+    assert not (tmp_path.parent / "escaped").exists()
+
+
+def test_output_dir_with_shell_characters_reaches_no_shell(tmp_path):
+    # Any folder name is allowed for output.dir; the report's plot helper gets it as an argument.
+    odd = "o'; touch PWNED; echo '$(touch PWNED2)"
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY.split("variants:")[0] + f"output: {{dir: {json.dumps(odd)}}}\n")
+    r = run(["run", str(cfg)], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    root = tmp_path / odd / "clitest"
+    assert (root / "report.md").exists() and (root / "plots" / "loss.png").stat().st_size > 1000
+    assert not list(tmp_path.glob("PWNED*"))
+
+
+def test_an_invalid_second_variant_exits_2_before_the_first_runs(tmp_path):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY.replace("  wide: {model.d_model: 48}", "  wide: {model.n_heads: 3}"))
+    r = run(["run", str(cfg)], tmp_path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.strip() == (f"error: {cfg}:8 (variant 'wide'): model.n_heads: must divide model.d_model (32), "
+                                f"got 3")
+    assert "clitest/small" not in r.stdout and not (tmp_path / "runs").exists()
+    # The kind is checked the same way, against the registered kinds.
+    cfg.write_text(TINY.replace("kind: pretrain", "kind: pretrian"))
+    r = run(["run", str(cfg)], tmp_path)
+    assert r.returncode == 2 and f"{cfg}:1: kind: expected one of: pretrain," in r.stderr
+    assert "did you mean 'pretrain'?" in r.stderr and not (tmp_path / "runs").exists()
+
+
+def test_resume_of_a_completed_run_with_more_steps_continues(tmp_path):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY.split("variants:")[0])
+    assert run(["run", str(cfg), "--no-report"], tmp_path).returncode == 0
+    r = run(["run", str(cfg), "--no-report", "--resume", "--set", "train.steps=9"], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "resuming at step 6" in r.stdout
+    summary = json.loads((tmp_path / "runs" / "clitest" / "default" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 9

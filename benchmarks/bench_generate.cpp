@@ -1,0 +1,108 @@
+// Generation: tokens/s of KV-cached generation (nn::generate) against the model's own forward
+// over the whole context for every new token, the quickstart-sized model with MHA and with MLA
+// (the attention ablation's shapes), 256 greedy tokens after prompts of 128 and 1024 tokens, batch
+// 1 and 16. Both run in this process on random weights (speed does not depend on the values).
+//
+// The baseline's cost grows with the context, and all 256 of its forwards at batch 16 after 1024
+// tokens take minutes here; it times every 16th forward (contexts P, P + 16, ..., P + 240) and
+// counts each for the 16 steps from its own context on, an underestimate of its time (each step
+// stands for longer ones), so the printed speedup errs toward the baseline.
+#include <benchmark/benchmark.h>
+#include <torch/torch.h>
+
+#include <chrono>
+
+#include "csrc/nn/generate.h"
+
+namespace {
+
+constexpr int64_t kNew = 256, kStride = 16;
+
+ts::config::Config model_config(const std::string& kind, int64_t context) {
+  ts::config::Config c;
+  c.data.seq_len = context;
+  c.model.d_model = 128;
+  c.model.n_layers = 4;
+  c.model.n_heads = 4;
+  c.model.ffn_hidden = 352;
+  auto& a = c.model.attention;
+  a.kind = kind;
+  a.kv_lora_rank = 128;
+  a.qk_nope_head_dim = 32;
+  a.qk_rope_head_dim = 16;
+  a.v_head_dim = 32;
+  return c;
+}
+
+std::vector<ts::nn::GenerateRequest> prompts(int64_t B, int64_t P) {
+  torch::manual_seed(1);
+  std::vector<ts::nn::GenerateRequest> out;
+  for (int64_t b = 0; b < B; ++b) {
+    auto t = torch::randint(0, 256, {P}, torch::kInt64);
+    out.push_back({std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + P), static_cast<uint64_t>(b)});
+  }
+  return out;
+}
+
+void cached(benchmark::State& state, const std::string& kind, int64_t B, int64_t P) {
+  torch::manual_seed(0);
+  ts::nn::Transformer model(model_config(kind, P + kNew));
+  const auto requests = prompts(B, P);
+  ts::nn::GenerateOptions o;
+  o.max_new_tokens = kNew;
+  o.sampling.temperature = 0;
+  ts::nn::generate(model, requests, o);  // warm-up
+  int64_t bytes_per_token = 0;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto r = ts::nn::generate(model, requests, o);
+    state.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    bytes_per_token = r.stats.kv_cache_bytes_per_token;
+  }
+  state.counters["new_tokens_per_s"] =
+      benchmark::Counter(static_cast<double>(B * kNew) * state.iterations(), benchmark::Counter::kIsRate);
+  state.counters["kv_cache_bytes_per_token"] = static_cast<double>(bytes_per_token);
+}
+
+void recompute(benchmark::State& state, const std::string& kind, int64_t B, int64_t P) {
+  torch::manual_seed(0);
+  ts::nn::Transformer model(model_config(kind, P + kNew));
+  model->eval();
+  torch::NoGradGuard ng;
+  const auto ctx = torch::randint(0, 256, {B, P + kNew}, torch::kInt64);
+  model->forward(ctx.narrow(1, 0, P));  // warm-up
+  for (auto _ : state) {
+    double total = 0;
+    for (int64_t i = 0; i < kNew; i += kStride) {
+      const auto t0 = std::chrono::steady_clock::now();
+      auto next = model->forward(ctx.narrow(1, 0, P + i)).select(1, -1).argmax(-1);
+      benchmark::DoNotOptimize(next.data_ptr());
+      total += kStride * std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+    state.SetIterationTime(total);
+  }
+  state.counters["new_tokens_per_s"] =
+      benchmark::Counter(static_cast<double>(B * kNew) * state.iterations(), benchmark::Counter::kIsRate);
+  state.counters["kv_cache_bytes_per_token"] = 0;
+}
+
+void register_all() {
+  for (const std::string kind : {"mha", "mla"})
+    for (int64_t B : {1, 16})
+      for (int64_t P : {128, 1024}) {
+        const std::string args = "/" + kind + "/B" + std::to_string(B) + "/P" + std::to_string(P) + "/N256";
+        benchmark::RegisterBenchmark(("generate/tinyseek_cache" + args).c_str(),
+                                     [=](benchmark::State& s) { cached(s, kind, B, P); })
+            ->Unit(benchmark::kMillisecond)
+            ->UseManualTime()
+            ->Iterations(2);
+        benchmark::RegisterBenchmark(("generate/base:recompute" + args).c_str(),
+                                     [=](benchmark::State& s) { recompute(s, kind, B, P); })
+            ->Unit(benchmark::kMillisecond)
+            ->UseManualTime()
+            ->Iterations(1);
+      }
+}
+const int registered = (register_all(), 0);
+
+}  // namespace
