@@ -38,7 +38,7 @@ using Clock = std::chrono::steady_clock;
 struct LaunchArgs {
   int nproc = 1;
   std::string config;
-  std::vector<std::string> sets;
+  std::vector<std::string> sets, variants;
   bool resume = false;
   bool no_report = false;
   double grace_s = 20;
@@ -103,6 +103,7 @@ int launch(const LaunchArgs& args) {
 
   std::vector<std::string> argv_s = {self, "run", args.config};
   for (const auto& s : args.sets) argv_s.insert(argv_s.end(), {"--set", s});
+  for (const auto& v : args.variants) argv_s.insert(argv_s.end(), {"--variant", v});
   if (args.resume) argv_s.push_back("--resume");
   if (args.no_report) argv_s.push_back("--no-report");
   std::vector<char*> argv;
@@ -247,6 +248,7 @@ Command add_launch_command(CLI::App& app) {
       ->check(CLI::Range(1, 4096));
   sub->add_option("config", args->config, "YAML config, e.g. configs/pipeline_parity.yaml")->required();
   sub->add_option("--set", args->sets, "Override a key in every rank: --set pipeline.schedule=zb1p (repeatable)");
+  sub->add_option("--variant", args->variants, "Run only this variant (repeatable)");
   sub->add_flag("--resume", args->resume, "Pass --resume to every rank");
   sub->add_flag("--no-report", args->no_report, "Pass --no-report to every rank");
   sub->add_option("--grace", args->grace_s, "Seconds the other ranks get to stop on their own after one fails")

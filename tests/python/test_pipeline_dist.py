@@ -38,7 +38,7 @@ def test_launch_every_schedule_matches_sequential(tmp_path):
     p = subprocess.run([str(BIN), "launch", "--nproc", "4", str(PARITY), "--no-report", "--set", f"output.dir={tmp_path}"],
                        capture_output=True, text=True, timeout=180)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
-    variants = ["1f1b", "zb1p", "dualpipe", "dualpipev", "dualpipe_batched"]
+    variants = ["1f1b", "zb1p", "dualpipe", "dualpipev", "dualpipe_batched", "dualpipe_moe"]
     for v in variants:
         summary = json.loads((tmp_path / "pipeline_parity" / v / "summary.json").read_text())
         parity = summary["parity"]
@@ -56,6 +56,18 @@ def test_launch_every_schedule_matches_sequential(tmp_path):
         assert cpu["F"] > 0 and cpu["post"] >= 0 and cpu["message"] >= 0, (v, cpu)
         assert summary["cores"] >= 1
         assert summary["step_ms"] == summary["step_s"] * 1e3
+    # MoE: every rank's checkpoint (its stages) holds a moved loss-free bias, equal on DualPipe's two
+    # copies of a stage (rank r holds stages r and 3 - r, as does rank 3 - r).
+    from safetensors.torch import load_file
+    import torch
+    ckpt = tmp_path / "pipeline_parity" / "dualpipe_moe" / "checkpoints"
+    w = [load_file(str(ckpt / f"rank_{r}" / "step_00000003" / "model.safetensors")) for r in range(4)]
+    for r in range(4):
+        for stage in (r, 3 - r):
+            for block in (2 * stage, 2 * stage + 1):
+                bias = w[r][f"blocks.{block}.ffn.expert_bias"]
+                assert bias.abs().sum() > 0, (r, block)
+                assert torch.equal(bias, w[3 - r][f"blocks.{block}.ffn.expert_bias"]), (r, block)
     # Every rank reported its own comparison, prefixed by the launcher.
     for r in range(4):
         assert f"[rank {r}] pipeline_parity/dualpipe: parity on rank {r}" in p.stdout
