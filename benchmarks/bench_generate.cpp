@@ -18,20 +18,13 @@ namespace {
 
 constexpr int64_t kNew = 256, kStride = 16;
 
+// configs/quickstart.yaml's model; MLA with configs/attention_ablation.yaml's latent shapes.
 ts::config::Config model_config(const std::string& kind, int64_t context) {
-  ts::config::Config c;
-  c.data.seq_len = context;
-  c.model.d_model = 128;
-  c.model.n_layers = 4;
-  c.model.n_heads = 4;
-  c.model.ffn_hidden = 352;
-  auto& a = c.model.attention;
-  a.kind = kind;
-  a.kv_lora_rank = 128;
-  a.qk_nope_head_dim = 32;
-  a.qk_rope_head_dim = 16;
-  a.v_head_dim = 32;
-  return c;
+  return ts::config::parse_config(
+      "data: {seq_len: " + std::to_string(context) +
+          "}\nmodel:\n  d_model: 128\n  n_layers: 4\n  n_heads: 4\n  ffn_hidden: 352\n  attention: {kind: " + kind +
+          ", kv_lora_rank: 128, qk_nope_head_dim: 32, qk_rope_head_dim: 16, v_head_dim: 32}\n",
+      "bench_generate");
 }
 
 std::vector<ts::nn::GenerateRequest> prompts(int64_t B, int64_t P) {

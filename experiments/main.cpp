@@ -91,8 +91,8 @@ int cmd_run(const std::string& path, const std::vector<std::string>& sets, const
     }
     done.push_back(folder.dir());
     if (lead_rank) std::cout << outcome_line(v, out.summary) << "\n";
-    if (out.status == run::RunStatus::kInterrupted) return 130;
-    if (out.status == run::RunStatus::kNonFinite) rc = 3;
+    if (out.status == run::RunStatus::kInterrupted) return run::exit_status(out.status);
+    rc = std::max(rc, run::exit_status(out.status));
     if (out.status == run::RunStatus::kStopped) return rc;
   }
   parallel::release_process_dist();

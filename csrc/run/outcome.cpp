@@ -8,14 +8,8 @@ const char* status_name(RunStatus s) {
 }
 
 int exit_status(RunStatus s) {
-  switch (s) {
-    case RunStatus::kInterrupted:
-      return 130;
-    case RunStatus::kNonFinite:
-      return 3;
-    default:
-      return 0;
-  }
+  if (s == RunStatus::kInterrupted) return 130;  // as a shell reports SIGINT
+  return s == RunStatus::kNonFinite ? 3 : 0;
 }
 
 std::atomic<bool>& interrupt_flag() {

@@ -32,6 +32,12 @@ class AttentionImpl : public torch::nn::Module {
 
 std::shared_ptr<AttentionImpl> make_attention(const config::Config& cfg);
 
+// Causal attention of every position over the positions up to it: q [B, T, H, Dq], k [B, T, Hk,
+// Dq], v [B, T, Hk, Dv] (Hk divides H; consecutive query heads share a K/V head). scale: the
+// softmax scale (nullopt: 1/sqrt(Dq)). Returns [B, T, H * Dv], the heads side by side.
+torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                               std::optional<double> scale);
+
 // Multi-head attention with n_kv_heads key/value heads (MHA when equal to n_heads).
 class GroupedQueryAttentionImpl : public AttentionImpl {
  public:

@@ -18,10 +18,16 @@ torch::Tensor GroupedQueryAttentionImpl::forward(const torch::Tensor& x, const R
   auto q = rope.apply(wq(x).view({B, T, n_heads_, head_dim_}));
   auto k = rope.apply(wk(x).view({B, T, n_kv_heads_, head_dim_}));
   auto v = wv(x).view({B, T, n_kv_heads_, head_dim_});
+  return wo(causal_attention(q, k, v, std::nullopt));
+}
+
+torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                               std::optional<double> scale) {
+  const int64_t B = q.size(0), T = q.size(1), H = q.size(2);
   // SDPA wants [B, H, T, D]; grouped heads share K/V (enable_gqa broadcasts them).
   auto o = at::scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), {}, 0.0,
-                                            /*is_causal=*/true, std::nullopt, /*enable_gqa=*/n_kv_heads_ != n_heads_);
-  return wo(o.transpose(1, 2).reshape({B, T, n_heads_ * head_dim_}));
+                                            /*is_causal=*/true, scale, /*enable_gqa=*/k.size(2) != H);
+  return o.transpose(1, 2).reshape({B, T, H * v.size(-1)});
 }
 
 torch::Tensor GroupedQueryAttentionImpl::forward_cached(const torch::Tensor& x, const Rope& rope, KVCache& cache,

@@ -64,9 +64,7 @@ torch::Tensor MultiHeadLatentAttentionImpl::forward(const torch::Tensor& x, cons
   auto k = torch::cat({kvb.narrow(-1, 0, d_n_), rows.narrow(-1, d_c_, d_r_).expand({B, T, H, d_r_})}, -1);
   auto q = torch::cat({q_nope, q_pe}, -1);
   auto v = kvb.narrow(-1, d_n_, d_v_);
-  auto o = at::scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), {}, 0.0,
-                                            /*is_causal=*/true, scale_);
-  return wo(o.transpose(1, 2).reshape({B, T, H * d_v_}));
+  return wo(causal_attention(q, k, v, scale_));
 }
 
 torch::Tensor MultiHeadLatentAttentionImpl::forward_cached(const torch::Tensor& x, const Rope& rope, KVCache& cache,
