@@ -1,12 +1,12 @@
 // CUDA backend of the FP8 op family: the same checks and allocation as the CPU backend, then the
 // CUDA kernels on the current stream. The GEMM runs on FP8 tensor cores (sm_89+), promoting every
 // 128 of K; the CPU emulator's accumulator knobs describe hardware, so they are not applied here.
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include <cstdint>
 
+#include "csrc/ops/cuda_internal.h"
 #include "csrc/ops/fp8.h"
 #include "csrc/ops/fp8_internal.h"
 #include "csrc/util/check.h"
@@ -22,7 +22,7 @@ std::tuple<at::Tensor, at::Tensor> fp8_quantize_tilewise_cuda(const at::Tensor& 
   auto q = at::empty({M, K}, x.options().dtype(at::kFloat8_e4m3fn));
   auto scale = at::empty({M, kern::ceil_div(K, group)}, x.options());
   kern::fp8_quantize_tilewise_cuda({x.data_ptr<float>(), fp8_codes(q), scale.data_ptr<float>(), M, K, group, pow2},
-                                   at::cuda::getCurrentCUDAStream());
+                                   current_stream());
   return {q, scale};
 }
 
@@ -34,7 +34,7 @@ std::tuple<at::Tensor, at::Tensor> fp8_quantize_blockwise_cuda(const at::Tensor&
   auto q = at::empty({N, K}, w.options().dtype(at::kFloat8_e4m3fn));
   auto scale = at::empty({kern::ceil_div(N, block), kern::ceil_div(K, block)}, w.options());
   kern::fp8_quantize_blockwise_cuda({w.data_ptr<float>(), fp8_codes(q), scale.data_ptr<float>(), N, K, block, pow2},
-                                    at::cuda::getCurrentCUDAStream());
+                                    current_stream());
   return {q, scale};
 }
 
@@ -46,7 +46,7 @@ at::Tensor fp8_dequantize_cuda(const at::Tensor& q_in, const at::Tensor& scale_i
   auto out = at::empty(q.sizes(), scale.options());
   kern::fp8_dequantize_cuda(
       {fp8_codes(q), scale.data_ptr<float>(), out.data_ptr<float>(), q.size(0), q.size(1), tile_rows, tile_cols},
-      at::cuda::getCurrentCUDAStream());
+      current_stream());
   return out;
 }
 
@@ -73,7 +73,7 @@ at::Tensor fp8_gemm_nt_cuda(const at::Tensor& a_q, const at::Tensor& a_scale, co
   }
   c10::cuda::CUDAGuard guard(a_q.device());
   Fp8GemmOperands g(aligned16(a_q), a_scale, aligned16(b_q), b_scale, out_dtype, per_row);
-  kern::fp8_gemm_nt_cuda(g.params, at::cuda::getCurrentCUDAStream());
+  kern::fp8_gemm_nt_cuda(g.params, current_stream());
   return g.out;
 }
 

@@ -1,12 +1,12 @@
 // CUDA backend of torch.ops.tinyseek.mla_decode (bf16 or fp16 in, fp32 accumulation and lse).
 // Lengths and block ids are device data and are not read back here (that would synchronize);
 // the kernel reads only the blocks each length covers.
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include <stdexcept>
 
+#include "csrc/ops/cuda_internal.h"
 #include "csrc/ops/mla_decode.h"
 #include "csrc/util/check.h"
 #include "kernels/mla_decode.h"
@@ -58,7 +58,7 @@ std::tuple<at::Tensor, at::Tensor> mla_decode_cuda(const at::Tensor& q_in, const
     at::Tensor ws;
     if (ws_bytes) ws = at::empty({static_cast<int64_t>(ws_bytes)}, q.options().dtype(at::kByte));
     p.workspace = ws_bytes ? ws.data_ptr() : nullptr;
-    kern::mla_decode_cuda(p, at::cuda::getCurrentCUDAStream());
+    kern::mla_decode_cuda(p, current_stream());
   } catch (const std::invalid_argument& e) {
     TORCH_CHECK(false, "tinyseek.", op, ": ", e.what());
   }

@@ -2,24 +2,16 @@
 // int64 indices; kernels of kernels/moe.h on the current stream. moe_permute synchronizes once to
 // report an out-of-range expert id; the other ops trust sorted_to_token / expert_offsets (they are
 // moe_permute's outputs) instead of reading them back, so they never synchronize.
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "csrc/ops/cuda_internal.h"
 #include "csrc/ops/moe.h"
 #include "csrc/util/check.h"
 #include "kernels/moe.h"
 
 namespace ts::ops {
 namespace {
-
-bool is_bf16(const char* op, const at::Tensor& x) {
-  TS_CHECK_ARG(op, x, x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16,
-               "expected float32 or bfloat16 on CUDA, got ", x.scalar_type());
-  return x.scalar_type() == at::kBFloat16;
-}
-
-cudaStream_t stream() { return at::cuda::getCurrentCUDAStream(); }
 
 // slot -> sorted row, the inverse of sorted_to_token, on the device.
 at::Tensor invert_slots(const at::Tensor& s2t) {
@@ -42,13 +34,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> permute_cuda(const at::Tensor& x_
   auto ws = at::empty({kern::moe_routing_cuda_workspace(T, K, E)}, x.options().dtype(at::kByte));
   kern::moe_routing_cuda(
       {ids.data_ptr<int64_t>(), offs.data_ptr<int64_t>(), s2t.data_ptr<int64_t>(), t2s.data_ptr<int64_t>(), T, K, E},
-      err.data_ptr<int64_t>(), ws.data_ptr(), ws.numel(), stream());
+      err.data_ptr<int64_t>(), ws.data_ptr(), ws.numel(), current_stream());
   auto e = err.cpu();  // the one synchronization: a bad id must be a clear error, not garbage rows
   const int64_t bad = e.data_ptr<int64_t>()[0];
   TS_CHECK_ARG(op, topk_ids, bad < 0, "expert id ", e.data_ptr<int64_t>()[1], " at [", bad / K, ", ", bad % K,
                "] is outside [0, ", E, ") (num_experts = ", E, ")");
   auto xs = at::empty({M, H}, x.options());
-  kern::moe_permute_cuda({x.data_ptr(), s2t.data_ptr<int64_t>(), xs.data_ptr(), T, K, H, bf16}, stream());
+  kern::moe_permute_cuda({x.data_ptr(), s2t.data_ptr<int64_t>(), xs.data_ptr(), T, K, H, bf16}, current_stream());
   return {xs, s2t, offs};
 }
 
@@ -65,7 +57,7 @@ at::Tensor permute_bwd_cuda(const at::Tensor& g_in, const at::Tensor& s2t_in, in
   auto t2s = invert_slots(s2t_in.contiguous());
   auto gx = at::empty({T, H}, g.options());
   kern::moe_permute_backward_cuda({g.data_ptr(), t2s.data_ptr<int64_t>(), gx.data_ptr(), T, T ? M / T : 0, H, bf16},
-                                  stream());
+                                  current_stream());
   return gx;
 }
 
@@ -78,7 +70,7 @@ at::Tensor unpermute_cuda(const at::Tensor& ys_in, const at::Tensor& s2t_in, con
   auto t2s = invert_slots(s2t_in.contiguous());
   auto y = at::empty({T, H}, ys.options());
   kern::moe_unpermute_cuda({ys.data_ptr(), t2s.data_ptr<int64_t>(), w.data_ptr<float>(), y.data_ptr(), T, K, H, bf16},
-                           stream());
+                           current_stream());
   return y;
 }
 
@@ -100,7 +92,7 @@ std::tuple<at::Tensor, at::Tensor> unpermute_bwd_cuda(const at::Tensor& gy_in, c
   auto gw = at::empty_like(w);
   kern::moe_unpermute_backward_cuda({gy.data_ptr(), ys.data_ptr(), t2s.data_ptr<int64_t>(), w.data_ptr<float>(),
                                      gys.data_ptr(), gw.data_ptr<float>(), T, K, H, bf16},
-                                    stream());
+                                    current_stream());
   return {gys, gw};
 }
 
@@ -112,7 +104,7 @@ at::Tensor grouped_gemm_cuda(const at::Tensor& x_in, const at::Tensor& w_in, con
   const int64_t M = x.size(0), H = x.size(1), E = w.size(0), N = w.size(1);
   auto out = at::empty({M, N}, x.options());
   kern::moe_grouped_gemm_cuda({x.data_ptr(), w.data_ptr(), offs.data_ptr<int64_t>(), out.data_ptr(), M, N, H, E, bf16},
-                              stream());
+                              current_stream());
   return out;
 }
 
@@ -133,7 +125,7 @@ std::tuple<at::Tensor, at::Tensor> grouped_gemm_bwd_cuda(const at::Tensor& g_in,
   auto gw = at::empty_like(w);
   kern::moe_grouped_gemm_backward_cuda({g.data_ptr(), x.data_ptr(), w.data_ptr(), offs.data_ptr<int64_t>(),
                                         gx.data_ptr(), gw.data_ptr(), M, N, H, E, bf16},
-                                       stream());
+                                       current_stream());
   return {gx, gw};
 }
 

@@ -1,20 +1,14 @@
 // CUDA backend of the rms_norm family (fp32 or bf16 activations; fp32 weight and rstd).
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "csrc/ops/cuda_internal.h"
 #include "csrc/ops/rms_norm.h"
 #include "csrc/util/check.h"
 #include "kernels/rms_norm.h"
 
 namespace ts::ops {
 namespace {
-
-bool is_bf16(const char* op, const at::Tensor& x) {
-  TS_CHECK_ARG(op, x, x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16,
-               "expected float32 or bfloat16 on CUDA, got ", x.scalar_type());
-  return x.scalar_type() == at::kBFloat16;
-}
 
 std::tuple<at::Tensor, at::Tensor> rms_norm_fwd_cuda(const at::Tensor& x_in, const at::Tensor& w_in, double eps) {
   check_rms_norm_args(x_in, w_in, eps);
@@ -26,7 +20,7 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_fwd_cuda(const at::Tensor& x_in, con
   auto rstd = at::empty({R}, x.options().dtype(at::kFloat));
   kern::rms_norm_forward_cuda(
       {x.data_ptr(), w.data_ptr<float>(), y.data_ptr(), rstd.data_ptr<float>(), R, D, static_cast<float>(eps), bf16},
-      at::cuda::getCurrentCUDAStream());
+      current_stream());
   return {y, rstd};
 }
 
@@ -44,7 +38,7 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_bwd_cuda(const at::Tensor& gy_in, co
   auto ws = at::empty({kern::rms_norm_backward_cuda_workspace(R, D)}, w.options());
   kern::rms_norm_backward_cuda({gy.data_ptr(), x.data_ptr(), w.data_ptr<float>(), rs.data_ptr<float>(), gx.data_ptr(),
                                 gw.data_ptr<float>(), R, D, bf16},
-                               ws.data_ptr<float>(), at::cuda::getCurrentCUDAStream());
+                               ws.data_ptr<float>(), current_stream());
   return {gx, gw};
 }
 
