@@ -14,40 +14,28 @@
 namespace ts::ops {
 namespace {
 
-std::tuple<at::Tensor, at::Tensor> fp8_quantize_tilewise_cuda(const at::Tensor& x_in, int64_t group, bool pow2) {
-  check_fp8_quantize_tilewise_args(x_in, group);
-  c10::cuda::CUDAGuard guard(x_in.device());
-  auto x = x_in.contiguous();
-  const int64_t M = x.size(0), K = x.size(1);
-  auto q = at::empty({M, K}, x.options().dtype(at::kFloat8_e4m3fn));
-  auto scale = at::empty({M, kern::ceil_div(K, group)}, x.options());
-  kern::fp8_quantize_tilewise_cuda({x.data_ptr<float>(), fp8_codes(q), scale.data_ptr<float>(), M, K, group, pow2},
-                                   current_stream());
-  return {q, scale};
+std::tuple<at::Tensor, at::Tensor> fp8_quantize_tilewise_cuda(const at::Tensor& x, int64_t group, bool pow2) {
+  check_fp8_quantize_tilewise_args(x, group);
+  c10::cuda::CUDAGuard guard(x.device());
+  Fp8QuantOperands o(x, 1, group);
+  kern::fp8_quantize_tilewise_cuda(o.params<kern::Fp8QuantTilewiseParams>(group, pow2), current_stream());
+  return {o.q, o.scale};
 }
 
-std::tuple<at::Tensor, at::Tensor> fp8_quantize_blockwise_cuda(const at::Tensor& w_in, int64_t block, bool pow2) {
-  check_fp8_quantize_blockwise_args(w_in, block);
-  c10::cuda::CUDAGuard guard(w_in.device());
-  auto w = w_in.contiguous();
-  const int64_t N = w.size(0), K = w.size(1);
-  auto q = at::empty({N, K}, w.options().dtype(at::kFloat8_e4m3fn));
-  auto scale = at::empty({kern::ceil_div(N, block), kern::ceil_div(K, block)}, w.options());
-  kern::fp8_quantize_blockwise_cuda({w.data_ptr<float>(), fp8_codes(q), scale.data_ptr<float>(), N, K, block, pow2},
-                                    current_stream());
-  return {q, scale};
+std::tuple<at::Tensor, at::Tensor> fp8_quantize_blockwise_cuda(const at::Tensor& w, int64_t block, bool pow2) {
+  check_fp8_quantize_blockwise_args(w, block);
+  c10::cuda::CUDAGuard guard(w.device());
+  Fp8QuantOperands o(w, block, block);
+  kern::fp8_quantize_blockwise_cuda(o.params<kern::Fp8QuantBlockwiseParams>(block, pow2), current_stream());
+  return {o.q, o.scale};
 }
 
-at::Tensor fp8_dequantize_cuda(const at::Tensor& q_in, const at::Tensor& scale_in, int64_t tile_rows,
-                               int64_t tile_cols) {
-  check_fp8_dequantize_args(q_in, scale_in, tile_rows, tile_cols);
-  c10::cuda::CUDAGuard guard(q_in.device());
-  auto q = q_in.contiguous(), scale = scale_in.contiguous();
-  auto out = at::empty(q.sizes(), scale.options());
-  kern::fp8_dequantize_cuda(
-      {fp8_codes(q), scale.data_ptr<float>(), out.data_ptr<float>(), q.size(0), q.size(1), tile_rows, tile_cols},
-      current_stream());
-  return out;
+at::Tensor fp8_dequantize_cuda(const at::Tensor& q, const at::Tensor& scale, int64_t tile_rows, int64_t tile_cols) {
+  check_fp8_dequantize_args(q, scale, tile_rows, tile_cols);
+  c10::cuda::CUDAGuard guard(q.device());
+  Fp8DequantOperands o(q, scale, tile_rows, tile_cols);
+  kern::fp8_dequantize_cuda(o.params, current_stream());
+  return o.out;
 }
 
 // The kernel loads rows in 16-byte chunks: a contiguous operand whose storage offset breaks the
