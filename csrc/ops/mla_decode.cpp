@@ -4,10 +4,10 @@
 #include "csrc/ops/mla_decode.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <torch/library.h>
 
 #include <cmath>
 
+#include "csrc/ops/backend_kernels.h"
 #include "csrc/ops/mla_decode_internal.h"
 #include "csrc/util/check.h"
 
@@ -111,19 +111,13 @@ std::tuple<at::Tensor, at::Tensor> mla_decode(const at::Tensor& q, const at::Ten
   return op.call(q, kv_cache, block_table, seq_lens, head_dim_v, softmax_scale);
 }
 
-namespace {
-
 // Shapes only: out [B, S_q, H, head_dim_v] in q's dtype, lse [B, H, S_q] fp32.
-std::tuple<at::Tensor, at::Tensor> mla_decode_meta(const at::Tensor& q, const at::Tensor& kv_cache,
-                                                   const at::Tensor& block_table, const at::Tensor& seq_lens,
-                                                   int64_t head_dim_v, double softmax_scale) {
+Tensor2 MetaKernels::mla_decode(const at::Tensor& q, const at::Tensor& kv_cache, const at::Tensor& block_table,
+                                const at::Tensor& seq_lens, int64_t head_dim_v, double softmax_scale) {
   check_mla_decode_args(q, kv_cache, block_table, seq_lens, head_dim_v, softmax_scale);
   const auto B = q.sym_size(0), S = q.sym_size(1), H = q.sym_size(2);
   return {at::empty_symint({B, S, H, c10::SymInt(head_dim_v)}, q.options()),
           at::empty_symint({B, H, S}, q.options().dtype(at::kFloat))};
 }
 
-}  // namespace
 }  // namespace ts::ops
-
-TORCH_LIBRARY_IMPL(tinyseek, Meta, m) { m.impl("mla_decode", &ts::ops::mla_decode_meta); }

@@ -2,10 +2,10 @@
 // Lengths and block ids are device data and are not read back here (that would synchronize);
 // the kernel reads only the blocks each length covers.
 #include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
 
 #include <stdexcept>
 
+#include "csrc/ops/backend_kernels.h"
 #include "csrc/ops/cuda_internal.h"
 #include "csrc/ops/mla_decode.h"
 #include "csrc/ops/mla_decode_internal.h"
@@ -13,11 +13,9 @@
 #include "kernels/mla_decode.h"
 
 namespace ts::ops {
-namespace {
 
-std::tuple<at::Tensor, at::Tensor> mla_decode_cuda(const at::Tensor& q, const at::Tensor& kv_cache,
-                                                   const at::Tensor& block_table, const at::Tensor& seq_lens,
-                                                   int64_t head_dim_v, double softmax_scale) {
+Tensor2 CudaKernels::mla_decode(const at::Tensor& q, const at::Tensor& kv_cache, const at::Tensor& block_table,
+                                const at::Tensor& seq_lens, int64_t head_dim_v, double softmax_scale) {
   const char* op = "mla_decode";
   check_mla_decode_args(q, kv_cache, block_table, seq_lens, head_dim_v, softmax_scale);
   TS_CHECK_ARG(op, q, q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf,
@@ -45,7 +43,4 @@ std::tuple<at::Tensor, at::Tensor> mla_decode_cuda(const at::Tensor& q, const at
   return {o.out, o.lse};
 }
 
-}  // namespace
 }  // namespace ts::ops
-
-TORCH_LIBRARY_IMPL(tinyseek, CUDA, m) { m.impl("mla_decode", &ts::ops::mla_decode_cuda); }

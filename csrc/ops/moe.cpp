@@ -6,6 +6,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "csrc/ops/backend_kernels.h"
 #include "csrc/util/check.h"
 
 namespace ts::ops {
@@ -68,9 +69,6 @@ template <class Fn>
 c10::TypedOperatorHandle<Fn> find_op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Fn>();
 }
-
-using Tensor3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
-using Tensor2 = std::tuple<at::Tensor, at::Tensor>;
 
 at::Tensor permute_bwd_call(const at::Tensor& g, const at::Tensor& s2t, c10::SymInt tokens) {
   static auto op = find_op<at::Tensor(const at::Tensor&, const at::Tensor&, c10::SymInt)>("tinyseek::moe_permute_bwd");
@@ -148,9 +146,11 @@ at::Tensor grouped_gemm_autograd(const at::Tensor& x, const at::Tensor& w, const
   return GroupedGemmFunction::apply(x, w, offs);
 }
 
+}  // namespace
+
 // ---- Meta: shapes only ------------------------------------------------------------------------
 
-Tensor3 permute_meta(const at::Tensor& x, const at::Tensor& ids, int64_t experts) {
+Tensor3 MetaKernels::moe_permute(const at::Tensor& x, const at::Tensor& ids, int64_t experts) {
   check_moe_permute_args(x, ids, experts);
   auto rows = x.sym_size(0) * ids.sym_size(1);
   auto idx = ids.options();
@@ -158,29 +158,29 @@ Tensor3 permute_meta(const at::Tensor& x, const at::Tensor& ids, int64_t experts
           at::empty({experts + 1}, idx)};
 }
 
-at::Tensor permute_bwd_meta(const at::Tensor& g, const at::Tensor& s2t, c10::SymInt tokens) {
+at::Tensor MetaKernels::moe_permute_bwd(const at::Tensor& g, const at::Tensor& s2t, c10::SymInt tokens) {
   return at::empty_symint({std::move(tokens), g.sym_size(1)}, g.options());
 }
 
-at::Tensor unpermute_meta(const at::Tensor& ys, const at::Tensor& s2t, const at::Tensor& w) {
+at::Tensor MetaKernels::moe_unpermute(const at::Tensor& ys, const at::Tensor& s2t, const at::Tensor& w) {
   check_moe_unpermute_args(ys, s2t, w);
   return at::empty_symint({w.sym_size(0), ys.sym_size(1)}, ys.options());
 }
 
-Tensor2 unpermute_bwd_meta(const at::Tensor& gy, const at::Tensor& ys, const at::Tensor& s2t, const at::Tensor& w) {
+Tensor2 MetaKernels::moe_unpermute_bwd(const at::Tensor& gy, const at::Tensor& ys, const at::Tensor& s2t,
+                                       const at::Tensor& w) {
   return {at::empty_symint(ys.sym_sizes(), ys.options()), at::empty_symint(w.sym_sizes(), w.options())};
 }
 
-at::Tensor grouped_gemm_meta(const at::Tensor& x, const at::Tensor& w, const at::Tensor& offs) {
+at::Tensor MetaKernels::grouped_gemm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& offs) {
   check_grouped_gemm_args(x, w, offs);
   return at::empty_symint({x.sym_size(0), w.sym_size(1)}, x.options());
 }
 
-Tensor2 grouped_gemm_bwd_meta(const at::Tensor& g, const at::Tensor& x, const at::Tensor& w, const at::Tensor& offs) {
+Tensor2 MetaKernels::grouped_gemm_bwd(const at::Tensor& g, const at::Tensor& x, const at::Tensor& w,
+                                      const at::Tensor& offs) {
   return {at::empty_symint(x.sym_sizes(), x.options()), at::empty_symint(w.sym_sizes(), w.options())};
 }
-
-}  // namespace
 
 Tensor3 moe_permute(const at::Tensor& x, const at::Tensor& topk_ids, int64_t num_experts) {
   static auto op = find_op<Tensor3(const at::Tensor&, const at::Tensor&, int64_t)>("tinyseek::moe_permute");
@@ -206,12 +206,4 @@ TORCH_LIBRARY_IMPL(tinyseek, Autograd, m) {
   m.impl("moe_permute", &ts::ops::permute_autograd);
   m.impl("moe_unpermute", &ts::ops::unpermute_autograd);
   m.impl("grouped_gemm", &ts::ops::grouped_gemm_autograd);
-}
-TORCH_LIBRARY_IMPL(tinyseek, Meta, m) {
-  m.impl("moe_permute", &ts::ops::permute_meta);
-  m.impl("moe_permute_bwd", &ts::ops::permute_bwd_meta);
-  m.impl("moe_unpermute", &ts::ops::unpermute_meta);
-  m.impl("moe_unpermute_bwd", &ts::ops::unpermute_bwd_meta);
-  m.impl("grouped_gemm", &ts::ops::grouped_gemm_meta);
-  m.impl("grouped_gemm_bwd", &ts::ops::grouped_gemm_bwd_meta);
 }

@@ -3,8 +3,8 @@
 // report an out-of-range expert id; the other ops trust sorted_to_token / expert_offsets (they are
 // moe_permute's outputs) instead of reading them back, so they never synchronize.
 #include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
 
+#include "csrc/ops/backend_kernels.h"
 #include "csrc/ops/cuda_internal.h"
 #include "csrc/ops/moe.h"
 #include "csrc/util/check.h"
@@ -20,8 +20,9 @@ at::Tensor invert_slots(const at::Tensor& s2t) {
   return inv;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> permute_cuda(const at::Tensor& x_in, const at::Tensor& ids_in,
-                                                            int64_t E) {
+}  // namespace
+
+Tensor3 CudaKernels::moe_permute(const at::Tensor& x_in, const at::Tensor& ids_in, int64_t E) {
   const char* op = "moe_permute";
   check_moe_permute_args(x_in, ids_in, E);
   const bool bf16 = is_bf16(op, x_in);
@@ -44,8 +45,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> permute_cuda(const at::Tensor& x_
   return {xs, s2t, offs};
 }
 
-at::Tensor permute_bwd_cuda(const at::Tensor& g_in, const at::Tensor& s2t_in, int64_t T) {
+at::Tensor CudaKernels::moe_permute_bwd(const at::Tensor& g_in, const at::Tensor& s2t_in, c10::SymInt tokens) {
   const char* op = "moe_permute_bwd";
+  const int64_t T = tokens.guard_int(__FILE__, __LINE__);
   TS_CHECK_DIM(op, g_in, 2);
   const bool bf16 = is_bf16(op, g_in);
   TS_CHECK_DTYPE(op, s2t_in, at::kLong);
@@ -61,7 +63,7 @@ at::Tensor permute_bwd_cuda(const at::Tensor& g_in, const at::Tensor& s2t_in, in
   return gx;
 }
 
-at::Tensor unpermute_cuda(const at::Tensor& ys_in, const at::Tensor& s2t_in, const at::Tensor& w_in) {
+at::Tensor CudaKernels::moe_unpermute(const at::Tensor& ys_in, const at::Tensor& s2t_in, const at::Tensor& w_in) {
   check_moe_unpermute_args(ys_in, s2t_in, w_in);
   const bool bf16 = is_bf16("moe_unpermute", ys_in);
   c10::cuda::CUDAGuard guard(ys_in.device());
@@ -74,8 +76,8 @@ at::Tensor unpermute_cuda(const at::Tensor& ys_in, const at::Tensor& s2t_in, con
   return y;
 }
 
-std::tuple<at::Tensor, at::Tensor> unpermute_bwd_cuda(const at::Tensor& gy_in, const at::Tensor& ys_in,
-                                                      const at::Tensor& s2t_in, const at::Tensor& w_in) {
+Tensor2 CudaKernels::moe_unpermute_bwd(const at::Tensor& gy_in, const at::Tensor& ys_in, const at::Tensor& s2t_in,
+                                       const at::Tensor& w_in) {
   const char* op = "moe_unpermute_bwd";
   check_moe_unpermute_args(ys_in, s2t_in, w_in);
   const bool bf16 = is_bf16(op, ys_in);
@@ -96,7 +98,7 @@ std::tuple<at::Tensor, at::Tensor> unpermute_bwd_cuda(const at::Tensor& gy_in, c
   return {gys, gw};
 }
 
-at::Tensor grouped_gemm_cuda(const at::Tensor& x_in, const at::Tensor& w_in, const at::Tensor& offs_in) {
+at::Tensor CudaKernels::grouped_gemm(const at::Tensor& x_in, const at::Tensor& w_in, const at::Tensor& offs_in) {
   check_grouped_gemm_args(x_in, w_in, offs_in);
   const bool bf16 = is_bf16("grouped_gemm", x_in);
   c10::cuda::CUDAGuard guard(x_in.device());
@@ -108,8 +110,8 @@ at::Tensor grouped_gemm_cuda(const at::Tensor& x_in, const at::Tensor& w_in, con
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor> grouped_gemm_bwd_cuda(const at::Tensor& g_in, const at::Tensor& x_in,
-                                                         const at::Tensor& w_in, const at::Tensor& offs_in) {
+Tensor2 CudaKernels::grouped_gemm_bwd(const at::Tensor& g_in, const at::Tensor& x_in, const at::Tensor& w_in,
+                                      const at::Tensor& offs_in) {
   const char* op = "grouped_gemm_bwd";
   check_grouped_gemm_args(x_in, w_in, offs_in);
   const bool bf16 = is_bf16(op, x_in);
@@ -129,14 +131,4 @@ std::tuple<at::Tensor, at::Tensor> grouped_gemm_bwd_cuda(const at::Tensor& g_in,
   return {gx, gw};
 }
 
-}  // namespace
 }  // namespace ts::ops
-
-TORCH_LIBRARY_IMPL(tinyseek, CUDA, m) {
-  m.impl("moe_permute", &ts::ops::permute_cuda);
-  m.impl("moe_permute_bwd", &ts::ops::permute_bwd_cuda);
-  m.impl("moe_unpermute", &ts::ops::unpermute_cuda);
-  m.impl("moe_unpermute_bwd", &ts::ops::unpermute_bwd_cuda);
-  m.impl("grouped_gemm", &ts::ops::grouped_gemm_cuda);
-  m.impl("grouped_gemm_bwd", &ts::ops::grouped_gemm_bwd_cuda);
-}

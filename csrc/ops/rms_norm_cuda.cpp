@@ -1,16 +1,15 @@
 // CUDA backend of the rms_norm family (fp32 or bf16 activations; fp32 weight and rstd).
 #include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
 
+#include "csrc/ops/backend_kernels.h"
 #include "csrc/ops/cuda_internal.h"
 #include "csrc/ops/rms_norm.h"
 #include "csrc/util/check.h"
 #include "kernels/rms_norm.h"
 
 namespace ts::ops {
-namespace {
 
-std::tuple<at::Tensor, at::Tensor> rms_norm_fwd_cuda(const at::Tensor& x_in, const at::Tensor& w_in, double eps) {
+Tensor2 CudaKernels::rms_norm_fwd(const at::Tensor& x_in, const at::Tensor& w_in, double eps) {
   check_rms_norm_args(x_in, w_in, eps);
   const bool bf16 = is_bf16("rms_norm", x_in);
   c10::cuda::CUDAGuard guard(x_in.device());
@@ -24,8 +23,8 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_fwd_cuda(const at::Tensor& x_in, con
   return {y, rstd};
 }
 
-std::tuple<at::Tensor, at::Tensor> rms_norm_bwd_cuda(const at::Tensor& gy_in, const at::Tensor& x_in,
-                                                     const at::Tensor& w_in, const at::Tensor& rstd) {
+Tensor2 CudaKernels::rms_norm_bwd(const at::Tensor& gy_in, const at::Tensor& x_in, const at::Tensor& w_in,
+                                  const at::Tensor& rstd) {
   const char* op = "rms_norm_bwd";
   const bool bf16 = is_bf16(op, x_in);
   TS_CHECK_ARG(op, grad_y, gy_in.scalar_type() == x_in.scalar_type() && gy_in.sizes() == x_in.sizes(),
@@ -42,10 +41,4 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_bwd_cuda(const at::Tensor& gy_in, co
   return {gx, gw};
 }
 
-}  // namespace
 }  // namespace ts::ops
-
-TORCH_LIBRARY_IMPL(tinyseek, CUDA, m) {
-  m.impl("rms_norm_fwd", &ts::ops::rms_norm_fwd_cuda);
-  m.impl("rms_norm_bwd", &ts::ops::rms_norm_bwd_cuda);
-}
