@@ -107,33 +107,29 @@ class PermuteFunction : public torch::autograd::Function<PermuteFunction> {
   }
 };
 
-class UnpermuteFunction : public torch::autograd::Function<UnpermuteFunction> {
+// Autograd of out = Fwd(a, b, c) where one of the three inputs, at kIndexArg, is an index tensor
+// and Bwd(grad_out, a, b, c) returns the gradients of the other two, in order: moe_unpermute
+// (sorted_to_token at 1) and grouped_gemm (expert_offsets at 2). Self names the node.
+template <class Self, at::Tensor (*Fwd)(const at::Tensor&, const at::Tensor&, const at::Tensor&),
+          Tensor2 (*Bwd)(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&), int kIndexArg>
+class IndexedOpFunction : public torch::autograd::Function<Self> {
  public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& ys, const at::Tensor& s2t, const at::Tensor& w) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& a, const at::Tensor& b, const at::Tensor& c) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    ctx->save_for_backward({ys, s2t, w});
-    return moe_unpermute(ys, s2t, w);
+    ctx->save_for_backward({a, b, c});
+    return Fwd(a, b, c);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto s = ctx->get_saved_variables();
-    auto [gys, gw] = unpermute_bwd_call(grads[0].contiguous(), s[0], s[1], s[2]);
-    return {gys, at::Tensor(), gw};
+    auto [g0, g1] = Bwd(grads[0].contiguous(), s[0], s[1], s[2]);
+    variable_list g = {g0, g1};
+    g.insert(g.begin() + kIndexArg, at::Tensor());  // no gradient for the index tensor
+    return g;
   }
 };
 
-class GroupedGemmFunction : public torch::autograd::Function<GroupedGemmFunction> {
- public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const at::Tensor& offs) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    ctx->save_for_backward({x, w, offs});
-    return grouped_gemm(x, w, offs);
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    auto s = ctx->get_saved_variables();
-    auto [gx, gw] = grouped_gemm_bwd_call(grads[0].contiguous(), s[0], s[1], s[2]);
-    return {gx, gw, at::Tensor()};
-  }
-};
+class UnpermuteFunction : public IndexedOpFunction<UnpermuteFunction, moe_unpermute, unpermute_bwd_call, 1> {};
+class GroupedGemmFunction : public IndexedOpFunction<GroupedGemmFunction, grouped_gemm, grouped_gemm_bwd_call, 2> {};
 
 Tensor3 permute_autograd(const at::Tensor& x, const at::Tensor& ids, int64_t experts) {
   auto out = PermuteFunction::apply(x, ids, experts);
