@@ -63,6 +63,15 @@ void check_grouped_gemm_args(const at::Tensor& x_sorted, const at::Tensor& w, co
   TS_CHECK_SAME_DEVICE(op, expert_offsets, x_sorted);
 }
 
+void check_moe_output_grad(const char* op, const char* grad_name, const at::Tensor& grad, int64_t rows, int64_t cols,
+                           const at::Tensor& like, const char* like_name) {
+  // TS_CHECK_ARG's message, with the argument named at run time.
+  TORCH_CHECK(
+      grad.dim() == 2 && grad.size(0) == rows && grad.size(1) == cols && grad.scalar_type() == like.scalar_type(),
+      "tinyseek.", op, ": argument '", grad_name, "': expected shape [", rows, ", ", cols, "] and the dtype of ",
+      like_name, ", got ", ::ts::shape_str(grad), " ", grad.scalar_type());
+}
+
 namespace {
 
 template <class Fn>

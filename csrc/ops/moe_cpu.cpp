@@ -94,9 +94,7 @@ Tensor2 CpuKernels::moe_unpermute_bwd(const at::Tensor& gy_in, const at::Tensor&
   const char* op = "moe_unpermute_bwd";
   check_moe_unpermute_args(ys_in, s2t_in, w_in);
   TS_CHECK_DTYPE(op, ys_in, at::kFloat);
-  TS_CHECK_ARG(op, grad_y, gy_in.dim() == 2 && gy_in.size(0) == w_in.size(0) && gy_in.size(1) == ys_in.size(1),
-               "expected shape [", w_in.size(0), ", ", ys_in.size(1), "], got ", ::ts::shape_str(gy_in));
-  TS_CHECK_DTYPE(op, gy_in, at::kFloat);
+  check_moe_output_grad(op, "grad_y", gy_in, w_in.size(0), ys_in.size(1), ys_in, "y_sorted");
   auto gy = gy_in.contiguous(), ys = ys_in.contiguous(), w = w_in.contiguous();
   const int64_t T = w.size(0), K = w.size(1), H = ys.size(1);
   auto t2s = invert_slots(op, s2t_in.contiguous());
@@ -125,9 +123,7 @@ Tensor2 CpuKernels::grouped_gemm_bwd(const at::Tensor& g_in, const at::Tensor& x
   const char* op = "grouped_gemm_bwd";
   check_grouped_gemm_args(x_in, w_in, offs_in);
   TS_CHECK_DTYPE(op, x_in, at::kFloat);
-  TS_CHECK_ARG(op, grad_out, g_in.dim() == 2 && g_in.size(0) == x_in.size(0) && g_in.size(1) == w_in.size(1),
-               "expected shape [", x_in.size(0), ", ", w_in.size(1), "], got ", ::ts::shape_str(g_in));
-  TS_CHECK_DTYPE(op, g_in, at::kFloat);
+  check_moe_output_grad(op, "grad_out", g_in, x_in.size(0), w_in.size(1), x_in, "x_sorted");
   auto g = g_in.contiguous(), x = x_in.contiguous(), w = w_in.contiguous(), offs = offs_in.contiguous();
   const int64_t M = x.size(0), H = x.size(1), E = w.size(0), N = w.size(1);
   check_offsets(op, offs, M);

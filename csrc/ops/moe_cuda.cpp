@@ -81,11 +81,7 @@ Tensor2 CudaKernels::moe_unpermute_bwd(const at::Tensor& gy_in, const at::Tensor
   const char* op = "moe_unpermute_bwd";
   check_moe_unpermute_args(ys_in, s2t_in, w_in);
   const bool bf16 = is_bf16(op, ys_in);
-  TS_CHECK_ARG(op, grad_y,
-               gy_in.dim() == 2 && gy_in.size(0) == w_in.size(0) && gy_in.size(1) == ys_in.size(1) &&
-                   gy_in.scalar_type() == ys_in.scalar_type(),
-               "expected shape [", w_in.size(0), ", ", ys_in.size(1), "] and the dtype of y_sorted, got ",
-               ::ts::shape_str(gy_in), " ", gy_in.scalar_type());
+  check_moe_output_grad(op, "grad_y", gy_in, w_in.size(0), ys_in.size(1), ys_in, "y_sorted");
   c10::cuda::CUDAGuard guard(ys_in.device());
   auto gy = gy_in.contiguous(), ys = ys_in.contiguous(), w = w_in.contiguous();
   const int64_t T = w.size(0), K = w.size(1), H = ys.size(1);
@@ -115,11 +111,7 @@ Tensor2 CudaKernels::grouped_gemm_bwd(const at::Tensor& g_in, const at::Tensor& 
   const char* op = "grouped_gemm_bwd";
   check_grouped_gemm_args(x_in, w_in, offs_in);
   const bool bf16 = is_bf16(op, x_in);
-  TS_CHECK_ARG(op, grad_out,
-               g_in.dim() == 2 && g_in.size(0) == x_in.size(0) && g_in.size(1) == w_in.size(1) &&
-                   g_in.scalar_type() == x_in.scalar_type(),
-               "expected shape [", x_in.size(0), ", ", w_in.size(1), "] and the dtype of x_sorted, got ",
-               ::ts::shape_str(g_in), " ", g_in.scalar_type());
+  check_moe_output_grad(op, "grad_out", g_in, x_in.size(0), w_in.size(1), x_in, "x_sorted");
   c10::cuda::CUDAGuard guard(x_in.device());
   auto g = g_in.contiguous(), x = x_in.contiguous(), w = w_in.contiguous(), offs = offs_in.contiguous();
   const int64_t M = x.size(0), H = x.size(1), E = w.size(0), N = w.size(1);
