@@ -54,6 +54,12 @@ struct CudaKernels {
 };
 #undef TS_DECLARE_KERNEL
 
+// What the Meta kernels of the backward ops return: contiguous gradients shaped like, and in the
+// dtype of, the two inputs they differentiate.
+inline Tensor2 empty_grads_like(const at::Tensor& a, const at::Tensor& b) {
+  return {at::empty_symint(a.sym_sizes(), a.options()), at::empty_symint(b.sym_sizes(), b.options())};
+}
+
 // m.impl of every kernel of Kernels, inside that backend's TORCH_LIBRARY_IMPL block.
 template <class Kernels>
 void register_kernels(torch::Library& m) {

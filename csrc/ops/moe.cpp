@@ -174,7 +174,7 @@ at::Tensor MetaKernels::moe_unpermute(const at::Tensor& ys, const at::Tensor& s2
 
 Tensor2 MetaKernels::moe_unpermute_bwd(const at::Tensor& gy, const at::Tensor& ys, const at::Tensor& s2t,
                                        const at::Tensor& w) {
-  return {at::empty_symint(ys.sym_sizes(), ys.options()), at::empty_symint(w.sym_sizes(), w.options())};
+  return empty_grads_like(ys, w);
 }
 
 at::Tensor MetaKernels::grouped_gemm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& offs) {
@@ -184,7 +184,7 @@ at::Tensor MetaKernels::grouped_gemm(const at::Tensor& x, const at::Tensor& w, c
 
 Tensor2 MetaKernels::grouped_gemm_bwd(const at::Tensor& g, const at::Tensor& x, const at::Tensor& w,
                                       const at::Tensor& offs) {
-  return {at::empty_symint(x.sym_sizes(), x.options()), at::empty_symint(w.sym_sizes(), w.options())};
+  return empty_grads_like(x, w);
 }
 
 Tensor3 moe_permute(const at::Tensor& x, const at::Tensor& topk_ids, int64_t num_experts) {

@@ -81,7 +81,7 @@ Tensor2 MetaKernels::rms_norm_fwd(const at::Tensor& x, const at::Tensor& w, doub
 
 Tensor2 MetaKernels::rms_norm_bwd(const at::Tensor& gy, const at::Tensor& x, const at::Tensor& w,
                                   const at::Tensor& rstd) {
-  return {at::empty_symint(x.sym_sizes(), x.options()), at::empty_symint(w.sym_sizes(), w.options())};
+  return empty_grads_like(x, w);
 }
 
 }  // namespace ts::ops
