@@ -4,8 +4,8 @@
 #include "csrc/ops/fp8.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <torch/library.h>
 
+#include "csrc/ops/backend_kernels.h"
 #include "csrc/util/check.h"
 
 namespace ts::ops {
@@ -140,41 +140,32 @@ at::Tensor fp8_linear_per_tensor(const at::Tensor& x, const at::Tensor& weight, 
   return op.call(x, weight, scales, promote_interval, accum_mantissa_bits, accum_model);
 }
 
-namespace {
-
 // ---- Meta kernels: shapes and dtypes only ----------------------------------------------------------
-std::tuple<at::Tensor, at::Tensor> fp8_quantize_tilewise_meta(const at::Tensor& x, int64_t group, bool) {
+Tensor2 MetaKernels::fp8_quantize_tilewise(const at::Tensor& x, int64_t group, bool) {
   check_fp8_quantize_tilewise_args(x, group);
   const auto M = x.sym_size(0), KT = ceil_div_sym(x.sym_size(1), group);
   return {at::empty_symint(x.sym_sizes(), x.options().dtype(at::kFloat8_e4m3fn)),
           at::empty_symint({M, KT}, x.options())};
 }
 
-std::tuple<at::Tensor, at::Tensor> fp8_quantize_blockwise_meta(const at::Tensor& w, int64_t block, bool) {
+Tensor2 MetaKernels::fp8_quantize_blockwise(const at::Tensor& w, int64_t block, bool) {
   check_fp8_quantize_blockwise_args(w, block);
   const auto NB = ceil_div_sym(w.sym_size(0), block), KB = ceil_div_sym(w.sym_size(1), block);
   return {at::empty_symint(w.sym_sizes(), w.options().dtype(at::kFloat8_e4m3fn)),
           at::empty_symint({NB, KB}, w.options())};
 }
 
-at::Tensor fp8_dequantize_meta(const at::Tensor& q, const at::Tensor& scale, int64_t tile_rows, int64_t tile_cols) {
+at::Tensor MetaKernels::fp8_dequantize(const at::Tensor& q, const at::Tensor& scale, int64_t tile_rows,
+                                       int64_t tile_cols) {
   check_fp8_dequantize_args(q, scale, tile_rows, tile_cols);
   return at::empty_symint(q.sym_sizes(), scale.options());
 }
 
-at::Tensor fp8_gemm_nt_meta(const at::Tensor& a_q, const at::Tensor& a_scale, const at::Tensor& b_q,
-                            const at::Tensor& b_scale, at::ScalarType out_dtype, int64_t promote_interval,
-                            int64_t accum_mantissa_bits, std::string_view accum_model) {
+at::Tensor MetaKernels::fp8_gemm_nt(const at::Tensor& a_q, const at::Tensor& a_scale, const at::Tensor& b_q,
+                                    const at::Tensor& b_scale, at::ScalarType out_dtype, int64_t promote_interval,
+                                    int64_t accum_mantissa_bits, std::string_view accum_model) {
   check_fp8_gemm_args(a_q, a_scale, b_q, b_scale, out_dtype, promote_interval, accum_mantissa_bits, accum_model);
   return at::empty_symint({a_q.sym_size(0), b_q.sym_size(0)}, a_scale.options().dtype(out_dtype));
 }
 
-}  // namespace
 }  // namespace ts::ops
-
-TORCH_LIBRARY_IMPL(tinyseek, Meta, m) {
-  m.impl("fp8_quantize_tilewise", &ts::ops::fp8_quantize_tilewise_meta);
-  m.impl("fp8_quantize_blockwise", &ts::ops::fp8_quantize_blockwise_meta);
-  m.impl("fp8_dequantize", &ts::ops::fp8_dequantize_meta);
-  m.impl("fp8_gemm_nt", &ts::ops::fp8_gemm_nt_meta);
-}

@@ -1,47 +1,37 @@
 // CPU backend of the FP8 op family: checks, allocation, then the torch-free kernels (the GEMM is
 // the exact emulator with its limited-precision accumulator model, kernels/fp8.h).
-#include <torch/library.h>
-
+#include "csrc/ops/backend_kernels.h"
 #include "csrc/ops/fp8.h"
 #include "csrc/ops/fp8_internal.h"
 #include "csrc/util/check.h"
 
 namespace ts::ops {
-namespace {
 
-std::tuple<at::Tensor, at::Tensor> fp8_quantize_tilewise_cpu(const at::Tensor& x_in, int64_t group, bool pow2) {
-  check_fp8_quantize_tilewise_args(x_in, group);
-  auto x = x_in.contiguous();
-  const int64_t M = x.size(0), K = x.size(1);
-  auto q = at::empty({M, K}, x.options().dtype(at::kFloat8_e4m3fn));
-  auto scale = at::empty({M, kern::ceil_div(K, group)}, x.options());
-  kern::fp8_quantize_tilewise_cpu({x.data_ptr<float>(), fp8_codes(q), scale.data_ptr<float>(), M, K, group, pow2});
-  return {q, scale};
+Tensor2 CpuKernels::fp8_quantize_tilewise(const at::Tensor& x, int64_t group, bool pow2) {
+  check_fp8_quantize_tilewise_args(x, group);
+  Fp8QuantOperands o(x, 1, group);
+  kern::fp8_quantize_tilewise_cpu(o.params<kern::Fp8QuantTilewiseParams>(group, pow2));
+  return {o.q, o.scale};
 }
 
-std::tuple<at::Tensor, at::Tensor> fp8_quantize_blockwise_cpu(const at::Tensor& w_in, int64_t block, bool pow2) {
-  check_fp8_quantize_blockwise_args(w_in, block);
-  auto w = w_in.contiguous();
-  const int64_t N = w.size(0), K = w.size(1);
-  auto q = at::empty({N, K}, w.options().dtype(at::kFloat8_e4m3fn));
-  auto scale = at::empty({kern::ceil_div(N, block), kern::ceil_div(K, block)}, w.options());
-  kern::fp8_quantize_blockwise_cpu({w.data_ptr<float>(), fp8_codes(q), scale.data_ptr<float>(), N, K, block, pow2});
-  return {q, scale};
+Tensor2 CpuKernels::fp8_quantize_blockwise(const at::Tensor& w, int64_t block, bool pow2) {
+  check_fp8_quantize_blockwise_args(w, block);
+  Fp8QuantOperands o(w, block, block);
+  kern::fp8_quantize_blockwise_cpu(o.params<kern::Fp8QuantBlockwiseParams>(block, pow2));
+  return {o.q, o.scale};
 }
 
-at::Tensor fp8_dequantize_cpu(const at::Tensor& q_in, const at::Tensor& scale_in, int64_t tile_rows,
-                              int64_t tile_cols) {
-  check_fp8_dequantize_args(q_in, scale_in, tile_rows, tile_cols);
-  auto q = q_in.contiguous(), scale = scale_in.contiguous();
-  auto out = at::empty(q.sizes(), scale.options());
-  kern::fp8_dequantize_cpu(
-      {fp8_codes(q), scale.data_ptr<float>(), out.data_ptr<float>(), q.size(0), q.size(1), tile_rows, tile_cols});
-  return out;
+at::Tensor CpuKernels::fp8_dequantize(const at::Tensor& q, const at::Tensor& scale, int64_t tile_rows,
+                                      int64_t tile_cols) {
+  check_fp8_dequantize_args(q, scale, tile_rows, tile_cols);
+  Fp8DequantOperands o(q, scale, tile_rows, tile_cols);
+  kern::fp8_dequantize_cpu(o.params);
+  return o.out;
 }
 
-at::Tensor fp8_gemm_nt_cpu(const at::Tensor& a_q, const at::Tensor& a_scale, const at::Tensor& b_q,
-                           const at::Tensor& b_scale, at::ScalarType out_dtype, int64_t promote_interval,
-                           int64_t accum_mantissa_bits, std::string_view accum_model) {
+at::Tensor CpuKernels::fp8_gemm_nt(const at::Tensor& a_q, const at::Tensor& a_scale, const at::Tensor& b_q,
+                                   const at::Tensor& b_scale, at::ScalarType out_dtype, int64_t promote_interval,
+                                   int64_t accum_mantissa_bits, std::string_view accum_model) {
   const bool per_row =
       check_fp8_gemm_args(a_q, a_scale, b_q, b_scale, out_dtype, promote_interval, accum_mantissa_bits, accum_model);
   Fp8GemmOperands g(a_q, a_scale, b_q, b_scale, out_dtype, per_row);
@@ -53,12 +43,4 @@ at::Tensor fp8_gemm_nt_cpu(const at::Tensor& a_q, const at::Tensor& a_scale, con
   return g.out;
 }
 
-}  // namespace
 }  // namespace ts::ops
-
-TORCH_LIBRARY_IMPL(tinyseek, CPU, m) {
-  m.impl("fp8_quantize_tilewise", &ts::ops::fp8_quantize_tilewise_cpu);
-  m.impl("fp8_quantize_blockwise", &ts::ops::fp8_quantize_blockwise_cpu);
-  m.impl("fp8_dequantize", &ts::ops::fp8_dequantize_cpu);
-  m.impl("fp8_gemm_nt", &ts::ops::fp8_gemm_nt_cpu);
-}

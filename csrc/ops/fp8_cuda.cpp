@@ -1,54 +1,18 @@
 // CUDA backend of the FP8 op family: the same checks and allocation as the CPU backend, then the
 // CUDA kernels on the current stream. The GEMM runs on FP8 tensor cores (sm_89+), promoting every
 // 128 of K; the CPU emulator's accumulator knobs describe hardware, so they are not applied here.
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
 
 #include <cstdint>
 
+#include "csrc/ops/backend_kernels.h"
+#include "csrc/ops/cuda_internal.h"
 #include "csrc/ops/fp8.h"
 #include "csrc/ops/fp8_internal.h"
 #include "csrc/util/check.h"
 
 namespace ts::ops {
 namespace {
-
-std::tuple<at::Tensor, at::Tensor> fp8_quantize_tilewise_cuda(const at::Tensor& x_in, int64_t group, bool pow2) {
-  check_fp8_quantize_tilewise_args(x_in, group);
-  c10::cuda::CUDAGuard guard(x_in.device());
-  auto x = x_in.contiguous();
-  const int64_t M = x.size(0), K = x.size(1);
-  auto q = at::empty({M, K}, x.options().dtype(at::kFloat8_e4m3fn));
-  auto scale = at::empty({M, kern::ceil_div(K, group)}, x.options());
-  kern::fp8_quantize_tilewise_cuda({x.data_ptr<float>(), fp8_codes(q), scale.data_ptr<float>(), M, K, group, pow2},
-                                   at::cuda::getCurrentCUDAStream());
-  return {q, scale};
-}
-
-std::tuple<at::Tensor, at::Tensor> fp8_quantize_blockwise_cuda(const at::Tensor& w_in, int64_t block, bool pow2) {
-  check_fp8_quantize_blockwise_args(w_in, block);
-  c10::cuda::CUDAGuard guard(w_in.device());
-  auto w = w_in.contiguous();
-  const int64_t N = w.size(0), K = w.size(1);
-  auto q = at::empty({N, K}, w.options().dtype(at::kFloat8_e4m3fn));
-  auto scale = at::empty({kern::ceil_div(N, block), kern::ceil_div(K, block)}, w.options());
-  kern::fp8_quantize_blockwise_cuda({w.data_ptr<float>(), fp8_codes(q), scale.data_ptr<float>(), N, K, block, pow2},
-                                    at::cuda::getCurrentCUDAStream());
-  return {q, scale};
-}
-
-at::Tensor fp8_dequantize_cuda(const at::Tensor& q_in, const at::Tensor& scale_in, int64_t tile_rows,
-                               int64_t tile_cols) {
-  check_fp8_dequantize_args(q_in, scale_in, tile_rows, tile_cols);
-  c10::cuda::CUDAGuard guard(q_in.device());
-  auto q = q_in.contiguous(), scale = scale_in.contiguous();
-  auto out = at::empty(q.sizes(), scale.options());
-  kern::fp8_dequantize_cuda(
-      {fp8_codes(q), scale.data_ptr<float>(), out.data_ptr<float>(), q.size(0), q.size(1), tile_rows, tile_cols},
-      at::cuda::getCurrentCUDAStream());
-  return out;
-}
 
 // The kernel loads rows in 16-byte chunks: a contiguous operand whose storage offset breaks the
 // alignment is copied into a fresh (aligned) allocation.
@@ -57,9 +21,36 @@ at::Tensor aligned16(const at::Tensor& t) {
   return reinterpret_cast<uintptr_t>(c.const_data_ptr()) % 16 == 0 ? c : c.clone();
 }
 
-at::Tensor fp8_gemm_nt_cuda(const at::Tensor& a_q, const at::Tensor& a_scale, const at::Tensor& b_q,
-                            const at::Tensor& b_scale, at::ScalarType out_dtype, int64_t promote_interval,
-                            int64_t accum_mantissa_bits, std::string_view accum_model) {
+}  // namespace
+
+Tensor2 CudaKernels::fp8_quantize_tilewise(const at::Tensor& x, int64_t group, bool pow2) {
+  check_fp8_quantize_tilewise_args(x, group);
+  c10::cuda::CUDAGuard guard(x.device());
+  Fp8QuantOperands o(x, 1, group);
+  kern::fp8_quantize_tilewise_cuda(o.params<kern::Fp8QuantTilewiseParams>(group, pow2), current_stream());
+  return {o.q, o.scale};
+}
+
+Tensor2 CudaKernels::fp8_quantize_blockwise(const at::Tensor& w, int64_t block, bool pow2) {
+  check_fp8_quantize_blockwise_args(w, block);
+  c10::cuda::CUDAGuard guard(w.device());
+  Fp8QuantOperands o(w, block, block);
+  kern::fp8_quantize_blockwise_cuda(o.params<kern::Fp8QuantBlockwiseParams>(block, pow2), current_stream());
+  return {o.q, o.scale};
+}
+
+at::Tensor CudaKernels::fp8_dequantize(const at::Tensor& q, const at::Tensor& scale, int64_t tile_rows,
+                                       int64_t tile_cols) {
+  check_fp8_dequantize_args(q, scale, tile_rows, tile_cols);
+  c10::cuda::CUDAGuard guard(q.device());
+  Fp8DequantOperands o(q, scale, tile_rows, tile_cols);
+  kern::fp8_dequantize_cuda(o.params, current_stream());
+  return o.out;
+}
+
+at::Tensor CudaKernels::fp8_gemm_nt(const at::Tensor& a_q, const at::Tensor& a_scale, const at::Tensor& b_q,
+                                    const at::Tensor& b_scale, at::ScalarType out_dtype, int64_t promote_interval,
+                                    int64_t accum_mantissa_bits, std::string_view accum_model) {
   const char* op = "fp8_gemm_nt";
   const bool per_row =
       check_fp8_gemm_args(a_q, a_scale, b_q, b_scale, out_dtype, promote_interval, accum_mantissa_bits, accum_model);
@@ -73,16 +64,8 @@ at::Tensor fp8_gemm_nt_cuda(const at::Tensor& a_q, const at::Tensor& a_scale, co
   }
   c10::cuda::CUDAGuard guard(a_q.device());
   Fp8GemmOperands g(aligned16(a_q), a_scale, aligned16(b_q), b_scale, out_dtype, per_row);
-  kern::fp8_gemm_nt_cuda(g.params, at::cuda::getCurrentCUDAStream());
+  kern::fp8_gemm_nt_cuda(g.params, current_stream());
   return g.out;
 }
 
-}  // namespace
 }  // namespace ts::ops
-
-TORCH_LIBRARY_IMPL(tinyseek, CUDA, m) {
-  m.impl("fp8_quantize_tilewise", &ts::ops::fp8_quantize_tilewise_cuda);
-  m.impl("fp8_quantize_blockwise", &ts::ops::fp8_quantize_blockwise_cuda);
-  m.impl("fp8_dequantize", &ts::ops::fp8_dequantize_cuda);
-  m.impl("fp8_gemm_nt", &ts::ops::fp8_gemm_nt_cuda);
-}

@@ -12,6 +12,35 @@ namespace ts::ops {
 inline uint8_t* fp8_codes(at::Tensor& t) { return static_cast<uint8_t*>(t.data_ptr()); }
 inline const uint8_t* fp8_codes(const at::Tensor& t) { return static_cast<const uint8_t*>(t.const_data_ptr()); }
 
+// A quantizer's contiguous input x [R, C] fp32 and its outputs: codes q [R, C] e4m3 and scales
+// [ceil(R/tile_rows), ceil(C/tile_cols)] fp32 (tilewise: 1 x group tiles; blockwise: block x block).
+// params<P>(tile, pow2) fills either quantizer's Params (the two list the same fields in the same
+// order). Checked arguments assumed.
+struct Fp8QuantOperands {
+  at::Tensor x, q, scale;
+
+  Fp8QuantOperands(const at::Tensor& x_in, int64_t tile_rows, int64_t tile_cols)
+      : x(x_in.contiguous()),
+        q(at::empty(x.sizes(), x.options().dtype(at::kFloat8_e4m3fn))),
+        scale(at::empty({kern::ceil_div(x.size(0), tile_rows), kern::ceil_div(x.size(1), tile_cols)}, x.options())) {}
+
+  template <class Params>
+  Params params(int64_t tile, bool pow2_scale) {
+    return {x.data_ptr<float>(), fp8_codes(q), scale.data_ptr<float>(), x.size(0), x.size(1), tile, pow2_scale};
+  }
+};
+
+// The dequantizer's contiguous inputs and its output out [R, C] fp32, with the kernel's Params.
+struct Fp8DequantOperands {
+  at::Tensor q, scale, out;
+  kern::Fp8DequantParams params;
+
+  Fp8DequantOperands(const at::Tensor& q_in, const at::Tensor& scale_in, int64_t tile_rows, int64_t tile_cols)
+      : q(q_in.contiguous()), scale(scale_in.contiguous()), out(at::empty(q.sizes(), scale.options())) {
+    params = {fp8_codes(q), scale.data_ptr<float>(), out.data_ptr<float>(), q.size(0), q.size(1), tile_rows, tile_cols};
+  }
+};
+
 // Contiguous operands, the output [M, N] in out_dtype and the kernel's Params pointing at them
 // (checked arguments assumed). Keeps the contiguous copies alive while the kernel runs.
 struct Fp8GemmOperands {

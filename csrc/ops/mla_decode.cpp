@@ -1,12 +1,14 @@
-// torch.ops.tinyseek.mla_decode: argument checks, the C++ entry point and the Meta kernel.
-// Backends: mla_decode_cpu.cpp, mla_decode_cuda.cpp. Inference only: no autograd kernel.
+// torch.ops.tinyseek.mla_decode: argument checks, the kernel operands both backends fill, the
+// C++ entry point and the Meta kernel. Backends: mla_decode_cpu.cpp, mla_decode_cuda.cpp.
+// Inference only: no autograd kernel.
 #include "csrc/ops/mla_decode.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <torch/library.h>
 
 #include <cmath>
 
+#include "csrc/ops/backend_kernels.h"
+#include "csrc/ops/mla_decode_internal.h"
 #include "csrc/util/check.h"
 
 namespace ts::ops {
@@ -65,6 +67,42 @@ void check_mla_decode_values(const at::Tensor& kv_cache, const at::Tensor& block
   }
 }
 
+namespace {
+
+// The backends check q's dtype against what their kernel takes before they get here.
+kern::MlaDtype mla_dtype(at::ScalarType t) {
+  if (t == at::kBFloat16) return kern::MlaDtype::kBFloat16;
+  if (t == at::kHalf) return kern::MlaDtype::kFloat16;
+  TORCH_CHECK(t == at::kFloat, "tinyseek.mla_decode: no kernel for dtype ", t);
+  return kern::MlaDtype::kFloat32;
+}
+
+}  // namespace
+
+MlaDecodeOperands::MlaDecodeOperands(const at::Tensor& q_in, const at::Tensor& kv_cache, const at::Tensor& block_table,
+                                     const at::Tensor& seq_lens, int64_t head_dim_v, double softmax_scale)
+    : q(q_in.contiguous()), table(block_table.contiguous()), lens(seq_lens.contiguous()) {
+  const int64_t B = q.size(0), S = q.size(1), H = q.size(2);
+  out = at::empty({B, S, H, head_dim_v}, q.options());
+  lse = at::empty({B, H, S}, q.options().dtype(at::kFloat));
+  params.q = q.data_ptr();
+  params.kv_cache = kv_cache.data_ptr();
+  params.block_table = table.data_ptr<int32_t>();
+  params.seq_lens = lens.data_ptr<int32_t>();
+  params.out = out.data_ptr();
+  params.lse = lse.data_ptr<float>();
+  params.B = B;
+  params.S_q = S;
+  params.H = H;
+  params.D_qk = q.size(3);
+  params.D_v = head_dim_v;
+  params.num_blocks = kv_cache.size(0);
+  params.block_size = kv_cache.size(1);
+  params.max_blocks = table.size(1);
+  params.softmax_scale = static_cast<float>(softmax_scale);
+  params.dtype = mla_dtype(q.scalar_type());
+}
+
 std::tuple<at::Tensor, at::Tensor> mla_decode(const at::Tensor& q, const at::Tensor& kv_cache,
                                               const at::Tensor& block_table, const at::Tensor& seq_lens,
                                               int64_t head_dim_v, double softmax_scale) {
@@ -73,19 +111,13 @@ std::tuple<at::Tensor, at::Tensor> mla_decode(const at::Tensor& q, const at::Ten
   return op.call(q, kv_cache, block_table, seq_lens, head_dim_v, softmax_scale);
 }
 
-namespace {
-
 // Shapes only: out [B, S_q, H, head_dim_v] in q's dtype, lse [B, H, S_q] fp32.
-std::tuple<at::Tensor, at::Tensor> mla_decode_meta(const at::Tensor& q, const at::Tensor& kv_cache,
-                                                   const at::Tensor& block_table, const at::Tensor& seq_lens,
-                                                   int64_t head_dim_v, double softmax_scale) {
+Tensor2 MetaKernels::mla_decode(const at::Tensor& q, const at::Tensor& kv_cache, const at::Tensor& block_table,
+                                const at::Tensor& seq_lens, int64_t head_dim_v, double softmax_scale) {
   check_mla_decode_args(q, kv_cache, block_table, seq_lens, head_dim_v, softmax_scale);
   const auto B = q.sym_size(0), S = q.sym_size(1), H = q.sym_size(2);
   return {at::empty_symint({B, S, H, c10::SymInt(head_dim_v)}, q.options()),
           at::empty_symint({B, H, S}, q.options().dtype(at::kFloat))};
 }
 
-}  // namespace
 }  // namespace ts::ops
-
-TORCH_LIBRARY_IMPL(tinyseek, Meta, m) { m.impl("mla_decode", &ts::ops::mla_decode_meta); }

@@ -1,71 +1,46 @@
 // CUDA backend of torch.ops.tinyseek.mla_decode (bf16 or fp16 in, fp32 accumulation and lse).
 // Lengths and block ids are device data and are not read back here (that would synchronize);
 // the kernel reads only the blocks each length covers.
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
 
 #include <stdexcept>
 
+#include "csrc/ops/backend_kernels.h"
+#include "csrc/ops/cuda_internal.h"
 #include "csrc/ops/mla_decode.h"
+#include "csrc/ops/mla_decode_internal.h"
 #include "csrc/util/check.h"
 #include "kernels/mla_decode.h"
 
 namespace ts::ops {
-namespace {
 
-std::tuple<at::Tensor, at::Tensor> mla_decode_cuda(const at::Tensor& q_in, const at::Tensor& kv_cache,
-                                                   const at::Tensor& block_table, const at::Tensor& seq_lens,
-                                                   int64_t head_dim_v, double softmax_scale) {
+Tensor2 CudaKernels::mla_decode(const at::Tensor& q, const at::Tensor& kv_cache, const at::Tensor& block_table,
+                                const at::Tensor& seq_lens, int64_t head_dim_v, double softmax_scale) {
   const char* op = "mla_decode";
-  check_mla_decode_args(q_in, kv_cache, block_table, seq_lens, head_dim_v, softmax_scale);
-  TS_CHECK_ARG(op, q, q_in.scalar_type() == at::kBFloat16 || q_in.scalar_type() == at::kHalf,
-               "expected bfloat16 or float16 on CUDA, got ", q_in.scalar_type());
-  TS_CHECK_ARG(op, q, q_in.size(3) % 8 == 0, "expected D_qk (dim 3) divisible by 8 on CUDA, got shape ",
-               ::ts::shape_str(q_in));
-  TS_CHECK_ARG(op, q, q_in.size(0) <= 65535, "expected at most 65535 sequences on CUDA, got ", q_in.size(0));
-  c10::cuda::CUDAGuard guard(q_in.device());
-  auto q = q_in.contiguous();
-  auto table = block_table.contiguous();
-  auto lens = seq_lens.contiguous();
-  TS_CHECK_ARG(op, q, reinterpret_cast<uintptr_t>(q.data_ptr()) % 16 == 0, "expected 16-byte aligned data");
+  check_mla_decode_args(q, kv_cache, block_table, seq_lens, head_dim_v, softmax_scale);
+  TS_CHECK_ARG(op, q, q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf,
+               "expected bfloat16 or float16 on CUDA, got ", q.scalar_type());
+  TS_CHECK_ARG(op, q, q.size(3) % 8 == 0, "expected D_qk (dim 3) divisible by 8 on CUDA, got shape ",
+               ::ts::shape_str(q));
+  TS_CHECK_ARG(op, q, q.size(0) <= 65535, "expected at most 65535 sequences on CUDA, got ", q.size(0));
+  c10::cuda::CUDAGuard guard(q.device());
+  MlaDecodeOperands o(q, kv_cache, block_table, seq_lens, head_dim_v, softmax_scale);
+  TS_CHECK_ARG(op, q, reinterpret_cast<uintptr_t>(o.q.data_ptr()) % 16 == 0, "expected 16-byte aligned data");
   TS_CHECK_ARG(op, kv_cache, reinterpret_cast<uintptr_t>(kv_cache.data_ptr()) % 16 == 0,
                "expected 16-byte aligned data");
-  const int64_t B = q.size(0), S = q.size(1), H = q.size(2);
-  auto out = at::empty({B, S, H, head_dim_v}, q.options());
-  auto lse = at::empty({B, H, S}, q.options().dtype(at::kFloat));
-  if (B == 0) return {out, lse};
-  kern::MlaDecodeParams p;
-  p.q = q.data_ptr();
-  p.kv_cache = kv_cache.data_ptr();
-  p.block_table = table.data_ptr<int32_t>();
-  p.seq_lens = lens.data_ptr<int32_t>();
-  p.out = out.data_ptr();
-  p.lse = lse.data_ptr<float>();
-  p.B = B;
-  p.S_q = S;
-  p.H = H;
-  p.D_qk = q.size(3);
-  p.D_v = head_dim_v;
-  p.num_blocks = kv_cache.size(0);
-  p.block_size = kv_cache.size(1);
-  p.max_blocks = table.size(1);
-  p.softmax_scale = static_cast<float>(softmax_scale);
-  p.dtype = q.scalar_type() == at::kBFloat16 ? kern::MlaDtype::kBFloat16 : kern::MlaDtype::kFloat16;
+  if (o.params.B == 0) return {o.out, o.lse};
+  kern::MlaDecodeParams& p = o.params;
   try {
     p.num_splits = kern::mla_decode_cuda_num_splits(p);
     const size_t ws_bytes = kern::mla_decode_cuda_workspace_bytes(p);
     at::Tensor ws;
     if (ws_bytes) ws = at::empty({static_cast<int64_t>(ws_bytes)}, q.options().dtype(at::kByte));
     p.workspace = ws_bytes ? ws.data_ptr() : nullptr;
-    kern::mla_decode_cuda(p, at::cuda::getCurrentCUDAStream());
+    kern::mla_decode_cuda(p, current_stream());
   } catch (const std::invalid_argument& e) {
     TORCH_CHECK(false, "tinyseek.", op, ": ", e.what());
   }
-  return {out, lse};
+  return {o.out, o.lse};
 }
 
-}  // namespace
 }  // namespace ts::ops
-
-TORCH_LIBRARY_IMPL(tinyseek, CUDA, m) { m.impl("mla_decode", &ts::ops::mla_decode_cuda); }

@@ -6,6 +6,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "csrc/ops/backend_kernels.h"
 #include "csrc/util/check.h"
 
 namespace ts::ops {
@@ -62,15 +63,21 @@ void check_grouped_gemm_args(const at::Tensor& x_sorted, const at::Tensor& w, co
   TS_CHECK_SAME_DEVICE(op, expert_offsets, x_sorted);
 }
 
+void check_moe_output_grad(const char* op, const char* grad_name, const at::Tensor& grad, int64_t rows, int64_t cols,
+                           const at::Tensor& like, const char* like_name) {
+  // TS_CHECK_ARG's message, with the argument named at run time.
+  TORCH_CHECK(
+      grad.dim() == 2 && grad.size(0) == rows && grad.size(1) == cols && grad.scalar_type() == like.scalar_type(),
+      "tinyseek.", op, ": argument '", grad_name, "': expected shape [", rows, ", ", cols, "] and the dtype of ",
+      like_name, ", got ", ::ts::shape_str(grad), " ", grad.scalar_type());
+}
+
 namespace {
 
 template <class Fn>
 c10::TypedOperatorHandle<Fn> find_op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Fn>();
 }
-
-using Tensor3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
-using Tensor2 = std::tuple<at::Tensor, at::Tensor>;
 
 at::Tensor permute_bwd_call(const at::Tensor& g, const at::Tensor& s2t, c10::SymInt tokens) {
   static auto op = find_op<at::Tensor(const at::Tensor&, const at::Tensor&, c10::SymInt)>("tinyseek::moe_permute_bwd");
@@ -109,33 +116,29 @@ class PermuteFunction : public torch::autograd::Function<PermuteFunction> {
   }
 };
 
-class UnpermuteFunction : public torch::autograd::Function<UnpermuteFunction> {
+// Autograd of out = Fwd(a, b, c) where one of the three inputs, at kIndexArg, is an index tensor
+// and Bwd(grad_out, a, b, c) returns the gradients of the other two, in order: moe_unpermute
+// (sorted_to_token at 1) and grouped_gemm (expert_offsets at 2). Self names the node.
+template <class Self, at::Tensor (*Fwd)(const at::Tensor&, const at::Tensor&, const at::Tensor&),
+          Tensor2 (*Bwd)(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&), int kIndexArg>
+class IndexedOpFunction : public torch::autograd::Function<Self> {
  public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& ys, const at::Tensor& s2t, const at::Tensor& w) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& a, const at::Tensor& b, const at::Tensor& c) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    ctx->save_for_backward({ys, s2t, w});
-    return moe_unpermute(ys, s2t, w);
+    ctx->save_for_backward({a, b, c});
+    return Fwd(a, b, c);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto s = ctx->get_saved_variables();
-    auto [gys, gw] = unpermute_bwd_call(grads[0].contiguous(), s[0], s[1], s[2]);
-    return {gys, at::Tensor(), gw};
+    auto [g0, g1] = Bwd(grads[0].contiguous(), s[0], s[1], s[2]);
+    variable_list g = {g0, g1};
+    g.insert(g.begin() + kIndexArg, at::Tensor());  // no gradient for the index tensor
+    return g;
   }
 };
 
-class GroupedGemmFunction : public torch::autograd::Function<GroupedGemmFunction> {
- public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const at::Tensor& offs) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    ctx->save_for_backward({x, w, offs});
-    return grouped_gemm(x, w, offs);
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    auto s = ctx->get_saved_variables();
-    auto [gx, gw] = grouped_gemm_bwd_call(grads[0].contiguous(), s[0], s[1], s[2]);
-    return {gx, gw, at::Tensor()};
-  }
-};
+class UnpermuteFunction : public IndexedOpFunction<UnpermuteFunction, moe_unpermute, unpermute_bwd_call, 1> {};
+class GroupedGemmFunction : public IndexedOpFunction<GroupedGemmFunction, grouped_gemm, grouped_gemm_bwd_call, 2> {};
 
 Tensor3 permute_autograd(const at::Tensor& x, const at::Tensor& ids, int64_t experts) {
   auto out = PermuteFunction::apply(x, ids, experts);
@@ -148,9 +151,11 @@ at::Tensor grouped_gemm_autograd(const at::Tensor& x, const at::Tensor& w, const
   return GroupedGemmFunction::apply(x, w, offs);
 }
 
+}  // namespace
+
 // ---- Meta: shapes only ------------------------------------------------------------------------
 
-Tensor3 permute_meta(const at::Tensor& x, const at::Tensor& ids, int64_t experts) {
+Tensor3 MetaKernels::moe_permute(const at::Tensor& x, const at::Tensor& ids, int64_t experts) {
   check_moe_permute_args(x, ids, experts);
   auto rows = x.sym_size(0) * ids.sym_size(1);
   auto idx = ids.options();
@@ -158,29 +163,29 @@ Tensor3 permute_meta(const at::Tensor& x, const at::Tensor& ids, int64_t experts
           at::empty({experts + 1}, idx)};
 }
 
-at::Tensor permute_bwd_meta(const at::Tensor& g, const at::Tensor& s2t, c10::SymInt tokens) {
+at::Tensor MetaKernels::moe_permute_bwd(const at::Tensor& g, const at::Tensor& s2t, c10::SymInt tokens) {
   return at::empty_symint({std::move(tokens), g.sym_size(1)}, g.options());
 }
 
-at::Tensor unpermute_meta(const at::Tensor& ys, const at::Tensor& s2t, const at::Tensor& w) {
+at::Tensor MetaKernels::moe_unpermute(const at::Tensor& ys, const at::Tensor& s2t, const at::Tensor& w) {
   check_moe_unpermute_args(ys, s2t, w);
   return at::empty_symint({w.sym_size(0), ys.sym_size(1)}, ys.options());
 }
 
-Tensor2 unpermute_bwd_meta(const at::Tensor& gy, const at::Tensor& ys, const at::Tensor& s2t, const at::Tensor& w) {
-  return {at::empty_symint(ys.sym_sizes(), ys.options()), at::empty_symint(w.sym_sizes(), w.options())};
+Tensor2 MetaKernels::moe_unpermute_bwd(const at::Tensor& gy, const at::Tensor& ys, const at::Tensor& s2t,
+                                       const at::Tensor& w) {
+  return empty_grads_like(ys, w);
 }
 
-at::Tensor grouped_gemm_meta(const at::Tensor& x, const at::Tensor& w, const at::Tensor& offs) {
+at::Tensor MetaKernels::grouped_gemm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& offs) {
   check_grouped_gemm_args(x, w, offs);
   return at::empty_symint({x.sym_size(0), w.sym_size(1)}, x.options());
 }
 
-Tensor2 grouped_gemm_bwd_meta(const at::Tensor& g, const at::Tensor& x, const at::Tensor& w, const at::Tensor& offs) {
-  return {at::empty_symint(x.sym_sizes(), x.options()), at::empty_symint(w.sym_sizes(), w.options())};
+Tensor2 MetaKernels::grouped_gemm_bwd(const at::Tensor& g, const at::Tensor& x, const at::Tensor& w,
+                                      const at::Tensor& offs) {
+  return empty_grads_like(x, w);
 }
-
-}  // namespace
 
 Tensor3 moe_permute(const at::Tensor& x, const at::Tensor& topk_ids, int64_t num_experts) {
   static auto op = find_op<Tensor3(const at::Tensor&, const at::Tensor&, int64_t)>("tinyseek::moe_permute");
@@ -206,12 +211,4 @@ TORCH_LIBRARY_IMPL(tinyseek, Autograd, m) {
   m.impl("moe_permute", &ts::ops::permute_autograd);
   m.impl("moe_unpermute", &ts::ops::unpermute_autograd);
   m.impl("grouped_gemm", &ts::ops::grouped_gemm_autograd);
-}
-TORCH_LIBRARY_IMPL(tinyseek, Meta, m) {
-  m.impl("moe_permute", &ts::ops::permute_meta);
-  m.impl("moe_permute_bwd", &ts::ops::permute_bwd_meta);
-  m.impl("moe_unpermute", &ts::ops::unpermute_meta);
-  m.impl("moe_unpermute_bwd", &ts::ops::unpermute_bwd_meta);
-  m.impl("grouped_gemm", &ts::ops::grouped_gemm_meta);
-  m.impl("grouped_gemm_bwd", &ts::ops::grouped_gemm_bwd_meta);
 }

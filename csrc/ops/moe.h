@@ -35,5 +35,9 @@ void check_moe_permute_args(const at::Tensor& x, const at::Tensor& topk_ids, int
 void check_moe_unpermute_args(const at::Tensor& y_sorted, const at::Tensor& sorted_to_token,
                               const at::Tensor& topk_weights);
 void check_grouped_gemm_args(const at::Tensor& x_sorted, const at::Tensor& w, const at::Tensor& expert_offsets);
+// The incoming gradient of a backward kernel: [rows, cols] (the forward output's shape) in the
+// dtype of the forward's activation `like` (y_sorted for moe_unpermute, x_sorted for grouped_gemm).
+void check_moe_output_grad(const char* op, const char* grad_name, const at::Tensor& grad, int64_t rows, int64_t cols,
+                           const at::Tensor& like, const char* like_name);
 
 }  // namespace ts::ops

@@ -1,9 +1,8 @@
 // CPU backend of the routed-expert ops (fp32): checks that need the data (expert ids, the slot
 // permutation, the offsets), allocation, then the torch-free kernels of kernels/moe.h.
-#include <torch/library.h>
-
 #include <vector>
 
+#include "csrc/ops/backend_kernels.h"
 #include "csrc/ops/moe.h"
 #include "csrc/util/alloc.h"
 #include "csrc/util/check.h"
@@ -41,8 +40,9 @@ void check_offsets(const char* op, const at::Tensor& offsets, int64_t rows) {
                  " > offsets[", e + 1, "] = ", o[e + 1]);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> permute_cpu(const at::Tensor& x_in, const at::Tensor& ids_in,
-                                                           int64_t E) {
+}  // namespace
+
+Tensor3 CpuKernels::moe_permute(const at::Tensor& x_in, const at::Tensor& ids_in, int64_t E) {
   const char* op = "moe_permute";
   check_moe_permute_args(x_in, ids_in, E);
   TS_CHECK_DTYPE(op, x_in, at::kFloat);  // the CPU twin is fp32; bf16 is a CUDA path
@@ -59,8 +59,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> permute_cpu(const at::Tensor& x_i
   return {xs, s2t, offs};
 }
 
-at::Tensor permute_bwd_cpu(const at::Tensor& g_in, const at::Tensor& s2t_in, int64_t T) {
+at::Tensor CpuKernels::moe_permute_bwd(const at::Tensor& g_in, const at::Tensor& s2t_in, c10::SymInt tokens) {
   const char* op = "moe_permute_bwd";
+  const int64_t T = tokens.guard_int(__FILE__, __LINE__);
   TS_CHECK_DIM(op, g_in, 2);
   TS_CHECK_DTYPE(op, g_in, at::kFloat);
   TS_CHECK_DTYPE(op, s2t_in, at::kLong);
@@ -75,7 +76,7 @@ at::Tensor permute_bwd_cpu(const at::Tensor& g_in, const at::Tensor& s2t_in, int
   return gx;
 }
 
-at::Tensor unpermute_cpu(const at::Tensor& ys_in, const at::Tensor& s2t_in, const at::Tensor& w_in) {
+at::Tensor CpuKernels::moe_unpermute(const at::Tensor& ys_in, const at::Tensor& s2t_in, const at::Tensor& w_in) {
   const char* op = "moe_unpermute";
   check_moe_unpermute_args(ys_in, s2t_in, w_in);
   TS_CHECK_DTYPE(op, ys_in, at::kFloat);
@@ -88,14 +89,12 @@ at::Tensor unpermute_cpu(const at::Tensor& ys_in, const at::Tensor& s2t_in, cons
   return y;
 }
 
-std::tuple<at::Tensor, at::Tensor> unpermute_bwd_cpu(const at::Tensor& gy_in, const at::Tensor& ys_in,
-                                                     const at::Tensor& s2t_in, const at::Tensor& w_in) {
+Tensor2 CpuKernels::moe_unpermute_bwd(const at::Tensor& gy_in, const at::Tensor& ys_in, const at::Tensor& s2t_in,
+                                      const at::Tensor& w_in) {
   const char* op = "moe_unpermute_bwd";
   check_moe_unpermute_args(ys_in, s2t_in, w_in);
   TS_CHECK_DTYPE(op, ys_in, at::kFloat);
-  TS_CHECK_ARG(op, grad_y, gy_in.dim() == 2 && gy_in.size(0) == w_in.size(0) && gy_in.size(1) == ys_in.size(1),
-               "expected shape [", w_in.size(0), ", ", ys_in.size(1), "], got ", ::ts::shape_str(gy_in));
-  TS_CHECK_DTYPE(op, gy_in, at::kFloat);
+  check_moe_output_grad(op, "grad_y", gy_in, w_in.size(0), ys_in.size(1), ys_in, "y_sorted");
   auto gy = gy_in.contiguous(), ys = ys_in.contiguous(), w = w_in.contiguous();
   const int64_t T = w.size(0), K = w.size(1), H = ys.size(1);
   auto t2s = invert_slots(op, s2t_in.contiguous());
@@ -106,7 +105,7 @@ std::tuple<at::Tensor, at::Tensor> unpermute_bwd_cpu(const at::Tensor& gy_in, co
   return {gys, gw};
 }
 
-at::Tensor grouped_gemm_cpu(const at::Tensor& x_in, const at::Tensor& w_in, const at::Tensor& offs_in) {
+at::Tensor CpuKernels::grouped_gemm(const at::Tensor& x_in, const at::Tensor& w_in, const at::Tensor& offs_in) {
   const char* op = "grouped_gemm";
   check_grouped_gemm_args(x_in, w_in, offs_in);
   TS_CHECK_DTYPE(op, x_in, at::kFloat);
@@ -119,14 +118,12 @@ at::Tensor grouped_gemm_cpu(const at::Tensor& x_in, const at::Tensor& w_in, cons
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor> grouped_gemm_bwd_cpu(const at::Tensor& g_in, const at::Tensor& x_in,
-                                                        const at::Tensor& w_in, const at::Tensor& offs_in) {
+Tensor2 CpuKernels::grouped_gemm_bwd(const at::Tensor& g_in, const at::Tensor& x_in, const at::Tensor& w_in,
+                                     const at::Tensor& offs_in) {
   const char* op = "grouped_gemm_bwd";
   check_grouped_gemm_args(x_in, w_in, offs_in);
   TS_CHECK_DTYPE(op, x_in, at::kFloat);
-  TS_CHECK_ARG(op, grad_out, g_in.dim() == 2 && g_in.size(0) == x_in.size(0) && g_in.size(1) == w_in.size(1),
-               "expected shape [", x_in.size(0), ", ", w_in.size(1), "], got ", ::ts::shape_str(g_in));
-  TS_CHECK_DTYPE(op, g_in, at::kFloat);
+  check_moe_output_grad(op, "grad_out", g_in, x_in.size(0), w_in.size(1), x_in, "x_sorted");
   auto g = g_in.contiguous(), x = x_in.contiguous(), w = w_in.contiguous(), offs = offs_in.contiguous();
   const int64_t M = x.size(0), H = x.size(1), E = w.size(0), N = w.size(1);
   check_offsets(op, offs, M);
@@ -138,14 +135,4 @@ std::tuple<at::Tensor, at::Tensor> grouped_gemm_bwd_cpu(const at::Tensor& g_in, 
   return {gx, gw};
 }
 
-}  // namespace
 }  // namespace ts::ops
-
-TORCH_LIBRARY_IMPL(tinyseek, CPU, m) {
-  m.impl("moe_permute", &ts::ops::permute_cpu);
-  m.impl("moe_permute_bwd", &ts::ops::permute_bwd_cpu);
-  m.impl("moe_unpermute", &ts::ops::unpermute_cpu);
-  m.impl("moe_unpermute_bwd", &ts::ops::unpermute_bwd_cpu);
-  m.impl("grouped_gemm", &ts::ops::grouped_gemm_cpu);
-  m.impl("grouped_gemm_bwd", &ts::ops::grouped_gemm_bwd_cpu);
-}

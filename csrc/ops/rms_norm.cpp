@@ -4,6 +4,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "csrc/ops/backend_kernels.h"
 #include "csrc/util/check.h"
 
 namespace ts::ops {
@@ -69,24 +70,21 @@ at::Tensor rms_norm_autograd(const at::Tensor& x, const at::Tensor& w, double ep
   return RmsNormFunction::apply(x, w, eps);
 }
 
+}  // namespace
+
 // Shapes only: y like x, rstd [rows] fp32, grads like their inputs.
-std::tuple<at::Tensor, at::Tensor> rms_norm_fwd_meta(const at::Tensor& x, const at::Tensor& w, double eps) {
+Tensor2 MetaKernels::rms_norm_fwd(const at::Tensor& x, const at::Tensor& w, double eps) {
   check_rms_norm_args(x, w, eps);
   auto rows = x.sym_numel() / x.sym_size(-1);
   return {at::empty_symint(x.sym_sizes(), x.options()), at::empty_symint({rows}, x.options().dtype(at::kFloat))};
 }
 
-std::tuple<at::Tensor, at::Tensor> rms_norm_bwd_meta(const at::Tensor& gy, const at::Tensor& x, const at::Tensor& w,
-                                                     const at::Tensor& rstd) {
-  return {at::empty_symint(x.sym_sizes(), x.options()), at::empty_symint(w.sym_sizes(), w.options())};
+Tensor2 MetaKernels::rms_norm_bwd(const at::Tensor& gy, const at::Tensor& x, const at::Tensor& w,
+                                  const at::Tensor& rstd) {
+  return empty_grads_like(x, w);
 }
 
-}  // namespace
 }  // namespace ts::ops
 
 TORCH_LIBRARY_IMPL(tinyseek, CompositeExplicitAutograd, m) { m.impl("rms_norm", &ts::ops::rms_norm_composite); }
 TORCH_LIBRARY_IMPL(tinyseek, Autograd, m) { m.impl("rms_norm", &ts::ops::rms_norm_autograd); }
-TORCH_LIBRARY_IMPL(tinyseek, Meta, m) {
-  m.impl("rms_norm_fwd", &ts::ops::rms_norm_fwd_meta);
-  m.impl("rms_norm_bwd", &ts::ops::rms_norm_bwd_meta);
-}

@@ -1,14 +1,12 @@
 // CPU backend of the rms_norm family: checks, allocation, then the torch-free kernel.
-#include <torch/library.h>
-
+#include "csrc/ops/backend_kernels.h"
 #include "csrc/ops/rms_norm.h"
 #include "csrc/util/check.h"
 #include "kernels/rms_norm.h"
 
 namespace ts::ops {
-namespace {
 
-std::tuple<at::Tensor, at::Tensor> rms_norm_fwd_cpu(const at::Tensor& x_in, const at::Tensor& w_in, double eps) {
+Tensor2 CpuKernels::rms_norm_fwd(const at::Tensor& x_in, const at::Tensor& w_in, double eps) {
   check_rms_norm_args(x_in, w_in, eps);
   TS_CHECK_DTYPE("rms_norm", x_in, at::kFloat);  // the CPU twin is fp32; bf16 is a CUDA path
   auto x = x_in.contiguous();
@@ -21,8 +19,8 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_fwd_cpu(const at::Tensor& x_in, cons
   return {y, rstd};
 }
 
-std::tuple<at::Tensor, at::Tensor> rms_norm_bwd_cpu(const at::Tensor& gy_in, const at::Tensor& x_in,
-                                                    const at::Tensor& w_in, const at::Tensor& rstd) {
+Tensor2 CpuKernels::rms_norm_bwd(const at::Tensor& gy_in, const at::Tensor& x_in, const at::Tensor& w_in,
+                                 const at::Tensor& rstd) {
   const char* op = "rms_norm_bwd";
   TS_CHECK_ARG(op, grad_y, gy_in.sizes() == x_in.sizes(), "expected the shape of x ", ::ts::shape_str(x_in), ", got ",
                ::ts::shape_str(gy_in));
@@ -38,10 +36,4 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_bwd_cpu(const at::Tensor& gy_in, con
   return {gx, gw};
 }
 
-}  // namespace
 }  // namespace ts::ops
-
-TORCH_LIBRARY_IMPL(tinyseek, CPU, m) {
-  m.impl("rms_norm_fwd", &ts::ops::rms_norm_fwd_cpu);
-  m.impl("rms_norm_bwd", &ts::ops::rms_norm_bwd_cpu);
-}

@@ -1,22 +1,15 @@
 // CUDA backend of the rms_norm family (fp32 or bf16 activations; fp32 weight and rstd).
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
 
+#include "csrc/ops/backend_kernels.h"
+#include "csrc/ops/cuda_internal.h"
 #include "csrc/ops/rms_norm.h"
 #include "csrc/util/check.h"
 #include "kernels/rms_norm.h"
 
 namespace ts::ops {
-namespace {
 
-bool is_bf16(const char* op, const at::Tensor& x) {
-  TS_CHECK_ARG(op, x, x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16,
-               "expected float32 or bfloat16 on CUDA, got ", x.scalar_type());
-  return x.scalar_type() == at::kBFloat16;
-}
-
-std::tuple<at::Tensor, at::Tensor> rms_norm_fwd_cuda(const at::Tensor& x_in, const at::Tensor& w_in, double eps) {
+Tensor2 CudaKernels::rms_norm_fwd(const at::Tensor& x_in, const at::Tensor& w_in, double eps) {
   check_rms_norm_args(x_in, w_in, eps);
   const bool bf16 = is_bf16("rms_norm", x_in);
   c10::cuda::CUDAGuard guard(x_in.device());
@@ -26,12 +19,12 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_fwd_cuda(const at::Tensor& x_in, con
   auto rstd = at::empty({R}, x.options().dtype(at::kFloat));
   kern::rms_norm_forward_cuda(
       {x.data_ptr(), w.data_ptr<float>(), y.data_ptr(), rstd.data_ptr<float>(), R, D, static_cast<float>(eps), bf16},
-      at::cuda::getCurrentCUDAStream());
+      current_stream());
   return {y, rstd};
 }
 
-std::tuple<at::Tensor, at::Tensor> rms_norm_bwd_cuda(const at::Tensor& gy_in, const at::Tensor& x_in,
-                                                     const at::Tensor& w_in, const at::Tensor& rstd) {
+Tensor2 CudaKernels::rms_norm_bwd(const at::Tensor& gy_in, const at::Tensor& x_in, const at::Tensor& w_in,
+                                  const at::Tensor& rstd) {
   const char* op = "rms_norm_bwd";
   const bool bf16 = is_bf16(op, x_in);
   TS_CHECK_ARG(op, grad_y, gy_in.scalar_type() == x_in.scalar_type() && gy_in.sizes() == x_in.sizes(),
@@ -44,14 +37,8 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_bwd_cuda(const at::Tensor& gy_in, co
   auto ws = at::empty({kern::rms_norm_backward_cuda_workspace(R, D)}, w.options());
   kern::rms_norm_backward_cuda({gy.data_ptr(), x.data_ptr(), w.data_ptr<float>(), rs.data_ptr<float>(), gx.data_ptr(),
                                 gw.data_ptr<float>(), R, D, bf16},
-                               ws.data_ptr<float>(), at::cuda::getCurrentCUDAStream());
+                               ws.data_ptr<float>(), current_stream());
   return {gx, gw};
 }
 
-}  // namespace
 }  // namespace ts::ops
-
-TORCH_LIBRARY_IMPL(tinyseek, CUDA, m) {
-  m.impl("rms_norm_fwd", &ts::ops::rms_norm_fwd_cuda);
-  m.impl("rms_norm_bwd", &ts::ops::rms_norm_bwd_cuda);
-}

@@ -1,4 +1,6 @@
-// Every tinyseek op's schema, in one place. Backends register in csrc/ops/<op>_{cpu,cuda,meta,autograd}.cpp.
+// Every tinyseek op's schema, in one place. The Meta, CPU and CUDA kernels are listed in
+// backend_kernels.h (registered by backend_kernels.cpp and backend_kernels_cuda.cpp); Composite and
+// Autograd kernels register in their family's <family>.cpp.
 #include <torch/library.h>
 
 TORCH_LIBRARY(tinyseek, m) {

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <iterator>
 #include <stdexcept>
 #include <string>
 
@@ -11,8 +12,11 @@
 namespace ts::parallel {
 namespace {
 
-constexpr ScheduleKind kAllKinds[] = {ScheduleKind::k1F1B, ScheduleKind::kZB1P, ScheduleKind::kDualPipe,
-                                      ScheduleKind::kDualPipeV};
+// Names in enum order (both enums count up from 0), so an enum value indexes its name.
+constexpr std::string_view kScheduleKindNames[] = {"1f1b", "zb1p", "dualpipe", "dualpipev"};
+constexpr std::string_view kOpKindNames[] = {"F", "B", "W", "FB", "BW", "SEND", "RECV"};
+static_assert(std::size(kScheduleKindNames) == static_cast<size_t>(ScheduleKind::kDualPipeV) + 1);
+static_assert(std::size(kOpKindNames) == static_cast<size_t>(OpKind::kRecv) + 1);
 
 std::string unit_text(const Unit& u) {
   std::string t = "mb=" + std::to_string(u.mb) + ",s=" + std::to_string(u.stage);
@@ -27,45 +31,22 @@ ScheduleKind parse_schedule_kind(std::string_view name) {
   std::transform(lower.begin(), lower.end(), lower.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   std::string valid;
-  for (ScheduleKind k : kAllKinds) {
-    if (lower == schedule_kind_name(k)) return k;
-    valid += (valid.empty() ? "" : ", ") + std::string(schedule_kind_name(k));
+  for (size_t k = 0; k < std::size(kScheduleKindNames); ++k) {
+    if (lower == kScheduleKindNames[k]) return static_cast<ScheduleKind>(k);
+    valid += (valid.empty() ? "" : ", ") + std::string(kScheduleKindNames[k]);
   }
   throw std::invalid_argument("unknown pipeline schedule '" + std::string(name) + "'; valid names: " + valid);
 }
 
 std::string_view schedule_kind_name(ScheduleKind kind) {
-  switch (kind) {
-    case ScheduleKind::k1F1B:
-      return "1f1b";
-    case ScheduleKind::kZB1P:
-      return "zb1p";
-    case ScheduleKind::kDualPipe:
-      return "dualpipe";
-    case ScheduleKind::kDualPipeV:
-      return "dualpipev";
-  }
-  throw std::invalid_argument("schedule_kind_name: bad ScheduleKind value");
+  const auto k = static_cast<size_t>(kind);
+  if (k >= std::size(kScheduleKindNames)) throw std::invalid_argument("schedule_kind_name: bad ScheduleKind value");
+  return kScheduleKindNames[k];
 }
 
 std::string_view op_kind_name(OpKind op) {
-  switch (op) {
-    case OpKind::kF:
-      return "F";
-    case OpKind::kB:
-      return "B";
-    case OpKind::kW:
-      return "W";
-    case OpKind::kFB:
-      return "FB";
-    case OpKind::kBW:
-      return "BW";
-    case OpKind::kSend:
-      return "SEND";
-    case OpKind::kRecv:
-      return "RECV";
-  }
-  return "?";  // only reachable through a corrupted value; validate() reports it
+  const auto k = static_cast<size_t>(op);
+  return k < std::size(kOpKindNames) ? kOpKindNames[k] : "?";  // "?": a corrupted value; validate() reports it
 }
 
 const Unit* Action::forward_unit() const { return (op == OpKind::kF || op == OpKind::kFB) ? &unit : nullptr; }

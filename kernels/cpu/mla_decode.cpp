@@ -114,31 +114,25 @@ inline void qk_keys(const float* const* k, const float* qt, int64_t D, float* s,
   }
 }
 
+// The n < kQkKeys keys left after the full groups: the micro-kernel instantiated for exactly n
+// (one compile-time count per remainder, so the accumulators stay in registers).
+template <int NJ = kQkKeys - 1>
+inline void qk_keys_tail(int n, const float* const* k, const float* qt, int64_t D, float* s, int64_t ld_s) {
+  if constexpr (NJ >= 1) {
+    if (n == NJ)
+      qk_keys<NJ>(k, qt, D, s, ld_s);
+    else
+      qk_keys_tail<NJ - 1>(n, k, qt, D, s, ld_s);
+  }
+}
+
 // Scores^T [T, Rp] for one tile: st[j * Rp + r] = k_j . qt_r, over every 16-row block.
 void tile_scores(const float* const* k, int T, const float* qt, int64_t Rp, int64_t D, float* st) {
   for (int64_t rb = 0; rb < Rp; rb += kRowBlock) {
     const float* q = qt + rb * D;  // block rb/16 starts at (rb/16) * D * 16
     int j = 0;
     for (; j + kQkKeys <= T; j += kQkKeys) qk_keys<kQkKeys>(k + j, q, D, st + j * Rp + rb, Rp);
-    switch (T - j) {
-      case 5:
-        qk_keys<5>(k + j, q, D, st + j * Rp + rb, Rp);
-        break;
-      case 4:
-        qk_keys<4>(k + j, q, D, st + j * Rp + rb, Rp);
-        break;
-      case 3:
-        qk_keys<3>(k + j, q, D, st + j * Rp + rb, Rp);
-        break;
-      case 2:
-        qk_keys<2>(k + j, q, D, st + j * Rp + rb, Rp);
-        break;
-      case 1:
-        qk_keys<1>(k + j, q, D, st + j * Rp + rb, Rp);
-        break;
-      default:
-        break;
-    }
+    qk_keys_tail(T - j, k + j, q, D, st + j * Rp + rb, Rp);
   }
 }
 

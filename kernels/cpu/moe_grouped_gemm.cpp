@@ -69,6 +69,23 @@ std::vector<Tile> make_tiles(int64_t E, int64_t cols, Rows&& rows, Depth&& depth
   return tiles;
 }
 
+// C = A . B_e on the rows of every expert e (rows [off[e], off[e+1])): A [M, depth] and C [M, cols]
+// row-major over the sorted rows; B_e [depth, cols] at b + e * b_expert_stride, element (k, n) at
+// k * b_rs + n * b_cs. The forward (B_e = w[e]^T) and grad_x (B_e = w[e]) are both this product.
+void expert_rows_gemm(const int64_t* off, int64_t E, int64_t cols, int64_t depth, const float* a, const float* b,
+                      int64_t b_expert_stride, int64_t b_rs, int64_t b_cs, float* c) {
+  auto rows = [&](int64_t e) { return off[e + 1] - off[e]; };
+  run_tiles(make_tiles(E, cols, rows, [&](int64_t) { return depth; }), [&](const Tile& t) {
+    const int64_t r = off[t.expert] + t.r0;
+    GemmF32 g;
+    g.m = t.r1 - t.r0, g.n = t.c1 - t.c0, g.k = depth;
+    g.a = a + r * depth, g.a_rs = depth, g.a_cs = 1;
+    g.b = b + t.expert * b_expert_stride + t.c0 * b_cs, g.b_rs = b_rs, g.b_cs = b_cs;
+    g.c = c + r * cols + t.c0, g.ldc = cols;
+    gemm_f32(g);
+  });
+}
+
 }  // namespace
 
 void moe_grouped_gemm_cpu(const MoeGroupedGemmParams& p) {
@@ -77,16 +94,7 @@ void moe_grouped_gemm_cpu(const MoeGroupedGemmParams& p) {
   const int64_t* off = p.expert_offsets;
   TS_KERNEL_ASSERT(off[0] == 0 && off[E] == M);
   // out[b + i, n] = sum_h x[b + i, h] * w[e, n, h]: A = x rows, B(h, n) = w[e][n * H + h].
-  auto rows = [&](int64_t e) { return off[e + 1] - off[e]; };
-  run_tiles(make_tiles(E, N, rows, [&](int64_t) { return H; }), [&](const Tile& t) {
-    const int64_t b = off[t.expert] + t.r0;
-    GemmF32 g;
-    g.m = t.r1 - t.r0, g.n = t.c1 - t.c0, g.k = H;
-    g.a = p.x_sorted + b * H, g.a_rs = H, g.a_cs = 1;
-    g.b = p.w + (t.expert * N + t.c0) * H, g.b_rs = 1, g.b_cs = H;
-    g.c = p.out + b * N + t.c0, g.ldc = N;
-    gemm_f32(g);
-  });
+  expert_rows_gemm(off, E, N, H, p.x_sorted, p.w, N * H, 1, H, p.out);
 }
 
 void moe_grouped_gemm_backward_cpu(const MoeGroupedGemmBackwardParams& p) {
@@ -98,16 +106,7 @@ void moe_grouped_gemm_backward_cpu(const MoeGroupedGemmBackwardParams& p) {
   if (p.grad_x) {
     TS_KERNEL_ASSERT(M == 0 || N == 0 || p.w != nullptr);
     // grad_x[b + i, h] = sum_n grad_out[b + i, n] * w[e, n, h]: A = grad_out rows, B = w[e] as is.
-    auto rows = [&](int64_t e) { return off[e + 1] - off[e]; };
-    run_tiles(make_tiles(E, H, rows, [&](int64_t) { return N; }), [&](const Tile& t) {
-      const int64_t b = off[t.expert] + t.r0;
-      GemmF32 g;
-      g.m = t.r1 - t.r0, g.n = t.c1 - t.c0, g.k = N;
-      g.a = p.grad_out + b * N, g.a_rs = N, g.a_cs = 1;
-      g.b = p.w + t.expert * N * H + t.c0, g.b_rs = H, g.b_cs = 1;
-      g.c = p.grad_x + b * H + t.c0, g.ldc = H;
-      gemm_f32(g);
-    });
+    expert_rows_gemm(off, E, H, N, p.grad_out, p.w, N * H, H, 1, p.grad_x);
   }
   if (p.grad_w && N > 0) {
     TS_KERNEL_ASSERT(M == 0 || p.x_sorted != nullptr);

@@ -42,6 +42,16 @@ static_assert(sizeof(__nv_fp8_e4m3) == 1, "e4m3 operands are bytes");
   return *reinterpret_cast<const uint32_t*>(p);
 }
 
+// Zeros a warp's register tiles (kMT x kNT mma tiles of 4 fp32 accumulators per thread).
+[[maybe_unused]] __device__ __forceinline__ void zero_tiles(float (&acc)[kMT][kNT][4]) {
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.0f;
+}
+
 // Stages rows [row0, row0 + kRows) x K columns [k0, k0 + kBK) of a [rows, K] e4m3 matrix into
 // shared memory; out-of-range rows and columns become zeros (they add nothing to the dot product).
 // K % 16 == 0, so a 16-byte chunk is entirely inside or outside K.
@@ -75,12 +85,7 @@ __global__ void __launch_bounds__(kThreads)
   const float* b_scale_row = b_scale + int64_t(blockIdx.y) * KB;  // B scale block row n0 / 128 (block mode)
 
   float acc[kMT][kNT][4];  // promoted fp32 sums; element i of a tile is row g + 8 * (i / 2), column 2t + i % 2
-#pragma unroll
-  for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.0f;
+  zero_tiles(acc);
 
   for (int64_t kb = 0; kb < KB; ++kb) {
     stage<kBM>(As, a8, m0, M, kb * kBK, K);
@@ -88,12 +93,7 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
 
     float part[kMT][kNT][4];  // fresh tensor-core accumulators for this 128-slice
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-      for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) part[mt][nt][i] = 0.0f;
+    zero_tiles(part);
 
 #pragma unroll 1  // keeps one k-step's fragments live: no register spills on sm_90a
     for (int ks = 0; ks < kBK; ks += 32) {

@@ -9,15 +9,12 @@ and hatched), and an overlapped F&B is one black-bordered box, forward on top, b
 from __future__ import annotations
 
 import colorsys
-import json
 import sys
 from pathlib import Path
 
-import matplotlib
+from matplotlib.patches import Patch, Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import Patch, Rectangle  # noqa: E402
+from tinyseek.figures import json_cli, plt, save
 
 SHADE = {"F": 0.82, "B": 0.58, "W": 0.36, "BW": 0.58}
 
@@ -76,20 +73,12 @@ def draw(data: dict, out: Path) -> None:
         legend.append(Patch(facecolor=colorsys.hls_to_rgb(0.02, 0.6, 0.65), label=f"entered at rank {ranks - 1}"))
     ax.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=4, fontsize=7, frameon=False,
               edgecolor=grey)
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save(fig, out)
 
 
 def main(argv) -> int:
-    if len(argv) != 3:
-        print(__doc__, file=sys.stderr)
-        return 2
-    data = json.loads(Path(argv[1]).read_text())
-    out = Path(argv[2])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    draw(data, out)
-    return 0
+    return json_cli(argv, __doc__, draw)
 
 
 if __name__ == "__main__":

@@ -10,26 +10,13 @@ import json
 import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-
-def read_metrics(path: Path):
-    rows = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                rows.append(json.loads(line))
-    return rows
+from tinyseek.figures import json_cli, read_jsonl, save_step_figure, step_figure
 
 
 def plot_series(runs, key: str, title: str, out: Path, smooth: int = 1, unit: str = " (nats)") -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    fig, ax = step_figure()
     for run in runs:
-        rows = [r for r in read_metrics(Path(run["dir"]) / "metrics.jsonl") if r.get(key) is not None]
+        rows = [r for r in read_jsonl(Path(run["dir"]) / "metrics.jsonl") if r.get(key) is not None]
         if not rows:
             continue
         xs = [r["step"] for r in rows]
@@ -37,28 +24,19 @@ def plot_series(runs, key: str, title: str, out: Path, smooth: int = 1, unit: st
         if smooth > 1:
             ys = [sum(ys[max(0, i - smooth + 1):i + 1]) / len(ys[max(0, i - smooth + 1):i + 1]) for i in range(len(ys))]
         ax.plot(xs, ys, label=run["variant"], marker="o" if len(xs) < 20 else None)
-    ax.set_xlabel("step")
-    ax.set_ylabel(key + unit)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    save_step_figure(fig, ax, key + unit, title, out)
 
 
-def main(argv) -> int:
-    if len(argv) != 3:
-        print(__doc__, file=sys.stderr)
-        return 2
-    runs = json.loads(Path(argv[1]).read_text())
-    out = Path(argv[2])
+def write_plots(runs, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     plot_series(runs, "loss", "training loss (moving average of 10 steps)", out / "loss.png", smooth=10)
     plot_series(runs, "val_loss", "validation loss", out / "val_loss.png")
     for key in plot_keys(runs):
         plot_series(runs, key, f"{key} (moving average of 10 steps)", out / f"{key}.png", smooth=10, unit="")
-    return 0
+
+
+def main(argv) -> int:
+    return json_cli(argv, __doc__, write_plots)
 
 
 def plot_keys(runs) -> list:

@@ -11,19 +11,11 @@ import json
 import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-
-def _rows(path: Path):
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+from tinyseek.figures import plt, read_jsonl, save, save_step_figure, step_figure
 
 
 def fp8_accumulation(metrics: Path, out: Path) -> None:
-    rows = _rows(metrics)
+    rows = read_jsonl(metrics)
     series: dict[tuple[str, int], list[dict]] = {}
     for r in rows:
         series.setdefault((r["accumulator"], r["promote_interval"]), []).append(r)
@@ -43,19 +35,18 @@ def fp8_accumulation(metrics: Path, out: Path) -> None:
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=7)
     fig.suptitle("FP8 GEMM accumulation error (CPU emulator vs exact float64)")
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    save(fig, out)
 
 
 def loss_error(runs_json: Path, out: Path, window: int = 10) -> None:
     runs = json.loads(Path(runs_json).read_text())
 
     def losses(run):
-        return {r["step"]: r["loss"] for r in _rows(Path(run["dir"]) / "metrics.jsonl") if r.get("loss") is not None}
+        rows = read_jsonl(Path(run["dir"]) / "metrics.jsonl")
+        return {r["step"]: r["loss"] for r in rows if r.get("loss") is not None}
 
     base = losses(runs[0])
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    fig, ax = step_figure()
     for run in runs[1:]:
         cur = losses(run)
         steps = sorted(s for s in cur if s in base)
@@ -66,14 +57,8 @@ def loss_error(runs_json: Path, out: Path, window: int = 10) -> None:
             ys.append(100 * (sum(cur[s] for s in w) / sum(base[s] for s in w) - 1))
         ax.plot(xs, ys, label=run["variant"])
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xlabel("step")
-    ax.set_ylabel(f"relative loss error vs {runs[0]['variant']} (%)")
-    ax.set_title(f"training loss relative to {runs[0]['variant']} ({window}-step means)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    save_step_figure(fig, ax, f"relative loss error vs {runs[0]['variant']} (%)",
+                     f"training loss relative to {runs[0]['variant']} ({window}-step means)", out)
 
 
 def main(argv) -> int:
