@@ -18,6 +18,22 @@ struct Key {
   bool operator<(const Key& o) const { return std::tie(group, args) < std::tie(o.group, o.args); }
 };
 
+// Google Benchmark appends how a case ran ("/iterations:2", "/manual_time", ...) to its name: an
+// impl and its baseline may run differently and still compare the same work.
+std::string without_run_options(const std::string& args) {
+  std::string out;
+  size_t start = 0;
+  while (start <= args.size()) {
+    const size_t end = std::min(args.find('/', start), args.size());
+    const std::string part = args.substr(start, end - start);
+    const bool option = part == "manual_time" || part == "real_time" || part.starts_with("iterations:") ||
+                        part.starts_with("repeats:") || part.starts_with("threads:") || part.starts_with("min_time:");
+    if (!option && !part.empty()) out += (out.empty() ? "" : "/") + part;
+    start = end + 1;
+  }
+  return out;
+}
+
 class RatioReporter : public benchmark::ConsoleReporter {
  public:
   void ReportRuns(const std::vector<Run>& runs) override {
@@ -30,7 +46,7 @@ class RatioReporter : public benchmark::ConsoleReporter {
       auto s2 = name.find('/', s1 + 1);
       const std::string group = name.substr(0, s1);
       const std::string impl = name.substr(s1 + 1, s2 == std::string::npos ? std::string::npos : s2 - s1 - 1);
-      const std::string args = s2 == std::string::npos ? "" : name.substr(s2 + 1);
+      const std::string args = s2 == std::string::npos ? "" : without_run_options(name.substr(s2 + 1));
       times_[{group, args}][impl] = r.GetAdjustedRealTime();
     }
   }
