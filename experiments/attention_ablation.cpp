@@ -9,8 +9,8 @@
 
 #include "csrc/nn/generate.h"
 #include "csrc/run/run_folder.h"
-#include "csrc/train/trainer.h"
 #include "csrc/train/checkpoint.h"
+#include "csrc/train/trainer.h"
 #include "csrc/util/fs.h"
 
 namespace ts::experiments {
@@ -73,7 +73,7 @@ json measure_decode(const config::Config& cfg) {
 }
 
 run::RunOutcome run_attention_ablation(const config::Config& cfg, const std::string& variant, const fs::path& run_dir,
-                                         bool resume) {
+                                       bool resume) {
   auto outcome = train::train_variant(cfg, variant, run_dir, resume);
   if (outcome.status != run::RunStatus::kCompleted) return outcome;
   std::fprintf(stderr, "%s/%s: decode benchmark (batch %lld, contexts %lld..%lld)\n", cfg.name.c_str(), variant.c_str(),

@@ -14,7 +14,7 @@
 namespace ts::experiments {
 
 run::RunOutcome run_attention_ablation(const config::Config& cfg, const std::string& variant,
-                                         const std::filesystem::path& run_dir, bool resume);
+                                       const std::filesystem::path& run_dir, bool resume);
 
 // The decode measurement alone (a freshly initialized model of cfg: speed does not depend on the
 // weights). Keys: kv_cache_bytes_per_token (measured on the cache object) and

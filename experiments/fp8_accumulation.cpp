@@ -17,11 +17,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "experiments/python_module.h"
 #include "csrc/ops/fp8.h"
-#include "csrc/train/checkpoint.h"
 #include "csrc/run/run_folder.h"
+#include "csrc/train/checkpoint.h"
 #include "csrc/util/fs.h"
+#include "experiments/python_module.h"
 
 namespace ts::experiments {
 
@@ -86,7 +86,7 @@ void check_fp8_accumulation_config(const config::Config& cfg) {
 }
 
 run::RunOutcome run_fp8_accumulation(const config::Config& cfg, const std::string& variant, const fs::path& run_dir,
-                                       bool /*resume: the study reruns whole*/) {
+                                     bool /*resume: the study reruns whole*/) {
   check_fp8_accumulation_config(cfg);
   const auto& c = cfg.fp8_accumulation;
   const auto t_start = std::chrono::steady_clock::now();

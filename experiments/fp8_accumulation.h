@@ -18,6 +18,6 @@ namespace ts::experiments {
 void check_fp8_accumulation_config(const config::Config& cfg);
 
 run::RunOutcome run_fp8_accumulation(const config::Config& cfg, const std::string& variant,
-                                       const std::filesystem::path& run_dir, bool resume);
+                                     const std::filesystem::path& run_dir, bool resume);
 
 }  // namespace ts::experiments

@@ -17,6 +17,7 @@
 #include "csrc/run/run_folder.h"
 #include "csrc/train/checkpoint.h"
 #include "experiments/commands.h"
+#include "experiments/trained_run.h"
 
 namespace ts::experiments {
 
@@ -27,8 +28,7 @@ using config::ConfigError;
 using nlohmann::json;
 
 struct GenerateArgs {
-  std::string run_dir;
-  int64_t step = -1;
+  RunRef run;
   std::string prompt, prompts_file;
   int64_t max_new_tokens = 0, top_k = 0, num_samples = 1, threads = 0;
   double temperature = 0, top_p = 0;
@@ -36,25 +36,6 @@ struct GenerateArgs {
   std::string stop, mla_decode;
   bool json = false;
 };
-
-// The variant folder: RUN_DIR itself when it holds config.resolved.yaml, else its only variant.
-fs::path variant_dir(const std::string& arg) {
-  const fs::path d(arg);
-  std::error_code ec;
-  if (!fs::is_directory(d, ec)) throw ConfigError(arg + ": no such run folder");
-  if (fs::exists(d / run::kConfigFile)) return d;
-  std::vector<fs::path> variants;
-  for (const auto& e : fs::directory_iterator(d))
-    if (e.is_directory() && fs::exists(e.path() / run::kConfigFile)) variants.push_back(e.path());
-  std::sort(variants.begin(), variants.end());
-  if (variants.size() == 1) return variants[0];
-  if (variants.empty())
-    throw ConfigError(arg + ": not a run folder (no " + run::kConfigFile + " here or in a variant folder)");
-  std::string names;
-  for (const auto& v : variants) names += (names.empty() ? "" : ", ") + v.filename().string();
-  throw ConfigError(fmt::format("{}: holds {} variants ({}); name one, e.g. {}", arg, variants.size(), names,
-                                (d / variants[0].filename()).string()));
-}
 
 std::vector<std::string> read_prompts(const std::string& path) {
   std::ifstream in(path);
@@ -77,8 +58,8 @@ std::vector<std::string> read_prompts(const std::string& path) {
       else if (j.is_object() && j.contains("prompt") && j["prompt"].is_string())
         out.push_back(j["prompt"].get<std::string>());
       else
-        throw ConfigError(fmt::format("{}:{}: --prompts: expected a JSON string or {{\"prompt\": \"...\"}}", path,
-                                      line_no));
+        throw ConfigError(
+            fmt::format("{}:{}: --prompts: expected a JSON string or {{\"prompt\": \"...\"}}", path, line_no));
     } catch (const json::exception& e) {
       throw ConfigError(fmt::format("{}:{}: --prompts: not valid JSON ({})", path, line_no, e.what()));
     }
@@ -94,9 +75,12 @@ std::string printable(const std::string& s) {
   for (size_t i = 0; i < s.size();) {
     const auto c = static_cast<unsigned char>(s[i]);
     if (c < 0x80) {
-      if (c < 0x20 && c != '\n' && c != '\t') out += fmt::format("\\x{:02x}", c);
-      else if (c == 0x7f) out += "\\x7f";
-      else out.push_back(static_cast<char>(c));
+      if (c < 0x20 && c != '\n' && c != '\t')
+        out += fmt::format("\\x{:02x}", c);
+      else if (c == 0x7f)
+        out += "\\x7f";
+      else
+        out.push_back(static_cast<char>(c));
       ++i;
       continue;
     }
@@ -124,12 +108,10 @@ std::string printable(const std::string& s) {
 }
 
 int generate_command(const GenerateArgs& a, CLI::App& sub) {
-  const fs::path dir = variant_dir(a.run_dir);
-  const std::string cfg_path = (dir / run::kConfigFile).string();
-  std::ifstream cfg_in(cfg_path);
-  std::stringstream ss;
-  ss << cfg_in.rdbuf();
-  config::Config cfg = config::parse_config(ss.str(), cfg_path);
+  const TrainedRun trained = resolve_run(a.run);
+  const fs::path& dir = trained.dir;
+  const std::string& cfg_path = trained.config_path;
+  config::Config cfg = trained.config;
   // The run's generate section gives the defaults; each flag given replaces one.
   auto& g = cfg.generate;
   if (sub.count("--max-new-tokens")) g.max_new_tokens = a.max_new_tokens;
@@ -156,8 +138,8 @@ int generate_command(const GenerateArgs& a, CLI::App& sub) {
   if (!a.prompts_file.empty()) prompts = read_prompts(a.prompts_file);
   if (sub.count("--prompt")) prompts.push_back(a.prompt);
   if (cfg.model.vocab_size < 256)
-    throw ConfigError(fmt::format("{}: model.vocab_size is {}; text prompts need a byte-level model (>= 256)",
-                                  cfg_path, cfg.model.vocab_size));
+    throw ConfigError(fmt::format("{}: model.vocab_size is {}; text prompts need a byte-level model (>= 256)", cfg_path,
+                                  cfg.model.vocab_size));
   int64_t longest = 0;
   for (size_t i = 0; i < prompts.size(); ++i) {
     const std::string which = sub.count("--prompt") && i + 1 == prompts.size()
@@ -166,48 +148,33 @@ int generate_command(const GenerateArgs& a, CLI::App& sub) {
     const auto n = static_cast<int64_t>(prompts[i].size());
     if (n == 0) throw ConfigError(which + ": empty prompt (at least one token is needed)");
     if (n > ctx)
-      throw ConfigError(fmt::format("{}: {} tokens, longer than the model's context of {} tokens (data.seq_len)",
-                                    which, n, ctx));
+      throw ConfigError(
+          fmt::format("{}: {} tokens, longer than the model's context of {} tokens (data.seq_len)", which, n, ctx));
     longest = std::max(longest, n);
     if (n + g.max_new_tokens > ctx)
-      throw ConfigError(fmt::format("{}: {} tokens plus --max-new-tokens {} exceed the model's context of {} tokens "
-                                    "(data.seq_len); ask for at most {} new tokens",
-                                    which, n, g.max_new_tokens, ctx, ctx - n));
+      throw ConfigError(
+          fmt::format("{}: {} tokens plus --max-new-tokens {} exceed the model's context of {} tokens "
+                      "(data.seq_len); ask for at most {} new tokens",
+                      which, n, g.max_new_tokens, ctx, ctx - n));
   }
 
   if (g.max_new_tokens == 0) {
     g.max_new_tokens = ctx - longest;  // what the context leaves
     if (g.max_new_tokens == 0)
-      throw ConfigError(fmt::format("--prompt: {} tokens fill the model's context of {} tokens (data.seq_len); no room "
-                                    "for new tokens",
-                                    longest, ctx));
+      throw ConfigError(
+          fmt::format("--prompt: {} tokens fill the model's context of {} tokens (data.seq_len); no room "
+                      "for new tokens",
+                      longest, ctx));
   }
 
-  // The weights: the step asked for, else the latest.
-  const fs::path ckpt = dir / run::kCheckpointsDir;
-  const auto steps = train::checkpoint_steps(ckpt);
-  if (steps.empty()) {
-    if (fs::exists(ckpt / "rank_0"))
-      throw ConfigError(dir.string() + ": checkpoints are per pipeline rank (checkpoints/rank_*); generate from a "
-                                       "one-process run");
-    throw ConfigError(dir.string() + ": no checkpoint to generate from (checkpoints/ is empty or missing)");
-  }
-  int64_t step = a.step;
-  if (step < 0) {
-    step = train::latest_checkpoint_step(ckpt).value_or(steps.back());
-  } else if (std::find(steps.begin(), steps.end(), step) == steps.end()) {
-    std::string have;
-    for (auto s : steps) have += (have.empty() ? "" : ", ") + std::to_string(s);
-    throw ConfigError(fmt::format("--step {}: {} has no checkpoint of that step (it has: {})", step, dir.string(),
-                                  have));
-  }
   if (a.threads > 0)
     torch::set_num_threads(static_cast<int>(a.threads));
   else if (cfg.train.threads > 0)
     torch::set_num_threads(static_cast<int>(cfg.train.threads));
   const torch::Device dev = run::pick_device(cfg.train);
   nn::Transformer model(cfg);
-  train::load_weights(train::checkpoint_dir(ckpt, step), *model);
+  train::load_weights(trained.step_dir, *model);
+  const int64_t step = trained.step;
   model->to(dev);
   nn::set_mla_decode_path(model, g.mla_decode == "naive" ? nn::MlaDecodePath::kNaive : nn::MlaDecodePath::kAbsorbed);
 
@@ -279,23 +246,24 @@ int generate_command(const GenerateArgs& a, CLI::App& sub) {
 Command add_generate_command(CLI::App& app) {
   auto a = std::make_shared<GenerateArgs>();
   auto* sub = app.add_subcommand("generate", "Generate text from a trained run's checkpoint (KV-cached decoding)");
-  sub->add_option("run_dir", a->run_dir, "Run folder: runs/<name>/<variant> (or runs/<name> with one variant)")
-      ->required();
-  sub->add_option("--step", a->step, "Checkpoint step (default: the latest)")->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  add_run_options(*sub, a->run);
   auto* p = sub->add_option("--prompt", a->prompt, "Prompt text (bytes are the tokens)");
   auto* pf = sub->add_option("--prompts", a->prompts_file,
                              "File of prompts: one per line, or JSON lines (a string or {\"prompt\": ...}) in *.jsonl");
   p->excludes(pf);
   pf->excludes(p);
-  sub->add_option("--max-new-tokens", a->max_new_tokens, "Tokens to generate per sequence (default: generate.max_new_tokens)")
+  sub->add_option("--max-new-tokens", a->max_new_tokens,
+                  "Tokens to generate per sequence (default: generate.max_new_tokens)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   sub->add_option("--temperature", a->temperature, "0 = greedy (default: generate.temperature)")
       ->check(CLI::Range(0.0, 100.0));
-  sub->add_option("--top-k", a->top_k, "Keep the k most likely tokens; 0 = off")->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
+  sub->add_option("--top-k", a->top_k, "Keep the k most likely tokens; 0 = off")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
   sub->add_option("--top-p", a->top_p, "Keep the most likely tokens up to this mass; 1 = off")
       ->check(CLI::Range(1e-6, 1.0));
   sub->add_option("--seed", a->seed, "Seed of sequence 0; sequence i (prompt-major, then sample) uses seed + i");
-  sub->add_option("--num-samples", a->num_samples, "Completions per prompt")->check(CLI::Range(int64_t{1}, int64_t{4096}));
+  sub->add_option("--num-samples", a->num_samples, "Completions per prompt")
+      ->check(CLI::Range(int64_t{1}, int64_t{4096}));
   sub->add_option("--stop", a->stop, "Stop string: a sequence ends once its text ends with it");
   sub->add_option("--mla-decode", a->mla_decode, "MLA decode path")->check(CLI::IsMember({"absorbed", "naive"}));
   sub->add_option("--threads", a->threads, "Intra-op threads (default: the run's train.threads)")

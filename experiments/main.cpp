@@ -18,9 +18,9 @@
 
 #include "csrc/config/config.h"
 #include "csrc/parallel/pipeline_train.h"
-#include "experiments/commands.h"
 #include "csrc/run/kinds.h"
 #include "csrc/run/run_folder.h"
+#include "experiments/commands.h"
 #include "experiments/kinds.h"
 #include "experiments/report.h"
 
@@ -97,8 +97,8 @@ int cmd_run(const std::string& path, const std::vector<std::string>& sets, const
   }
   parallel::release_process_dist();
   if (!lead_rank || !report) return rc;
-  const std::string md = experiments::write_report(
-      done, root, first.name + ": " + (first.description.empty() ? path : first.description));
+  const std::string md =
+      experiments::write_report(done, root, first.name + ": " + (first.description.empty() ? path : first.description));
   std::cout << "\n" << md << "\nreport: " << (root / run::kReportFile).string() << "\n";
   return rc;
 }

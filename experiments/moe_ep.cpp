@@ -10,10 +10,10 @@
 #include "csrc/nn/moe.h"
 #include "csrc/parallel/expert_parallel.h"
 #include "csrc/parallel/pipeline_train.h"
-#include "csrc/train/checkpoint.h"
-#include "csrc/util/tensor_compare.h"
 #include "csrc/run/kinds.h"
 #include "csrc/run/run_folder.h"
+#include "csrc/train/checkpoint.h"
+#include "csrc/util/tensor_compare.h"
 
 namespace ts::experiments {
 
@@ -34,7 +34,7 @@ void check_moe_ep_config(const config::Config& cfg, int world_size) {
 }
 
 run::RunOutcome run_moe_ep(const config::Config& cfg, const std::string& variant, const fs::path& run_dir,
-                             bool resume) {
+                           bool resume) {
   if (cfg.model.ffn != "moe")
     throw config::ConfigError("model.ffn: kind moe_ep needs 'moe', got '" + cfg.model.ffn + "'");
   if (cfg.train.threads > 0) torch::set_num_threads(static_cast<int>(cfg.train.threads));

@@ -24,7 +24,7 @@ namespace ts::experiments {
 // group. Throws config::InvalidKeys.
 void check_moe_ep_config(const config::Config& cfg, int world_size);
 
-run::RunOutcome run_moe_ep(const config::Config& cfg, const std::string& variant,
-                             const std::filesystem::path& run_dir, bool resume);
+run::RunOutcome run_moe_ep(const config::Config& cfg, const std::string& variant, const std::filesystem::path& run_dir,
+                           bool resume);
 
 }  // namespace ts::experiments

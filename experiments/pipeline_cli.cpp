@@ -10,7 +10,6 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "experiments/python_module.h"
 #include "csrc/config/config.h"
 #include "csrc/parallel/chart.h"
 #include "csrc/parallel/schedule.h"
@@ -19,6 +18,7 @@
 #include "csrc/train/checkpoint.h"
 #include "csrc/util/fs.h"
 #include "experiments/commands.h"
+#include "experiments/python_module.h"
 #include "tinyseek_paths.h"
 
 namespace ts::experiments {

@@ -9,11 +9,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "experiments/python_module.h"
 #include "csrc/config/config.h"
-#include "csrc/train/checkpoint.h"
 #include "csrc/run/run_folder.h"
+#include "csrc/train/checkpoint.h"
 #include "csrc/util/fs.h"
+#include "experiments/python_module.h"
 
 namespace ts::experiments {
 

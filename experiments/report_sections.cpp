@@ -10,10 +10,10 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "experiments/python_module.h"
-#include "csrc/train/checkpoint.h"
 #include "csrc/run/run_folder.h"
+#include "csrc/train/checkpoint.h"
 #include "csrc/util/fs.h"
+#include "experiments/python_module.h"
 
 namespace ts::experiments {
 
@@ -97,7 +97,8 @@ std::string loss_error_section(const std::vector<fs::path>& variant_dirs, const 
                                    {"loss_error", (out_dir / "plots" / "rel_loss_runs.json").string(),
                                     (out_dir / "plots" / "rel_loss_error.png").string()},
                                    out_dir / "plots" / "rel_loss.log");
-  md += rc == 0 ? "\n![relative loss error](plots/rel_loss_error.png)\n" : "\n(plot unavailable: see plots/rel_loss.log)\n";
+  md += rc == 0 ? "\n![relative loss error](plots/rel_loss_error.png)\n"
+                : "\n(plot unavailable: see plots/rel_loss.log)\n";
   return md;
 }
 

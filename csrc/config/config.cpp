@@ -67,7 +67,7 @@ namespace {
 // Where each value came from: the file (with the node's line) unless an override put it there.
 struct Origins {
   std::string file;
-  std::map<std::string, std::string> overrides;  // key path -> "--set a.b=c" / "variant 'x'"
+  std::map<std::string, std::string> overrides;        // key path -> "--set a.b=c" / "variant 'x'"
   mutable std::map<std::string, std::string> located;  // every key the parse met -> where()
 
   std::string where(const YAML::Node& n, const std::string& path) const {

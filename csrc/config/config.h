@@ -292,12 +292,12 @@ struct DecodeBenchConfig {
 // Text generation from a trained model (csrc/nn/generate.h): the defaults of `tinyseek generate`
 // (each has a flag of the same name) and of the loops that sample from a model.
 struct GenerateConfig {
-  int64_t max_new_tokens = 0;  // per sequence; 0 = as many as the model's context leaves after the prompt
-  double temperature = 1.0;  // 0 = greedy (argmax)
-  int64_t top_k = 0;         // keep the k most likely tokens; 0 = off
-  double top_p = 1.0;        // keep the smallest set of most likely tokens with mass >= top_p; 1 = off
-  std::string stop;          // stop string: a sequence ends once its text ends with it ("" = none)
-  int64_t block_size = 64;   // KV-cache rows per block (a multiple of 16, as mla_decode takes)
+  int64_t max_new_tokens = 0;           // per sequence; 0 = as many as the model's context leaves after the prompt
+  double temperature = 1.0;             // 0 = greedy (argmax)
+  int64_t top_k = 0;                    // keep the k most likely tokens; 0 = off
+  double top_p = 1.0;                   // keep the smallest set of most likely tokens with mass >= top_p; 1 = off
+  std::string stop;                     // stop string: a sequence ends once its text ends with it ("" = none)
+  int64_t block_size = 64;              // KV-cache rows per block (a multiple of 16, as mla_decode takes)
   std::string mla_decode = "absorbed";  // MLA decode path: absorbed (mla_decode op) | naive
 
   template <class V>

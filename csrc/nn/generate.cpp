@@ -48,8 +48,8 @@ Decoder::Decoder(Transformer model, int64_t batch, int64_t max_tokens, int64_t b
 
 Decoder::Output Decoder::step(const torch::Tensor& tokens, const std::vector<int64_t>& n_new) {
   torch::NoGradGuard ng;
-  TORCH_CHECK(tokens.dim() == 2 && tokens.size(0) == cache_.batch(), "Decoder::step: expected tokens [",
-              cache_.batch(), ", S], got ", tokens.sizes());
+  TORCH_CHECK(tokens.dim() == 2 && tokens.size(0) == cache_.batch(), "Decoder::step: expected tokens [", cache_.batch(),
+              ", S], got ", tokens.sizes());
   cache_.begin_step(n_new, tokens.size(1));
   try {
     auto h = model_->embed_tokens(tokens);
@@ -197,8 +197,8 @@ GenerateResult generate(Transformer& model, const std::vector<GenerateRequest>& 
       if (done[b]) continue;
       auto& c = res.completions[b];
       const float* row = next.data_ptr<float>() + b * V;
-      const int64_t t = o.sampling.temperature == 0 ? argmax_first(row, V)
-                                                    : samplers[b].draw(sampling_probs(next[b], o.sampling));
+      const int64_t t =
+          o.sampling.temperature == 0 ? argmax_first(row, V) : samplers[b].draw(sampling_probs(next[b], o.sampling));
       if (o.keep_logits) kept[b].push_back(next[b].clone());
       if (!first) ++res.stats.decode_tokens;
       c.tokens.push_back(t);

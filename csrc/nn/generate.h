@@ -99,9 +99,9 @@ struct Completion {
 
 struct GenerateStats {
   int64_t batch = 0, prompt_tokens = 0;
-  double prefill_s = 0;       // the prompts' forward, up to the first tokens' logits
-  double decode_s = 0;        // every later step
-  int64_t decode_tokens = 0;  // tokens drawn from the later steps' logits
+  double prefill_s = 0;                                      // the prompts' forward, up to the first tokens' logits
+  double decode_s = 0;                                       // every later step
+  int64_t decode_tokens = 0;                                 // tokens drawn from the later steps' logits
   int64_t kv_cache_bytes = 0, kv_cache_bytes_per_token = 0;  // as allocated (KVCache::bytes)
   double decode_tokens_per_s() const { return decode_s > 0 ? static_cast<double>(decode_tokens) / decode_s : 0; }
 };

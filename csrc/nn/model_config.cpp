@@ -18,9 +18,9 @@ void validate_moe_config(const config::MoeConfig& c) {
                       fmt::format("must be at most n_group ({}), got {}", G, c.topk_group));
   const int64_t eligible = c.topk_group * (E / G);
   if (c.top_k > eligible)
-    throw InvalidKeys({"model.moe.top_k", "model.moe.topk_group", "model.moe.n_routed_experts"},
-                      fmt::format("must be at most the experts in the topk_group best groups ({}), got {}", eligible,
-                                  c.top_k));
+    throw InvalidKeys(
+        {"model.moe.top_k", "model.moe.topk_group", "model.moe.n_routed_experts"},
+        fmt::format("must be at most the experts in the topk_group best groups ({}), got {}", eligible, c.top_k));
 }
 
 void check_precision_config(const config::PrecisionConfig& p) {
@@ -48,9 +48,9 @@ void check_model_config(const config::Config& c) {
                         fmt::format("must divide model.d_model ({}), got {}", m.d_model, m.n_heads));
     const int64_t head_dim = m.d_model / m.n_heads;
     if (head_dim % 2)
-      throw InvalidKeys({"model.n_heads", "model.d_model"},
-                        fmt::format("gives heads of d_model / n_heads = {} values, which must be even (rotary pairs)",
-                                    head_dim));
+      throw InvalidKeys(
+          {"model.n_heads", "model.d_model"},
+          fmt::format("gives heads of d_model / n_heads = {} values, which must be even (rotary pairs)", head_dim));
     if (a.kind == "gqa") {
       const int64_t g = a.n_kv_heads ? a.n_kv_heads : m.n_heads;
       if (m.n_heads % g)

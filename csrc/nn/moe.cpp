@@ -83,8 +83,8 @@ torch::Tensor MoEImpl::local_experts(const torch::Tensor& xs, const torch::Tenso
 namespace {
 
 struct AttachAuxLoss : torch::autograd::Function<AttachAuxLoss> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& h,
-                               const torch::Tensor& aux, double scale) {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& h, const torch::Tensor& aux,
+                               double scale) {
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["dtype"] = static_cast<int64_t>(aux.scalar_type());
     ctx->saved_data["device"] = aux.device();

@@ -15,7 +15,6 @@ struct Routing {
   torch::Tensor scores;        // [T, E] fp32: softmax or sigmoid scores s (differentiable)
 };
 
-
 // logits [T, E] (fp32) -> routing. bias [E] (may be undefined) is the auxiliary-loss-free bias:
 // it shifts the scores used to pick groups and experts, never the gate weights.
 //   softmax (V2): s = softmax(logits); g = s of the chosen (renormalized if norm_topk_prob)

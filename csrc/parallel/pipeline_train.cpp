@@ -14,17 +14,17 @@
 #include <thread>
 
 #include "csrc/nn/transformer.h"
-#include "csrc/run/device.h"
-#include "csrc/train/loop.h"
-#include "csrc/train/optim.h"
 #include "csrc/parallel/chart.h"
 #include "csrc/parallel/executor.h"
 #include "csrc/parallel/simulate_cores.h"
 #include "csrc/parallel/stage_costs.h"
+#include "csrc/run/device.h"
 #include "csrc/train/checkpoint.h"
 #include "csrc/train/data.h"
-#include "csrc/util/tensor_compare.h"
+#include "csrc/train/loop.h"
+#include "csrc/train/optim.h"
 #include "csrc/util/fs.h"
+#include "csrc/util/tensor_compare.h"
 
 namespace ts::parallel {
 
@@ -277,8 +277,8 @@ bool PipelineObjective::any(bool local) {
 
 std::pair<int64_t, int64_t> PipelineObjective::min_max(int64_t x) {
   // max of (x, -x) gives both ends in one all-reduce.
-  std::vector<at::Tensor> v{torch::tensor({static_cast<double>(x), -static_cast<double>(x)}, torch::kDouble)
-                                .to(dist_->device())};
+  std::vector<at::Tensor> v{
+      torch::tensor({static_cast<double>(x), -static_cast<double>(x)}, torch::kDouble).to(dist_->device())};
   dist_->all_reduce(v, c10d::ReduceOp::MAX);
   return {static_cast<int64_t>(-v[0][1].item<double>()), static_cast<int64_t>(v[0][0].item<double>())};
 }
@@ -302,21 +302,25 @@ void PipelineObjective::check_parity(const SequentialReference& ref, const StepR
     if (d > worst || worst_name.empty()) worst = d, worst_name = p.name;
   }
   const double loss_rel = std::abs(r.loss - ref.loss) / std::max(std::abs(ref.loss), 1e-30);
-  std::cout << fmt::format("{}: parity on rank {}: {} gradient tensors, max rel diff {:.3e} ({}), loss {:.9f} vs "
-                           "sequential {:.9f} (rel {:.3e})\n",
-                           label_, dist_->rank(), exec_->parameters().size(), worst, worst_name, r.loss, ref.loss,
-                           loss_rel)
+  std::cout << fmt::format(
+                   "{}: parity on rank {}: {} gradient tensors, max rel diff {:.3e} ({}), loss {:.9f} vs "
+                   "sequential {:.9f} (rel {:.3e})\n",
+                   label_, dist_->rank(), exec_->parameters().size(), worst, worst_name, r.loss, ref.loss, loss_rel)
             << std::flush;
   std::vector<at::Tensor> v{torch::tensor({worst, loss_rel}, torch::kDouble).to(dist_->device())};
   dist_->all_reduce(v, c10d::ReduceOp::MAX);
   const double g_worst = v[0][0].item<double>(), l_worst = v[0][1].item<double>();
   const double tol = cfg_.pipeline.check_tolerance;
-  summary_["parity"] = {{"max_grad_rel_diff", g_worst}, {"loss_rel_diff", l_worst},  {"tolerance", tol},
-                        {"sequential_loss", ref.loss},  {"pipeline_loss", r.loss}};
+  summary_["parity"] = {{"max_grad_rel_diff", g_worst},
+                        {"loss_rel_diff", l_worst},
+                        {"tolerance", tol},
+                        {"sequential_loss", ref.loss},
+                        {"pipeline_loss", r.loss}};
   if (!(g_worst <= tol) || !(l_worst <= tol))
-    throw std::runtime_error(fmt::format("pipeline {}: gradients or loss differ from sequential training: max grad rel "
-                                         "diff {:.3e}, loss rel diff {:.3e} > tolerance {:.1e}",
-                                         cfg_.pipeline.schedule, g_worst, l_worst, tol));
+    throw std::runtime_error(
+        fmt::format("pipeline {}: gradients or loss differ from sequential training: max grad rel "
+                    "diff {:.3e}, loss rel diff {:.3e} > tolerance {:.1e}",
+                    cfg_.pipeline.schedule, g_worst, l_worst, tol));
 }
 
 train::StepResult PipelineObjective::step(int64_t step, bool inject_nan) {
@@ -327,9 +331,8 @@ train::StepResult PipelineObjective::step(int64_t step, bool inject_nan) {
   SequentialReference ref;
   const bool check = cfg_.pipeline.check_sequential && step == 0;
   if (check) ref = sequential_reference(model_, batch.inputs, batch.targets, M_);
-  exec_->set_debug_exit_after(step == 0 && cfg_.pipeline.debug_exit_rank == me
-                                  ? static_cast<int>(cfg_.pipeline.debug_exit_after)
-                                  : -1);
+  exec_->set_debug_exit_after(
+      step == 0 && cfg_.pipeline.debug_exit_rank == me ? static_cast<int>(cfg_.pipeline.debug_exit_after) : -1);
   try {
     last_ = exec_->step(batch.inputs, batch.targets);
   } catch (const DistError&) {

@@ -36,9 +36,10 @@ void check_variant(const config::Variant& v, const std::vector<Kind>& kinds, int
     throw config::ConfigError(msg);
   }
   if (world_size > 1 && !kind->distributed)
-    throw config::ConfigError(fmt::format("{}: kind: '{}' runs on one process, but this job has {} ranks "
-                                          "(WORLD_SIZE); use `tinyseek run` without --nproc",
-                                          v.where("kind"), kind->name, world_size));
+    throw config::ConfigError(
+        fmt::format("{}: kind: '{}' runs on one process, but this job has {} ranks "
+                    "(WORLD_SIZE); use `tinyseek run` without --nproc",
+                    v.where("kind"), kind->name, world_size));
   if (kind->builds_model) {
     nn::check_model_config(v.config);
     nn::check_generate_config(v.config);

@@ -16,9 +16,7 @@ void RunFolder::write_config(const config::Config& cfg) const {
   util::atomic_write(config_path(), config::to_yaml(cfg));
 }
 
-void RunFolder::write_summary(const json& summary) const {
-  util::atomic_write(summary_path(), summary.dump(2) + "\n");
-}
+void RunFolder::write_summary(const json& summary) const { util::atomic_write(summary_path(), summary.dump(2) + "\n"); }
 
 std::optional<json> RunFolder::read_summary() const {
   std::ifstream in(summary_path());

@@ -173,8 +173,7 @@ std::optional<int64_t> latest_checkpoint_step(const fs::path& root) {
   std::string name;
   latest >> name;
   if (name.size() != 13 || !name.starts_with("step_") || name.find_first_not_of("0123456789", 5) != std::string::npos)
-    throw std::runtime_error("checkpoint: " + (root / "latest").string() + " names '" + name +
-                             "', not a step folder");
+    throw std::runtime_error("checkpoint: " + (root / "latest").string() + " names '" + name + "', not a step folder");
   return std::stoll(name.substr(5));
 }
 

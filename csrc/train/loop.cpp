@@ -37,7 +37,7 @@ struct Carried {
     skipped = j.value("skipped_steps", int64_t{0});
   }
   json save(const config::Config& cfg, const std::string& variant) const {
-    return {{"last_loss", last_loss}, {"last_val_loss", last_val},    {"best_val_loss", best_val},
+    return {{"last_loss", last_loss},   {"last_val_loss", last_val},      {"best_val_loss", best_val},
             {"skipped_steps", skipped}, {"train_seconds", train_seconds}, {"variant", variant},
             {"seed", cfg.seed}};
   }
@@ -141,7 +141,8 @@ run::RunOutcome train_loop(Objective& obj, const config::Config& cfg, const std:
     if (step % tc.checkpoint_every == 0 || step == tc.steps || stop_here || interrupted) checkpoint();
     if (interrupted) {
       status = RunStatus::kInterrupted;
-      progress.message(fmt::format("{}: interrupted at step {}; checkpoint saved, continue with --resume", label, step));
+      progress.message(
+          fmt::format("{}: interrupted at step {}; checkpoint saved, continue with --resume", label, step));
       break;
     }
     if (stop_here) {

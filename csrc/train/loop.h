@@ -58,7 +58,7 @@ class Objective {
   // checkpoints/ its state goes to ("" for one process), and the agreement of all processes.
   virtual bool lead() const { return true; }
   virtual std::string checkpoint_shard() const { return ""; }
-  virtual bool any(bool local) { return local; }                              // logical or over ranks
+  virtual bool any(bool local) { return local; }                             // logical or over ranks
   virtual std::pair<int64_t, int64_t> min_max(int64_t v) { return {v, v}; }  // over ranks
 };
 

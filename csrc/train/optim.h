@@ -13,8 +13,7 @@ namespace ts::train {
 
 // AdamW (betas, eps from train.*): weight decay train.weight_decay on matrices (dim >= 2), none on
 // vectors (norm weights, biases).
-std::unique_ptr<torch::optim::AdamW> make_adamw(const std::vector<torch::Tensor>& params,
-                                                const config::TrainConfig& t);
+std::unique_ptr<torch::optim::AdamW> make_adamw(const std::vector<torch::Tensor>& params, const config::TrainConfig& t);
 
 // Learning rate at `step` (0-based): linear warmup to lr, then cosine to lr * min_lr_ratio.
 double lr_at(const config::TrainConfig& t, int64_t step);

@@ -39,8 +39,8 @@ std::vector<GenerateRequest> ragged_requests(int64_t vocab) {
   std::vector<GenerateRequest> out;
   for (int64_t len : {5, 13, 8}) {
     auto t = torch::randint(0, vocab, {len}, torch::kInt64);
-    out.push_back({std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + len),
-                   static_cast<uint64_t>(out.size())});
+    out.push_back(
+        {std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + len), static_cast<uint64_t>(out.size())});
   }
   return out;
 }
@@ -88,11 +88,12 @@ TEST_P(GenerateMatchesRecompute, TokensAndLogits) {
 
 INSTANTIATE_TEST_SUITE_P(
     Kinds, GenerateMatchesRecompute,
-    ::testing::Values(CacheCase{"mha", false, MlaDecodePath::kAbsorbed}, CacheCase{"gqa", false, MlaDecodePath::kAbsorbed},
-                      CacheCase{"mqa", false, MlaDecodePath::kAbsorbed}, CacheCase{"mla", false, MlaDecodePath::kAbsorbed},
-                      CacheCase{"mla", false, MlaDecodePath::kNaive}, CacheCase{"mha", true, MlaDecodePath::kAbsorbed},
-                      CacheCase{"gqa", true, MlaDecodePath::kAbsorbed}, CacheCase{"mqa", true, MlaDecodePath::kAbsorbed},
-                      CacheCase{"mla", true, MlaDecodePath::kAbsorbed}, CacheCase{"mla", true, MlaDecodePath::kNaive}),
+    ::testing::Values(
+        CacheCase{"mha", false, MlaDecodePath::kAbsorbed}, CacheCase{"gqa", false, MlaDecodePath::kAbsorbed},
+        CacheCase{"mqa", false, MlaDecodePath::kAbsorbed}, CacheCase{"mla", false, MlaDecodePath::kAbsorbed},
+        CacheCase{"mla", false, MlaDecodePath::kNaive}, CacheCase{"mha", true, MlaDecodePath::kAbsorbed},
+        CacheCase{"gqa", true, MlaDecodePath::kAbsorbed}, CacheCase{"mqa", true, MlaDecodePath::kAbsorbed},
+        CacheCase{"mla", true, MlaDecodePath::kAbsorbed}, CacheCase{"mla", true, MlaDecodePath::kNaive}),
     [](const auto& info) {
       return info.param.kind + (info.param.moe ? "_moe" : "_dense") +
              (info.param.kind == "mla" ? (info.param.path == MlaDecodePath::kNaive ? "_naive" : "_absorbed") : "");
@@ -139,8 +140,8 @@ TEST(Sampling, FiltersKeepExactlyTheTokensTheyShould) {
   expect_probs(ts::nn::sampling_probs(l, {1.0, 2, 1.0}), {0, 0.4 / 0.7, 0, 0.3 / 0.7, 0});
   expect_probs(ts::nn::sampling_probs(l, {1.0, 5, 1.0}), {0.10, 0.40, 0.05, 0.30, 0.15});  // k = V: all
   // top-p: keep while the mass before a token (in decreasing order) is below p.
-  expect_probs(ts::nn::sampling_probs(l, {1.0, 0, 0.35}), {0, 1, 0, 0, 0});                      // 0 < .35, .4 >= .35
-  expect_probs(ts::nn::sampling_probs(l, {1.0, 0, 0.6}), {0, 0.4 / 0.7, 0, 0.3 / 0.7, 0});       // .4 < .6, .7 >= .6
+  expect_probs(ts::nn::sampling_probs(l, {1.0, 0, 0.35}), {0, 1, 0, 0, 0});                 // 0 < .35, .4 >= .35
+  expect_probs(ts::nn::sampling_probs(l, {1.0, 0, 0.6}), {0, 0.4 / 0.7, 0, 0.3 / 0.7, 0});  // .4 < .6, .7 >= .6
   expect_probs(ts::nn::sampling_probs(l, {1.0, 0, 0.75}), {0, 0.4 / 0.85, 0, 0.3 / 0.85, 0.15 / 0.85});
   // top-k first, then top-p over the renormalized top-k: .4/.85 = .47 < .5, then .4+.3 / .85 = .82
   expect_probs(ts::nn::sampling_probs(l, {1.0, 3, 0.5}), {0, 0.4 / 0.7, 0, 0.3 / 0.7, 0});
@@ -221,7 +222,9 @@ TEST(Generate, BadRequestsAreRefused) {
 TEST(Generate, BytesRoundTrip) {
   const std::string s = "caf\xC3\xA9 <answer>";
   EXPECT_EQ(ts::nn::tokens_to_bytes(ts::nn::bytes_to_tokens(s)), s);
-  EXPECT_EQ(ts::nn::tokens_to_bytes({65, 300, 66}), "A\xEF\xBF\xBD" "B");
+  EXPECT_EQ(ts::nn::tokens_to_bytes({65, 300, 66}),
+            "A\xEF\xBF\xBD"
+            "B");
 }
 
 }  // namespace

@@ -12,8 +12,8 @@
 #include <set>
 
 #include "csrc/config/config.h"
-#include "csrc/nn/moe.h"
 #include "csrc/nn/model_config.h"
+#include "csrc/nn/moe.h"
 #include "csrc/nn/moe_router.h"
 #include "csrc/nn/transformer.h"
 #include "csrc/train/trainer.h"

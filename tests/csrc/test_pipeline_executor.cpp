@@ -141,7 +141,8 @@ TEST(PipelineExecutor, MoeBalancingMatchesSequentialTraining) {
     for (const auto& p : exec.parameters()) {
       ASSERT_TRUE(p.tensor.grad().defined()) << p.name;
       EXPECT_LE(rel(p.tensor.grad(), ref.grads.at(p.name)), 1e-6) << p.name;
-      if (p.name.ends_with("router")) router_change = std::max(router_change, rel(ref.grads.at(p.name), ref_plain.grads.at(p.name)));
+      if (p.name.ends_with("router"))
+        router_change = std::max(router_change, rel(ref.grads.at(p.name), ref_plain.grads.at(p.name)));
     }
     EXPECT_GT(router_change, 1e-3) << "the balance losses should change the router's gradient";
 

@@ -36,20 +36,21 @@ std::string error_of(F&& f) {
 std::vector<ts::run::Kind> test_kinds() {
   return {{"pretrain", "", nullptr, false, true, true, nullptr},
           {"pipeline", "", nullptr, true, true, true, [](const ts::config::Config& c, int world) {
-             if (c.model.n_layers < world)
-               throw ts::config::InvalidKeys({"model.n_layers"}, "needs a block per rank");
+             if (c.model.n_layers < world) throw ts::config::InvalidKeys({"model.n_layers"}, "needs a block per rank");
            }}};
 }
 
 TEST(Names, OnlySinglePathComponents) {
-  for (const std::string bad : std::vector<std::string>{"", "/", "..", ".", "../../x", "a/b", "x'; touch /tmp/PWNED; echo '", "-x", ".hidden",
+  for (const std::string& bad :
+       std::vector<std::string>{"", "/", "..", ".", "../../x", "a/b", "x'; touch /tmp/PWNED; echo '", "-x", ".hidden",
                                 "sp ace", std::string(101, 'a'), "caf\xC3\xA9"}) {
     SCOPED_TRACE(bad);
     EXPECT_THROW(ts::config::check_path_name(bad, "name"), ConfigError);
     const auto e = error_of([&] { ts::config::parse_config("name: \"" + bad + "\"\n", "c.yaml"); });
     EXPECT_EQ(e.rfind("c.yaml:1: name: ", 0), 0u) << e;
   }
-  for (const std::string good : std::vector<std::string>{"quickstart", "moe_balance-2", "v1.2", "A", std::string(100, 'a')})
+  for (const std::string& good :
+       std::vector<std::string>{"quickstart", "moe_balance-2", "v1.2", "A", std::string(100, 'a')})
     EXPECT_NO_THROW(ts::config::check_path_name(good, "name")) << good;
   const auto p = write_tmp("variant_names.yaml", "name: ok\nvariants:\n  good: {}\n  ../up: {}\n");
   const auto e = error_of([&] { ts::config::load_experiment(p, {}); });
