@@ -17,7 +17,7 @@
 #include "csrc/run/run_folder.h"
 #include "csrc/train/checkpoint.h"
 #include "experiments/commands.h"
-#include "experiments/trained_run.h"
+#include "csrc/train/trained_run.h"
 
 namespace ts::experiments {
 
@@ -28,7 +28,7 @@ using config::ConfigError;
 using nlohmann::json;
 
 struct GenerateArgs {
-  RunRef run;
+  train::RunRef run;
   std::string prompt, prompts_file;
   int64_t max_new_tokens = 0, top_k = 0, num_samples = 1, threads = 0;
   double temperature = 0, top_p = 0;
@@ -108,7 +108,7 @@ std::string printable(const std::string& s) {
 }
 
 int generate_command(const GenerateArgs& a, CLI::App& sub) {
-  const TrainedRun trained = resolve_run(a.run);
+  const train::TrainedRun trained = train::resolve_run(a.run);
   const fs::path& dir = trained.dir;
   const std::string& cfg_path = trained.config_path;
   config::Config cfg = trained.config;
@@ -172,8 +172,7 @@ int generate_command(const GenerateArgs& a, CLI::App& sub) {
   else if (cfg.train.threads > 0)
     torch::set_num_threads(static_cast<int>(cfg.train.threads));
   const torch::Device dev = run::pick_device(cfg.train);
-  nn::Transformer model(cfg);
-  train::load_weights(trained.step_dir, *model);
+  nn::Transformer model = train::load_model(trained);
   const int64_t step = trained.step;
   model->to(dev);
   nn::set_mla_decode_path(model, g.mla_decode == "naive" ? nn::MlaDecodePath::kNaive : nn::MlaDecodePath::kAbsorbed);
@@ -246,7 +245,10 @@ int generate_command(const GenerateArgs& a, CLI::App& sub) {
 Command add_generate_command(CLI::App& app) {
   auto a = std::make_shared<GenerateArgs>();
   auto* sub = app.add_subcommand("generate", "Generate text from a trained run's checkpoint (KV-cached decoding)");
-  add_run_options(*sub, a->run);
+  sub->add_option("run_dir", a->run.dir, "Run folder: runs/<name>/<variant> (or runs/<name> with one variant)")
+      ->required();
+  sub->add_option("--step", a->run.step, "Checkpoint step (default: the latest)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   auto* p = sub->add_option("--prompt", a->prompt, "Prompt text (bytes are the tokens)");
   auto* pf = sub->add_option("--prompts", a->prompts_file,
                              "File of prompts: one per line, or JSON lines (a string or {\"prompt\": ...}) in *.jsonl");

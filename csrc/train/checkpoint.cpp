@@ -138,10 +138,11 @@ void save_checkpoint(const fs::path& root, int64_t step, torch::nn::Module& mode
   for (size_t i = 0; i + keep < steps.size(); ++i) ts::util::remove_all(steps[i]);
 }
 
-void load_weights(const fs::path& step_dir, torch::nn::Module& model) {
+void load_weights(const fs::path& step_dir, torch::nn::Module& model, const std::string& prefix) {
   auto tensors = safetensors_load(step_dir / "model.safetensors");
   torch::NoGradGuard ng;
-  for (auto& [key, t] : model_tensors(model)) {
+  for (auto& [name, t] : model_tensors(model)) {
+    const std::string key = prefix + name;
     auto it = tensors.find(key);
     TORCH_CHECK(it != tensors.end(), "checkpoint ", step_dir.string(), " lacks tensor '", key,
                 "' (was it written by a different model config?)");

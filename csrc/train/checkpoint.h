@@ -34,8 +34,9 @@ void save_checkpoint(const fs::path& root, int64_t step, torch::nn::Module& mode
                      const nlohmann::json& state, int keep = 2);
 
 // Loads the parameters and buffers of checkpoint folder step_dir (root/step_XXXXXXXX) into
-// `model`; throws naming the tensor when one is missing or has another shape.
-void load_weights(const fs::path& step_dir, torch::nn::Module& model);
+// `model`, tensor `name` from the checkpoint's `prefix + name` (a submodule of the saved module);
+// throws naming the tensor when one is missing or has another shape.
+void load_weights(const fs::path& step_dir, torch::nn::Module& model, const std::string& prefix = "");
 // The steps of the checkpoint folders under root, ascending; the folder of one; the step root/latest names.
 std::vector<int64_t> checkpoint_steps(const fs::path& root);
 fs::path checkpoint_dir(const fs::path& root, int64_t step);

@@ -1,23 +1,19 @@
-// RUN_DIR[/VARIANT] [--step N]: a trained run's checkpoint, the way the commands that read one
-// (generate; export and init_from later) name it.
+// RUN_DIR[/VARIANT] [--step N]: a trained run's checkpoint, the way the commands and kinds that read
+// one name it (tinyseek generate, grpo.init_from; export later).
 #pragma once
-
-#include <CLI/CLI.hpp>
 
 #include <filesystem>
 #include <string>
 
 #include "csrc/config/config.h"
+#include "csrc/nn/transformer.h"
 
-namespace ts::experiments {
+namespace ts::train {
 
 struct RunRef {
   std::string dir;    // runs/<name>/<variant>, or runs/<name> when it has one variant
   int64_t step = -1;  // checkpoint step; < 0: the latest
 };
-
-// The positional RUN_DIR and --step.
-void add_run_options(CLI::App& sub, RunRef& ref);
 
 struct TrainedRun {
   std::filesystem::path dir;  // the variant folder
@@ -25,6 +21,9 @@ struct TrainedRun {
   config::Config config;
   int64_t step = 0;
   std::filesystem::path step_dir;  // the checkpoint folder of that step
+  // The prefix of the model's tensors in the checkpoint: "" when the run saved the model itself,
+  // "policy." for a GRPO run (whose checkpoint also holds the reference and the rollout batch).
+  std::string weights_prefix;
 };
 
 // Finds the variant folder, parses its resolved config and picks the checkpoint. Throws
@@ -32,4 +31,7 @@ struct TrainedRun {
 // checkpoint, the step (with the steps there are).
 TrainedRun resolve_run(const RunRef& ref);
 
-}  // namespace ts::experiments
+// The run's model (its config's model section) with the weights of the chosen checkpoint, on CPU.
+nn::Transformer load_model(const TrainedRun& run);
+
+}  // namespace ts::train

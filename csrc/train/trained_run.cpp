@@ -1,4 +1,4 @@
-#include "experiments/trained_run.h"
+#include "csrc/train/trained_run.h"
 
 #include <fmt/format.h>
 
@@ -9,16 +9,10 @@
 #include "csrc/run/run_folder.h"
 #include "csrc/train/checkpoint.h"
 
-namespace ts::experiments {
+namespace ts::train {
 
 namespace fs = std::filesystem;
 using config::ConfigError;
-
-void add_run_options(CLI::App& sub, RunRef& ref) {
-  sub.add_option("run_dir", ref.dir, "Run folder: runs/<name>/<variant> (or runs/<name> with one variant)")->required();
-  sub.add_option("--step", ref.step, "Checkpoint step (default: the latest)")
-      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
-}
 
 namespace {
 
@@ -70,7 +64,14 @@ TrainedRun resolve_run(const RunRef& ref) {
         fmt::format("--step {}: {} has no checkpoint of that step (it has: {})", r.step, r.dir.string(), have));
   }
   r.step_dir = train::checkpoint_dir(ckpt, r.step);
+  r.weights_prefix = r.config.kind == "grpo" ? "policy." : "";
   return r;
 }
 
-}  // namespace ts::experiments
+nn::Transformer load_model(const TrainedRun& run) {
+  nn::Transformer model(run.config);
+  load_weights(run.step_dir, *model, run.weights_prefix);
+  return model;
+}
+
+}  // namespace ts::train
