@@ -22,7 +22,7 @@ constexpr int kRepeats = 3;
 
 void check_attention_ablation_config(const config::Config& cfg) {
   train::check_pretrain_config(cfg);
-  train::check_data_config(cfg.data);
+  train::check_data_config(cfg);
   const auto& d = cfg.decode_bench;
   if (d.context_max < d.context_min)
     throw config::InvalidKeys({"decode_bench.context_max", "decode_bench.context_min"},

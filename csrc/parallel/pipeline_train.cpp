@@ -211,7 +211,7 @@ PipelineObjective::PipelineObjective(const config::Config& cfg, const std::strin
   model_ = nn::Transformer(cfg);
   model_->to(dist_->device());
   model_->train();
-  data_ = train::load_data(cfg.data);
+  data_ = train::load_data(cfg);
   if (data_.max_token >= cfg.model.vocab_size)
     throw config::InvalidKeys({"model.vocab_size"}, fmt::format("{} is too small for the data's token {}",
                                                                 cfg.model.vocab_size, data_.max_token));

@@ -1,11 +1,15 @@
 #include "csrc/train/data.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+
+#include "csrc/rl/tasks.h"
 
 namespace ts::train {
 namespace fs = std::filesystem;
@@ -137,9 +141,11 @@ std::vector<uint16_t> read_shards(const std::string& path) {
 
 }  // namespace
 
-void check_data_config(const config::DataConfig& cfg) {
+void check_data_config(const config::Config& config) {
+  const auto& cfg = config.data;
   const int64_t min_tokens = static_cast<int64_t>(2 * (cfg.seq_len + 1) / cfg.val_fraction);
-  if (cfg.source == "synthetic") {
+  if (cfg.source == "task") rl::check_task_config(config.task);
+  if (cfg.source == "synthetic" || cfg.source == "task") {
     if (cfg.synthetic_bytes < min_tokens)
       throw config::InvalidKeys({"data.synthetic_bytes", "data.seq_len", "data.val_fraction"},
                                 "expected at least " + std::to_string(min_tokens) + " for seq_len " +
@@ -162,10 +168,28 @@ void check_data_config(const config::DataConfig& cfg) {
                                                  "pipe or socket");
 }
 
-TokenData load_data(const config::DataConfig& cfg) {
-  check_data_config(cfg);
+TokenData load_data(const config::Config& config) {
+  check_data_config(config);
+  const auto& cfg = config.data;
   TokenData d;
   std::vector<uint16_t> all;
+  if (cfg.source == "task") {
+    // Worked examples: the training split from the task's train problems, the validation split
+    // from its held-out ones (at the corpus's level), so validation loss is on unseen problems.
+    const rl::Task task(config.task);
+    const auto n_val = static_cast<int64_t>(static_cast<double>(cfg.synthetic_bytes) * cfg.val_fraction);
+    const std::string train = task.corpus(rl::Split::kTrain, cfg.synthetic_bytes - n_val);
+    const std::string val = task.corpus(rl::Split::kHeldout, n_val);
+    for (const std::string* text : {&train, &val})
+      for (unsigned char ch : *text) (text == &train ? d.train : d.val).push_back(ch);
+    d.max_token = 0;
+    for (const auto* v : {&d.train, &d.val})
+      for (auto t : *v) d.max_token = std::max<int64_t>(d.max_token, t);
+    d.unigram_entropy = unigram_entropy(d.train);
+    d.description = fmt::format("task corpus '{}' ({} bytes of worked examples, seed {})", config.task.name,
+                                cfg.synthetic_bytes, config.task.seed);
+    return d;
+  }
   if (cfg.source == "synthetic") {
     std::string text = synthetic_corpus(cfg.synthetic_bytes, static_cast<uint64_t>(cfg.synthetic_seed));
     all.assign(text.begin(), text.end());

@@ -1,5 +1,6 @@
-// Token data for training: the embedded synthetic corpus, a UTF-8 text file as bytes, or
-// pre-tokenized uint16 shards; and deterministic batches that depend only on (seed, step).
+// Token data for training: the embedded synthetic corpus, a task's worked examples (data.source:
+// task, csrc/rl/tasks.h), a UTF-8 text file as bytes, or pre-tokenized uint16
+// shards; and deterministic batches that depend only on (seed, step).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -23,14 +24,14 @@ struct TokenData {
 // The built-in corpus: deterministic in (bytes, seed), with structure at several scales (see data.cpp).
 std::string synthetic_corpus(int64_t bytes, uint64_t seed);
 
-// The checks that need no reading: a path for text and shards that exists and is a regular file
-// (or, for shards, a folder), never a device or pipe; a synthetic corpus large enough for the
-// splits. Throws config::InvalidKeys.
-void check_data_config(const config::DataConfig& cfg);
+// The checks that need no reading (cfg.data, and cfg.task for a task corpus): a path for text and
+// shards that exists and is a regular file (or, for shards, a folder), never a device or pipe; a
+// synthetic or task corpus large enough for the splits. Throws config::InvalidKeys.
+void check_data_config(const config::Config& cfg);
 
 // Loads what `cfg` names (check_data_config first); throws config::ConfigError for a missing,
 // empty or unreadable source.
-TokenData load_data(const config::DataConfig& cfg);
+TokenData load_data(const config::Config& cfg);
 
 // Shannon entropy of the token histogram, in nats.
 double unigram_entropy(const std::vector<uint16_t>& tokens);

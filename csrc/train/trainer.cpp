@@ -35,7 +35,7 @@ LanguageModelObjective::LanguageModelObjective(const config::Config& cfg, const 
       label_(cfg.name + "/" + variant),
       device_(configured_device(cfg)),
       autocast_(cfg.precision.kind == "bf16"),
-      data_(load_data(cfg.data)) {
+      data_(load_data(cfg)) {
   check_pretrain_config(cfg);
   if (data_.max_token >= cfg.model.vocab_size)
     throw config::InvalidKeys({"model.vocab_size"}, fmt::format("the data holds token id {}, expected vocab_size > {}",
