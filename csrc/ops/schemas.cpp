@@ -51,4 +51,14 @@ TORCH_LIBRARY(tinyseek, m) {
   m.def(
       "grouped_gemm_bwd(Tensor grad_out, Tensor x_sorted, Tensor w, Tensor expert_offsets) -> "
       "(Tensor grad_x_sorted, Tensor grad_w)");
+
+  // GRPO (DeepSeekMath §4) with TRL's loss types (csrc/ops/grpo.h): per-token log-probs [N, L],
+  // advantages [N], mask [N, L] -> (loss, stats [5]: clip ratio low/high/region, mean KL, mean ratio).
+  m.def(
+      "grpo_loss(Tensor logp, Tensor old_logp, Tensor advantages, Tensor mask, Tensor? ref_logp=None, "
+      "float beta=0.0, float epsilon=0.2, float? epsilon_high=None, str loss_type=\"grpo\", "
+      "str importance_sampling=\"token\", int? max_completion_length=None, bool clip=True) -> (Tensor loss, "
+      "Tensor stats)");
+  // rewards [P, G] -> advantages [P, G], scale group | batch | none.
+  m.def("group_advantages(Tensor rewards, str scale=\"group\") -> Tensor");
 }

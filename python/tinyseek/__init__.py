@@ -33,5 +33,6 @@ torch.ops.load_library(str(library_path))
 ops = torch.ops.tinyseek
 
 from . import nn  # noqa: E402  (modules need the ops registered first)
+from . import rl  # noqa: E402
 
-__all__ = ["ops", "nn", "library_path"]
+__all__ = ["ops", "nn", "rl", "library_path"]
