@@ -1,6 +1,7 @@
 #include "experiments/kinds.h"
 
 #include "csrc/parallel/pipeline_train.h"
+#include "csrc/rl/grpo.h"
 #include "csrc/train/data.h"
 #include "csrc/train/trainer.h"
 #include "experiments/attention_ablation.h"
@@ -15,15 +16,17 @@ const std::vector<run::Kind>& kinds() {
        /*distributed=*/false, /*builds_model=*/true, /*trains=*/true,
        [](const config::Config& c, int) {
          train::check_pretrain_config(c);
-         train::check_data_config(c.data);
+         train::check_data_config(c);
        }},
+      {"grpo", "GRPO with rule rewards from a trained run (grpo.init_from; csrc/rl/grpo.h)", &rl::train_grpo, false,
+       true, true, [](const config::Config& c, int) { rl::check_grpo_config(c); }},
       {"attention_ablation", "pretrain, then time KV-cached decoding at several contexts", &run_attention_ablation,
        false, true, true, [](const config::Config& c, int) { check_attention_ablation_config(c); }},
       {"pipeline", "pipeline-parallel training over c10d, one rank per stage group (tinyseek launch)",
        &parallel::train_pipeline, /*distributed=*/true, true, true,
        [](const config::Config& c, int world) {
          parallel::check_pipeline_config(c, world);
-         train::check_data_config(c.data);
+         train::check_data_config(c);
        }},
       {"moe_ep", "expert-parallel MoE layer against the one-process layer (tinyseek launch)", &run_moe_ep, true, true,
        /*trains=*/false, &check_moe_ep_config},

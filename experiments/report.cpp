@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -96,8 +97,13 @@ std::string write_report(const std::vector<fs::path>& dirs, const fs::path& out_
   if (run_python_module("plots", {(out_dir / "plots" / "runs.json").string(), (out_dir / "plots").string()},
                         out_dir / "plots" / "plot.log") == 0) {
     md += "\n![training loss](plots/loss.png)\n\n![validation loss](plots/val_loss.png)\n";
-    for (const auto& k : plot_keys)
-      if (fs::exists(out_dir / "plots" / (k + ".png"))) md += fmt::format("\n![{}](plots/{}.png)\n", k, k);
+    for (const auto& k : plot_keys) {
+      std::string file = k;  // as tinyseek.plots.plot_file names it
+      for (char& c : file)
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') c = '_';
+      file += ".png";
+      if (fs::exists(out_dir / "plots" / file)) md += fmt::format("\n![{}](plots/{})\n", k, file);
+    }
   } else {
     md += "\n(plots unavailable: see plots/plot.log)\n";
   }

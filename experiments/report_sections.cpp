@@ -23,14 +23,18 @@ using nlohmann::json;
 namespace {
 
 struct Curves {
-  std::string variant;
+  std::string variant, kind;
   fs::path dir;
   std::map<int64_t, double> loss, val;  // step -> value
 };
 
 Curves read_curves(const fs::path& dir) {
-  Curves c{dir.filename().string(), dir, {}, {}};
-  if (std::ifstream s(dir / run::kSummaryFile); s) c.variant = json::parse(s).value("variant", c.variant);
+  Curves c{dir.filename().string(), "", dir, {}, {}};
+  if (std::ifstream s(dir / run::kSummaryFile); s) {
+    const json j = json::parse(s);
+    c.variant = j.value("variant", c.variant);
+    c.kind = j.value("kind", "");
+  }
   std::ifstream in(dir / run::kMetricsFile);
   std::string line;
   while (std::getline(in, line)) {
@@ -56,10 +60,14 @@ std::string pct(double v) { return std::isfinite(v) ? fmt::format("{:+.3f}%", 10
 }  // namespace
 
 std::string loss_error_section(const std::vector<fs::path>& variant_dirs, const fs::path& out_dir) {
+  // Only variants of the first one's kind compare (a GRPO loss is no language-modelling loss).
   std::vector<Curves> runs;
+  std::string kind;
   for (const auto& d : variant_dirs) {
     auto c = read_curves(d);
-    if (!c.loss.empty()) runs.push_back(std::move(c));
+    if (c.loss.empty()) continue;
+    if (runs.empty()) kind = c.kind;
+    if (c.kind == kind) runs.push_back(std::move(c));
   }
   if (runs.size() < 2) return "";
   const Curves& base = runs.front();

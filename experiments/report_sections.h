@@ -10,8 +10,8 @@ namespace ts::experiments {
 // Relative loss error of every variant against the first one (the baseline), from metrics.jsonl:
 // (L_variant / L_baseline - 1) per logged training step (the variants of one config see the same
 // batches), summarized as the mean over the last 10% of steps, the largest |.| of 10-step means
-// along the curve, and the final validation loss; plus plots/rel_loss_error.png. Empty unless at
-// least two variants logged a training loss.
+// along the curve, and the final validation loss; plus plots/rel_loss_error.png. Only the variants of
+// the first one's kind take part; empty unless at least two of them logged a training loss.
 std::string loss_error_section(const std::vector<std::filesystem::path>& variant_dirs,
                                const std::filesystem::path& out_dir);
 

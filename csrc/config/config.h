@@ -46,7 +46,7 @@ inline constexpr size_t kMaxNameLength = 100;
 void check_path_name(const std::string& name, const std::string& what);
 
 struct DataConfig {
-  std::string source = "synthetic";  // synthetic | text | shards
+  std::string source = "synthetic";  // synthetic | text | shards | task (worked examples of config task)
   std::string path;                  // text file (UTF-8, byte tokens) or a folder/file of uint16 shards
   int64_t seq_len = 128;
   double val_fraction = 0.1;
@@ -55,7 +55,7 @@ struct DataConfig {
 
   template <class V>
   void visit(V& v) {
-    v("source", source, OneOf{{"synthetic", "text", "shards"}});
+    v("source", source, OneOf{{"synthetic", "text", "shards", "task"}});
     v("path", path, NoCheck{});
     v("seq_len", seq_len, Range{2, 1 << 20});
     v("val_fraction", val_fraction, Range{0.001, 0.5});
@@ -312,6 +312,88 @@ struct GenerateConfig {
   }
 };
 
+// A task with verifiable rewards (csrc/rl/tasks.h): the base model's corpus (data.source: task)
+// and the problems of kind grpo. RL and evaluation draw from `digits_*` / `numbers`; the corpus
+// shows easier instances (`corpus_*`), so the base model knows the format but is weak where RL
+// trains. Held-out problems never appear in the corpus or in RL's problems.
+struct TaskConfig {
+  std::string name = "arithmetic";  // arithmetic | countdown
+  std::string ops = "+-";           // arithmetic: the operators drawn from (any of + - *)
+  int64_t digits_min = 1;           // arithmetic: operand digits for RL and evaluation
+  int64_t digits_max = 3;
+  int64_t corpus_digits_min = 1;  // arithmetic: operand digits of the corpus's worked examples
+  int64_t corpus_digits_max = 2;
+  int64_t numbers = 4;         // countdown: numbers per problem for RL and evaluation (3 or 4)
+  int64_t corpus_numbers = 3;  // countdown: numbers per corpus example
+  int64_t max_number = 99;     // countdown: numbers drawn from 1..max_number
+  int64_t max_target = 999;    // countdown: targets in 1..max_target
+  bool worked_steps = true;    // the corpus's <think> shows the steps (else it is empty)
+  int64_t corpus_rl_percent = 0;  // share of corpus examples drawn at RL's level instead (a few hard ones)
+  int64_t seed = 1;            // the problem stream (train and held-out sets follow from it)
+  int64_t heldout_percent = 10;  // share of all problems reserved for evaluation (by a hash of the problem)
+
+  template <class V>
+  void visit(V& v) {
+    v("name", name, OneOf{{"arithmetic", "countdown"}});
+    v("ops", ops, NoCheck{});
+    v("digits_min", digits_min, Range{1, 9});
+    v("digits_max", digits_max, Range{1, 9});
+    v("corpus_digits_min", corpus_digits_min, Range{1, 9});
+    v("corpus_digits_max", corpus_digits_max, Range{1, 9});
+    v("numbers", numbers, Range{2, 6});
+    v("corpus_numbers", corpus_numbers, Range{2, 6});
+    v("max_number", max_number, Range{1, 100000});
+    v("max_target", max_target, Range{1, 1e9});
+    v("worked_steps", worked_steps, NoCheck{});
+    v("corpus_rl_percent", corpus_rl_percent, Range{0, 100});
+    v("seed", seed, Range{0, 1e15});
+    v("heldout_percent", heldout_percent, Range{1, 90});
+  }
+};
+
+// GRPO (kind: grpo; csrc/rl/grpo.h): DeepSeekMath's group-relative policy optimization with
+// TRL's loss types. train.steps counts optimizer steps; each rollout batch serves num_iterations.
+struct GrpoConfig {
+  std::string init_from;  // the base model: RUN_DIR[/VARIANT] or a variant of this run's folder
+  int64_t prompts_per_step = 8;  // P
+  int64_t group_size = 8;        // G samples per prompt
+  double temperature = 1.0;
+  int64_t max_completion_length = 96;
+  int64_t num_iterations = 1;  // mu: optimizer steps per rollout batch
+  double beta = 0.0;           // k3 KL to the frozen reference (0 = no reference)
+  double epsilon = 0.2;
+  double epsilon_high = 0;          // 0 = epsilon (DAPO's clip-higher: 0.28)
+  std::string loss_type = "grpo";   // grpo | bnpo | dapo | dr_grpo
+  std::string importance_sampling = "token";  // token | sequence (GSPO)
+  std::string scale_rewards = "group";        // group | batch | none
+  bool clip = true;                  // false: the plain policy gradient (REINFORCE-style baseline)
+  double format_weight = 1.0;        // reward = format_weight * format + accuracy_weight * accuracy
+  double accuracy_weight = 1.0;
+  int64_t eval_problems = 200;  // held-out problems per evaluation
+  int64_t eval_k = 8;           // pass@k samples per problem (0 = greedy pass@1 only)
+
+  template <class V>
+  void visit(V& v) {
+    v("init_from", init_from, NoCheck{});
+    v("prompts_per_step", prompts_per_step, Range{1, 1 << 16});
+    v("group_size", group_size, Range{2, 1 << 12});
+    v("temperature", temperature, Range{1e-3, 100});
+    v("max_completion_length", max_completion_length, Range{1, 1 << 20});
+    v("num_iterations", num_iterations, Range{1, 64});
+    v("beta", beta, Range{0, 100});
+    v("epsilon", epsilon, Range{0, 10});
+    v("epsilon_high", epsilon_high, Range{0, 10});
+    v("loss_type", loss_type, OneOf{{"grpo", "bnpo", "dapo", "dr_grpo"}});
+    v("importance_sampling", importance_sampling, OneOf{{"token", "sequence"}});
+    v("scale_rewards", scale_rewards, OneOf{{"group", "batch", "none"}});
+    v("clip", clip, NoCheck{});
+    v("format_weight", format_weight, Range{0, 100});
+    v("accuracy_weight", accuracy_weight, Range{0, 100});
+    v("eval_problems", eval_problems, Range{1, 1 << 20});
+    v("eval_k", eval_k, Range{0, 1 << 12});
+  }
+};
+
 // Process groups (csrc/parallel/process_group.h): used when the job has several ranks.
 struct DistConfig {
   std::string backend = "auto";  // auto (nccl on cuda, gloo on cpu) | gloo | nccl
@@ -392,6 +474,8 @@ struct Config {
   Fp8AccumulationConfig fp8_accumulation;
   DecodeBenchConfig decode_bench;
   GenerateConfig generate;
+  TaskConfig task;
+  GrpoConfig grpo;
 
   template <class V>
   void visit(V& v) {
@@ -410,6 +494,8 @@ struct Config {
     v.section("fp8_accumulation", fp8_accumulation);
     v.section("decode_bench", decode_bench);
     v.section("generate", generate);
+    v.section("task", task);
+    v.section("grpo", grpo);
   }
 };
 

@@ -25,6 +25,7 @@ namespace {
 struct Carried {
   double last_loss = std::nan(""), last_val = std::nan(""), best_val = std::nan(""), train_seconds = 0;
   int64_t skipped = 0;
+  int64_t tokens = -1;  // trained on so far; -1: a checkpoint from before this count (steps x tokens per step)
 
   static double number(const json& j, const char* k, double fallback) {
     return j.contains(k) && j[k].is_number() ? j[k].get<double>() : fallback;
@@ -35,11 +36,12 @@ struct Carried {
     best_val = number(j, "best_val_loss", std::nan(""));
     train_seconds = number(j, "train_seconds", 0.0);
     skipped = j.value("skipped_steps", int64_t{0});
+    tokens = j.value("tokens", int64_t{-1});
   }
   json save(const config::Config& cfg, const std::string& variant) const {
     return {{"last_loss", last_loss},   {"last_val_loss", last_val},      {"best_val_loss", best_val},
             {"skipped_steps", skipped}, {"train_seconds", train_seconds}, {"variant", variant},
-            {"seed", cfg.seed}};
+            {"seed", cfg.seed},         {"tokens", tokens}};
   }
 };
 
@@ -81,20 +83,26 @@ run::RunOutcome train_loop(Objective& obj, const config::Config& cfg, const std:
   Progress progress(label, tc.steps, step, /*quiet=*/!lead);
   progress.message(obj.describe() + (step ? fmt::format(", resuming at step {}", step) : ""));
 
-  const int64_t tokens_per_step = obj.tokens_per_step();
+  if (carried.tokens < 0) carried.tokens = step * obj.tokens_per_step();
   RunStatus status = RunStatus::kCompleted;
   std::string nonfinite_msg;
   auto checkpoint = [&] { save_checkpoint(ckpt_root, step, obj.module(), *opt, carried.save(cfg, variant)); };
   auto run_eval = [&] {
     auto ev = obj.evaluate();
     if (!ev) return;
-    carried.last_val = ev->loss;
-    if (!(carried.best_val <= carried.last_val)) carried.best_val = carried.last_val;
-    json line = {{"step", step}, {"val_loss", ev->loss}};
+    json line = {{"step", step}};
+    std::string text = fmt::format("{}: step {}", label, step);
+    if (!std::isnan(ev->loss)) {
+      carried.last_val = ev->loss;
+      if (!(carried.best_val <= carried.last_val)) carried.best_val = carried.last_val;
+      line["val_loss"] = ev->loss;
+      text += fmt::format(" val_loss {:.4f}", ev->loss);
+    }
     line.update(ev->metrics);
     if (metrics) metrics->write(line);
-    progress.message(fmt::format("{}: step {} val_loss {:.4f}", label, step, ev->loss));
+    progress.message(text + (ev->note.empty() ? "" : " " + ev->note));
   };
+  if (step == 0 && obj.evaluate_at_start()) run_eval();
 
   while (step < tc.steps) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -129,11 +137,13 @@ run::RunOutcome train_loop(Objective& obj, const config::Config& cfg, const std:
     ++step;
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     carried.train_seconds += dt;
-    const double tps = tokens_per_step / std::max(dt, 1e-9);
+    const int64_t step_tokens = obj.tokens_per_step();
+    carried.tokens += step_tokens;
+    const double tps = static_cast<double>(step_tokens) / std::max(dt, 1e-9);
     json line = {{"step", step}, {"loss", r.loss}, {"lr", lr}, {"grad_norm", gnorm}, {"tokens_per_s", tps}};
     line.update(r.metrics);
     if (metrics) metrics->write(line);
-    progress.update(step, r.loss, tps, tc.log_every);
+    progress.update(step, r.loss, tps, tc.log_every, r.note);
 
     if (step % tc.eval_every == 0 || step == tc.steps) run_eval();
     const bool stop_here = tc.stop_at > 0 && step == tc.stop_at && step < tc.steps;
@@ -162,13 +172,13 @@ run::RunOutcome train_loop(Objective& obj, const config::Config& cfg, const std:
                  {"kind", cfg.kind},
                  {"status", run::status_name(status)},
                  {"steps", step},
-                 {"tokens_per_step", tokens_per_step},
+                 {"tokens_per_step", step > 0 ? carried.tokens / step : obj.tokens_per_step()},
                  {"final_train_loss", carried.last_loss},
                  {"final_val_loss", carried.last_val},
                  {"best_val_loss", carried.best_val},
                  {"skipped_steps", carried.skipped},
                  {"train_seconds", ts},
-                 {"tokens_per_s", ts > 0 ? static_cast<double>(step * tokens_per_step) / ts : 0.0},
+                 {"tokens_per_s", ts > 0 ? static_cast<double>(carried.tokens) / ts : 0.0},
                  {"wall_seconds_this_invocation", wall}};
   if (!nonfinite_msg.empty()) out.summary["error"] = nonfinite_msg;
   out.summary.update(obj.summary());

@@ -27,6 +27,7 @@ namespace ts::train {
 struct StepResult {
   double loss = 0;                                    // logged as "loss"; non-finite stops or skips
   nlohmann::json metrics = nlohmann::json::object();  // more fields of the step's metrics line
+  std::string note;  // a few words for the progress line ("reward 0.41 acc 0.30"), may be empty
 };
 
 class Objective {
@@ -45,10 +46,14 @@ class Objective {
   virtual double grad_norm();
   // After each optimizer step (the MoE loss-free bias updates, say).
   virtual void after_optimizer_step() {}
-  // Validation loss and more fields; nullopt when the objective has none.
+  // Validation loss and more fields; nullopt when the objective has none. A NaN loss means an
+  // evaluation without a loss (held-out accuracy, say): only its metrics and note are logged.
   virtual std::optional<StepResult> evaluate() { return std::nullopt; }
+  // Whether to evaluate once before the first step (the starting point of a fine-tuning run).
+  virtual bool evaluate_at_start() const { return false; }
 
-  // Tokens one step trains on (for tokens/s) and the run's first progress line.
+  // Tokens the last step trained on (for tokens/s; asked after every step, so it may vary) and
+  // the run's first progress line.
   virtual int64_t tokens_per_step() const = 0;
   virtual std::string describe() const = 0;
   // Fields of summary.json beyond the loop's (they may replace the loop's).

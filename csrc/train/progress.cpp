@@ -21,7 +21,7 @@ Progress::Progress(std::string label, int64_t total, int64_t first, bool quiet)
   start_ = last_draw_ = std::chrono::steady_clock::now();
 }
 
-void Progress::update(int64_t step, double loss, double tps, int64_t log_every) {
+void Progress::update(int64_t step, double loss, double tps, int64_t log_every, const std::string& note) {
   if (quiet_) return;
   const auto now = std::chrono::steady_clock::now();
   const double elapsed = std::chrono::duration<double>(now - start_).count();
@@ -33,13 +33,15 @@ void Progress::update(int64_t step, double loss, double tps, int64_t log_every) 
     const int fill = static_cast<int>(width * step / std::max<int64_t>(total_, 1));
     std::string bar(fill, '#');
     bar.append(width - fill, '.');
-    std::fprintf(stderr, "\r\033[K%s [%s] step %lld/%lld  loss %.4f  %.0f tok/s  ETA %s", label_.c_str(), bar.c_str(),
-                 static_cast<long long>(step), static_cast<long long>(total_), loss, tps, hms(eta).c_str());
+    std::fprintf(stderr, "\r\033[K%s [%s] step %lld/%lld  loss %.4f%s%s  %.0f tok/s  ETA %s", label_.c_str(),
+                 bar.c_str(), static_cast<long long>(step), static_cast<long long>(total_), loss, note.empty() ? "" : "  ",
+                 note.c_str(), tps, hms(eta).c_str());
     std::fflush(stderr);
     bar_drawn_ = true;
   } else if (step % log_every == 0 || step == total_) {
-    std::fprintf(stdout, "%s step %lld/%lld loss %.4f tok/s %.0f eta %s\n", label_.c_str(),
-                 static_cast<long long>(step), static_cast<long long>(total_), loss, tps, hms(eta).c_str());
+    std::fprintf(stdout, "%s step %lld/%lld loss %.4f%s%s tok/s %.0f eta %s\n", label_.c_str(),
+                 static_cast<long long>(step), static_cast<long long>(total_), loss, note.empty() ? "" : " ",
+                 note.c_str(), tps, hms(eta).c_str());
     std::fflush(stdout);
   }
 }

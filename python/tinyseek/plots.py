@@ -1,8 +1,8 @@
 """Plots for `tinyseek report`: python -m tinyseek.plots RUNS_JSON OUT_DIR.
 
 RUNS_JSON lists {"variant", "dir"} entries; each dir holds metrics.jsonl. Writes loss.png and
-val_loss.png (training and validation loss against step, one line per variant), and <key>.png
-for every metrics key a run lists in its summary.json under "plot_keys" (e.g. "maxvio_batch").
+val_loss.png (training and validation loss against step, one line per variant), and a plot
+(plot_file(key)) for every metrics key a run lists in its summary.json under "plot_keys" (e.g. "maxvio_batch").
 """
 from __future__ import annotations
 
@@ -27,12 +27,22 @@ def plot_series(runs, key: str, title: str, out: Path, smooth: int = 1, unit: st
     save_step_figure(fig, ax, key + unit, title, out)
 
 
+def plot_file(key: str) -> str:
+    """The file name of a key's plot: characters other than letters, digits, '.', '_' and '-'
+    become '_' ("eval/pass@1" -> "eval_pass_1.png"); experiments/report.cpp names it the same way."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in key) + ".png"
+
+
 def write_plots(runs, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     plot_series(runs, "loss", "training loss (moving average of 10 steps)", out / "loss.png", smooth=10)
     plot_series(runs, "val_loss", "validation loss", out / "val_loss.png")
     for key in plot_keys(runs):
-        plot_series(runs, key, f"{key} (moving average of 10 steps)", out / f"{key}.png", smooth=10, unit="")
+        # Periodic evaluations ("eval/...") are plotted as measured; per-step keys smoothed.
+        if key.startswith("eval/"):
+            plot_series(runs, key, key, out / plot_file(key), unit="")
+        else:
+            plot_series(runs, key, f"{key} (moving average of 10 steps)", out / plot_file(key), smooth=10, unit="")
 
 
 def main(argv) -> int:
