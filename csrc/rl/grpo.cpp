@@ -305,7 +305,7 @@ train::StepResult GrpoObjective::step(int64_t step, bool inject_nan) {
   r.metrics["clip_ratio/low_mean"] = s[0];
   r.metrics["clip_ratio/high_mean"] = s[1];
   r.metrics["clip_ratio/region_mean"] = s[2];
-  r.metrics["kl"] = s[3];
+  if (g.beta > 0) r.metrics["kl"] = s[3];  // to the frozen reference, which exists only then
   r.metrics["ratio"] = s[4];
   r.metrics["entropy"] = entropy;
   r.metrics["num_tokens"] = last_tokens_;

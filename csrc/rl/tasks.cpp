@@ -141,29 +141,26 @@ class ExprParser {
   void skip() {
     while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\t')) ++pos_;
   }
-  std::optional<Rational> sum() {
-    auto v = product();
+  // A left-associative chain of operands joined by the operators in `ops`: sum() over products,
+  // product() over atoms.
+  template <class Operand>
+  std::optional<Rational> chain(const char* ops, Operand operand) {
+    auto v = operand();
     while (v) {
       skip();
-      if (pos_ >= s_.size() || (s_[pos_] != '+' && s_[pos_] != '-')) break;
+      if (pos_ >= s_.size() || (s_[pos_] != ops[0] && s_[pos_] != ops[1])) break;
       const char op = s_[pos_++];
-      auto r = product();
+      auto r = operand();
       if (!r) return std::nullopt;
       v = apply(op, *v, *r);
     }
     return v;
   }
+  std::optional<Rational> sum() {
+    return chain("+-", [this] { return product(); });
+  }
   std::optional<Rational> product() {
-    auto v = atom();
-    while (v) {
-      skip();
-      if (pos_ >= s_.size() || (s_[pos_] != '*' && s_[pos_] != '/')) break;
-      const char op = s_[pos_++];
-      auto r = atom();
-      if (!r) return std::nullopt;
-      v = apply(op, *v, *r);
-    }
-    return v;
+    return chain("*/", [this] { return atom(); });
   }
   std::optional<Rational> atom() {
     skip();

@@ -10,22 +10,25 @@ import pytest
 
 from conftest import tinyseek_bin
 
-# One-digit sums only: the base model learns the format and is right part of the time.
+# One-digit sums; the base model is trained only briefly, so its samples at temperature 1 often
+# break the <think>/<answer> template. The rollouts are rewarded for the format only: a task made
+# easy on purpose, where a short GRPO run must raise the reward.
 BASE = """\
 name: rltest
 seed: 3
-data: {source: task, seq_len: 48, synthetic_bytes: 300000}
+data: {source: task, seq_len: 64, synthetic_bytes: 300000}
 task: {name: arithmetic, ops: "+", digits_min: 1, digits_max: 1, corpus_digits_min: 1, corpus_digits_max: 1}
 model: {d_model: 64, n_layers: 2, n_heads: 2, ffn_hidden: 160}
 train: {steps: 120, batch_size: 16, lr: 3.0e-3, warmup_steps: 10, eval_every: 120, eval_batches: 2,
         checkpoint_every: 120, log_every: 40}
-grpo: {init_from: base, prompts_per_step: 8, group_size: 8, max_completion_length: 24, eval_problems: 64, eval_k: 4}
+grpo: {init_from: base, prompts_per_step: 8, group_size: 8, max_completion_length: 44, eval_problems: 64, eval_k: 4,
+       accuracy_weight: 0.0}
 variants:
   base: {kind: pretrain}
   rl:
     kind: grpo
-    train: {steps: 24, lr: 1.0e-4, min_lr_ratio: 1.0, warmup_steps: 0, weight_decay: 0.0, eval_every: 24,
-            log_every: 4, checkpoint_every: 8}
+    train: {steps: 30, lr: 1.0e-3, min_lr_ratio: 1.0, warmup_steps: 0, weight_decay: 0.0, eval_every: 30,
+            log_every: 5, checkpoint_every: 10}
 """
 
 
@@ -54,24 +57,26 @@ def test_grpo_raises_reward(base):
     assert "held-out pass@1" in r.stdout and "reward" in r.stdout
     rows = metrics(root / "runs/rltest/rl/metrics.jsonl")
     steps = [m for m in rows if "reward" in m]
-    assert len(steps) == 24
-    first = sum(m["accuracy"] for m in steps[:6]) / 6
-    last = sum(m["accuracy"] for m in steps[-6:]) / 6
-    assert last > first + 0.1, (first, last)
+    assert len(steps) == 30
+    first = sum(m["reward"] for m in steps[:6]) / 6
+    last = sum(m["reward"] for m in steps[-6:]) / 6
+    assert last > first + 0.15, (first, last)
+    assert all(m["rewards/accuracy/mean"] == m["accuracy"] for m in steps)  # accuracy is logged, not rewarded
     for m in steps:
-        for k in ("reward_std", "rewards/format/mean", "rewards/accuracy/mean", "frac_reward_zero_std", "kl",
+        for k in ("reward_std", "rewards/format/mean", "rewards/accuracy/mean", "frac_reward_zero_std",
                   "entropy", "clip_ratio/region_mean", "completions/mean_length", "completions/clipped_ratio",
                   "grad_norm", "lr", "sample_tokens_per_s", "train_tokens_per_s"):
             assert k in m, k
+        assert "kl" not in m  # beta 0: no reference, no KL (as TRL logs it)
     evals = [m for m in rows if "eval/pass@1" in m]
-    assert [m["step"] for m in evals] == [0, 24]
+    assert [m["step"] for m in evals] == [0, 30]
     s = json.loads((root / "runs/rltest/rl/summary.json").read_text())
     assert s["heldout_pass@1_start"] == evals[0]["eval/pass@1"] and s["heldout_pass@1"] == evals[1]["eval/pass@1"]
     report = (root / "runs/rltest/report.md").read_text()
     assert "heldout_pass@1_start" in report
     # The GRPO run's policy generates through tinyseek generate.
     g = run(["generate", str(root / "runs/rltest/rl"), "--prompt", "Compute 3+4.\n", "--temperature", "0",
-             "--max-new-tokens", "24", "--stop", "</answer>", "--json"], root)
+             "--max-new-tokens", "44", "--stop", "</answer>", "--json"], root)
     assert g.returncode == 0, g.stderr
     assert json.loads(g.stdout)["completions"][0]["text"].startswith("<think>")
 
@@ -105,5 +110,23 @@ def test_init_from_missing_run_exits_2(base):
     assert "grpo.init_from" in r.stderr and "nowhere" in r.stderr
     r = run(["run", str(cfg), "--variant", "rl", "--set", "grpo.init_from=", "--no-report"], root)
     assert r.returncode == 2 and "grpo.init_from" in r.stderr
-    r = run(["run", str(cfg), "--variant", "rl", "--set", "grpo.max_completion_length=40", "--no-report"], root)
+    r = run(["run", str(cfg), "--variant", "rl", "--set", "grpo.max_completion_length=60", "--no-report"], root)
     assert r.returncode == 2 and "data.seq_len" in r.stderr
+
+
+def test_nonfinite_loss_stops_with_exit_3_and_the_checkpoint_intact(base):
+    root, cfg = base
+    sets = ["--set", "train.steps=6", "--set", "train.checkpoint_every=2", "--set", "train.eval_every=100",
+            "--set", "grpo.eval_k=0", "--set", "train.debug_nan_step=3", "--set", "output.dir=nan",
+            "--set", f"grpo.init_from={root / 'runs/rltest/base'}"]
+    r = run(["run", str(cfg), "--variant", "rl", "--no-report", *sets], root)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "step 4: non-finite loss" in r.stdout + r.stderr
+    ckpts = sorted(p.name for p in (root / "nan/rltest/rl/checkpoints").iterdir() if p.name.startswith("step_"))
+    assert ckpts[-1] == "step_00000002", ckpts
+    s = json.loads((root / "nan/rltest/rl/summary.json").read_text())
+    assert s["status"] == "nonfinite"
+    # With on_nonfinite: skip the run completes, counting the skipped update.
+    r = run(["run", str(cfg), "--variant", "rl", "--no-report", *sets, "--set", "train.on_nonfinite=skip"], root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads((root / "nan/rltest/rl/summary.json").read_text())["skipped_steps"] == 1
