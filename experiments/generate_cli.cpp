@@ -33,7 +33,8 @@ struct GenerateArgs {
   int64_t max_new_tokens = 0, top_k = 0, num_samples = 1, threads = 0;
   double temperature = 0, top_p = 0;
   uint64_t seed = 0;
-  std::string stop, mla_decode;
+  std::string stop, mla_decode, speculative = "none";
+  int64_t draft_tokens = 0;
   bool json = false;
 };
 
@@ -186,9 +187,50 @@ int generate_command(const GenerateArgs& a, CLI::App& sub) {
   for (const auto& p : prompts)
     for (int64_t s = 0; s < a.num_samples; ++s)
       requests.push_back({nn::bytes_to_tokens(p), a.seed + static_cast<uint64_t>(requests.size())});
+  const bool speculative = a.speculative == "mtp";
+  if (speculative && model->mtp_depth() == 0)
+    throw ConfigError(fmt::format("--speculative mtp: {} has no MTP modules (model.mtp.depth is 0 in {})", dir.string(),
+                                  cfg_path));
+  if (a.draft_tokens > model->mtp_depth())
+    throw ConfigError(fmt::format("--draft-tokens {}: the model's MTP depth is {} (model.mtp.depth)", a.draft_tokens,
+                                  model->mtp_depth()));
+  // Speculative decoding is measured against plain decoding of the same requests in this run.
+  std::optional<nn::GenerateResult> plain;
+  if (speculative) plain = nn::generate(model, requests, o);
+  o.speculative = speculative;
+  o.draft_tokens = a.draft_tokens;
   const auto res = nn::generate(model, requests, o);
 
   const auto& st = res.stats;
+  json spec = nullptr;
+  std::string spec_line;
+  if (speculative) {
+    const auto& ps = plain->stats;
+    std::vector<double> acceptance;
+    for (size_t k = 0; k < st.drafts_verified.size(); ++k) acceptance.push_back(st.acceptance(k));
+    const double per_step = st.verify_steps ? static_cast<double>(st.decode_tokens) / st.verify_steps : 0.0;
+    const double speedup = ps.decode_tokens_per_s() > 0 ? st.decode_tokens_per_s() / ps.decode_tokens_per_s() : 0.0;
+    bool same = true;  // greedy speculative decoding must reproduce plain greedy decoding
+    for (size_t i = 0; i < res.completions.size(); ++i) same = same && res.completions[i].tokens == plain->completions[i].tokens;
+    spec = {{"draft_tokens", st.drafts_verified.size()},
+            {"acceptance_per_depth", acceptance},
+            {"drafts_verified", st.drafts_verified},
+            {"drafts_accepted", st.drafts_accepted},
+            {"verify_steps", st.verify_steps},
+            {"tokens_per_step", per_step},
+            {"mean_accepted_drafts", per_step - 1},
+            {"plain_decode_tokens_per_s", ps.decode_tokens_per_s()},
+            {"speculative_decode_tokens_per_s", st.decode_tokens_per_s()},
+            {"speedup", speedup},
+            {"same_tokens_as_plain", same}};
+    std::string acc;
+    for (size_t k = 0; k < acceptance.size(); ++k) acc += fmt::format("{}{:.1f}%", k ? " / " : "", 100 * acceptance[k]);
+    spec_line = fmt::format(
+        "speculative (MTP, {} drafts per step): acceptance {} by depth, {:.2f} tokens per step; decode {:.0f} "
+        "tokens/s against {:.0f} plain ({:.2f}x){}\n",
+        acceptance.size(), acc, per_step, st.decode_tokens_per_s(), ps.decode_tokens_per_s(), speedup,
+        g.temperature == 0 ? (same ? ", same tokens as plain greedy" : ", TOKENS DIFFER FROM PLAIN GREEDY") : "");
+  }
   if (a.json) {
     json out = {{"run", dir.string()},
                 {"step", step},
@@ -210,6 +252,7 @@ int generate_command(const GenerateArgs& a, CLI::App& sub) {
                 {"decode_tokens_per_s", st.decode_tokens_per_s()},
                 {"kv_cache_bytes", st.kv_cache_bytes},
                 {"kv_cache_bytes_per_token", st.kv_cache_bytes_per_token},
+                {"speculative", spec},
                 {"completions", json::array()}};
     for (size_t i = 0; i < res.completions.size(); ++i) {
       const auto& c = res.completions[i];
@@ -237,6 +280,7 @@ int generate_command(const GenerateArgs& a, CLI::App& sub) {
       "MiB ({} bytes per token)\n",
       dir.string(), step, dev.str(), st.batch, st.prefill_s * 1e3, st.prompt_tokens, st.decode_tokens_per_s(),
       static_cast<double>(st.kv_cache_bytes) / (1 << 20), st.kv_cache_bytes_per_token);
+  std::cerr << spec_line;
   return 0;
 }
 
@@ -268,6 +312,12 @@ Command add_generate_command(CLI::App& app) {
       ->check(CLI::Range(int64_t{1}, int64_t{4096}));
   sub->add_option("--stop", a->stop, "Stop string: a sequence ends once its text ends with it");
   sub->add_option("--mla-decode", a->mla_decode, "MLA decode path")->check(CLI::IsMember({"absorbed", "naive"}));
+  sub->add_option("--speculative", a->speculative,
+                  "mtp: draft with the model's MTP modules and verify in one forward (needs model.mtp.depth > 0); "
+                  "reports acceptance and the speed-up over plain decoding, measured in this run")
+      ->check(CLI::IsMember({"none", "mtp"}));
+  sub->add_option("--draft-tokens", a->draft_tokens, "Drafts per speculative step (default: the MTP depth)")
+      ->check(CLI::Range(int64_t{1}, int64_t{16}));
   sub->add_option("--threads", a->threads, "Intra-op threads (default: the run's train.threads)")
       ->check(CLI::Range(int64_t{1}, int64_t{1024}));
   sub->add_flag("--json", a->json,

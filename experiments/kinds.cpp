@@ -7,6 +7,7 @@
 #include "experiments/attention_ablation.h"
 #include "experiments/fp8_accumulation.h"
 #include "experiments/moe_ep.h"
+#include "experiments/mtp_study.h"
 
 namespace ts::experiments {
 
@@ -22,6 +23,8 @@ const std::vector<run::Kind>& kinds() {
        true, true, [](const config::Config& c, int) { rl::check_grpo_config(c); }},
       {"attention_ablation", "pretrain, then time KV-cached decoding at several contexts", &run_attention_ablation,
        false, true, true, [](const config::Config& c, int) { check_attention_ablation_config(c); }},
+      {"mtp", "pretrain (with or without MTP), then decode held-out text plain and speculatively with the MTP modules",
+       &run_mtp_study, false, true, true, [](const config::Config& c, int) { check_mtp_study_config(c); }},
       {"pipeline", "pipeline-parallel training over c10d, one rank per stage group (tinyseek launch)",
        &parallel::train_pipeline, /*distributed=*/true, true, true,
        [](const config::Config& c, int world) {

@@ -136,6 +136,23 @@ struct MoeConfig {
   }
 };
 
+// Multi-token prediction (DeepSeek-V3 §2.2; csrc/nn/mtp.h): `depth` sequential modules, module k
+// predicting token i+k+1; training minimizes L_main + (loss_weight / depth) * sum_k CE_k.
+struct MtpConfig {
+  int64_t depth = 0;                // D; 0 = off
+  double loss_weight = 0.3;         // lambda
+  int64_t switch_step = -1;         // from this training step on, lambda = switch_loss_weight; -1 = never
+  double switch_loss_weight = 0.1;  // V3: 0.3 for the first 10T tokens, then 0.1
+
+  template <class V>
+  void visit(V& v) {
+    v("depth", depth, Range{0, 16});
+    v("loss_weight", loss_weight, Range{0, 100});
+    v("switch_step", switch_step, Range{-1, 1e12});
+    v("switch_loss_weight", switch_loss_weight, Range{0, 100});
+  }
+};
+
 struct ModelConfig {
   int64_t vocab_size = 256;  // byte-level tokens
   int64_t d_model = 128;
@@ -148,6 +165,7 @@ struct ModelConfig {
   double init_std = 0.02;
   AttentionConfig attention;
   MoeConfig moe;
+  MtpConfig mtp;
 
   template <class V>
   void visit(V& v) {
@@ -162,6 +180,7 @@ struct ModelConfig {
     v("init_std", init_std, Range{1e-6, 1});
     v.section("attention", attention);
     v.section("moe", moe);
+    v.section("mtp", mtp);
   }
 };
 
@@ -268,6 +287,28 @@ struct Fp8AccumulationConfig {
 // on the values) each decode `steps` more tokens through the whole model, for context =
 // context_min, 2 context_min, ..., context_max. MLA decodes on mla_path: absorbed (the
 // mla_decode op over the paged latent cache) or naive (decompress the latent, then attend).
+// The MTP study's decoding measurement (kind mtp, experiments/mtp_study.h): greedy decoding of
+// held-out text (prompts cut from the validation split), plain against speculative with the MTP
+// modules, at two batch sizes; every number measured after training, in the same process.
+struct SpecBenchConfig {
+  int64_t prompts = 16;        // prompts, each decoded at both batch sizes
+  int64_t prompt_tokens = 48;  // tokens per prompt
+  int64_t new_tokens = 64;     // greedy tokens generated per prompt
+  int64_t batch_small = 1;
+  int64_t batch_large = 8;  // must divide prompts
+  int64_t repeats = 3;      // timed passes; the fastest counts (the others measure the machine's other work)
+
+  template <class V>
+  void visit(V& v) {
+    v("prompts", prompts, Range{1, 1 << 16});
+    v("prompt_tokens", prompt_tokens, Range{1, 1 << 20});
+    v("new_tokens", new_tokens, Range{2, 1 << 20});
+    v("batch_small", batch_small, Range{1, 1 << 16});
+    v("batch_large", batch_large, Range{1, 1 << 16});
+    v("repeats", repeats, Range{1, 100});
+  }
+};
+
 struct DecodeBenchConfig {
   int64_t batch_size = 4;
   int64_t steps = 8;
@@ -473,6 +514,7 @@ struct Config {
   ParallelConfig parallel;
   Fp8AccumulationConfig fp8_accumulation;
   DecodeBenchConfig decode_bench;
+  SpecBenchConfig spec_bench;
   GenerateConfig generate;
   TaskConfig task;
   GrpoConfig grpo;
@@ -493,6 +535,7 @@ struct Config {
     v.section("parallel", parallel);
     v.section("fp8_accumulation", fp8_accumulation);
     v.section("decode_bench", decode_bench);
+    v.section("spec_bench", spec_bench);
     v.section("generate", generate);
     v.section("task", task);
     v.section("grpo", grpo);

@@ -143,13 +143,26 @@ int64_t TokenSampler::draw(const torch::Tensor& probs) {
   return last;  // rounding left target at the very top
 }
 
-GenerateResult generate(Transformer& model, const std::vector<GenerateRequest>& requests, const GenerateOptions& o) {
-  const int64_t B = static_cast<int64_t>(requests.size()), V = model->config().vocab_size;
-  if (B == 0) throw std::invalid_argument("generate: no requests");
+namespace {
+
+// The prompts' longest length; throws std::invalid_argument for what generate() rejects.
+int64_t check_requests(const Transformer& model, const std::vector<GenerateRequest>& requests,
+                       const GenerateOptions& o) {
+  const int64_t V = model->config().vocab_size;
+  if (requests.empty()) throw std::invalid_argument("generate: no requests");
   if (o.max_new_tokens < 1)
     throw std::invalid_argument(fmt::format("generate: max_new_tokens must be >= 1, got {}", o.max_new_tokens));
+  if (o.speculative) {
+    const int64_t D = model->mtp_depth();
+    if (D == 0)
+      throw std::invalid_argument(
+          "generate: speculative decoding drafts with the MTP modules, and this model has none (model.mtp.depth 0)");
+    if (o.draft_tokens < 0 || o.draft_tokens > D)
+      throw std::invalid_argument(
+          fmt::format("generate: draft_tokens must be 0 (the depth) to model.mtp.depth ({}), got {}", D, o.draft_tokens));
+  }
   int64_t P = 0;
-  for (int64_t b = 0; b < B; ++b) {
+  for (size_t b = 0; b < requests.size(); ++b) {
     const auto& prompt = requests[b].prompt;
     if (prompt.empty()) throw std::invalid_argument(fmt::format("generate: prompt {} is empty", b));
     for (int64_t t : prompt)
@@ -157,9 +170,57 @@ GenerateResult generate(Transformer& model, const std::vector<GenerateRequest>& 
         throw std::invalid_argument(fmt::format("generate: prompt {} holds token {}, outside [0, {})", b, t, V));
     P = std::max<int64_t>(P, static_cast<int64_t>(prompt.size()));
   }
+  return P;
+}
+
+// Appends a generated token; true when the sequence is finished (a stop token or sequence, or
+// max_new_tokens), with its finish reason set.
+bool append_token(Completion& c, int64_t t, const GenerateOptions& o) {
+  c.tokens.push_back(t);
+  const bool stop = std::find(o.stop_tokens.begin(), o.stop_tokens.end(), t) != o.stop_tokens.end() ||
+                    std::any_of(o.stop_sequences.begin(), o.stop_sequences.end(),
+                                [&](const auto& s) { return ends_with(c.tokens, s); });
+  if (stop || static_cast<int64_t>(c.tokens.size()) == o.max_new_tokens) {
+    c.finish_reason = stop ? "stop" : "length";
+    return true;
+  }
+  return false;
+}
+
+// The prompts as a padded [B, P] batch and their lengths.
+torch::Tensor prompt_batch(const std::vector<GenerateRequest>& requests, int64_t P, std::vector<int64_t>& lens) {
+  const int64_t B = static_cast<int64_t>(requests.size());
+  lens.assign(static_cast<size_t>(B), 0);
+  auto tokens = torch::zeros({B, P}, torch::kInt64);
+  for (int64_t b = 0; b < B; ++b) {
+    lens[b] = static_cast<int64_t>(requests[b].prompt.size());
+    tokens[b].narrow(0, 0, lens[b]).copy_(torch::tensor(requests[b].prompt, torch::kInt64));
+  }
+  return tokens;
+}
+
+// Row b, position pos[b] of x [B, S, ...] -> [B, ...].
+torch::Tensor rows_at(const torch::Tensor& x, const std::vector<int64_t>& pos) {
+  auto idx = torch::tensor(pos, torch::kInt64).to(x.device());
+  return x.index({torch::arange(x.size(0), idx.options()), idx});
+}
+
+GenerateResult generate_speculative(Transformer& model, const std::vector<GenerateRequest>& requests,
+                                    const GenerateOptions& o, int64_t P);
+
+}  // namespace
+
+GenerateResult generate(Transformer& model, const std::vector<GenerateRequest>& requests, const GenerateOptions& o) {
+  const int64_t P = check_requests(model, requests, o);
   torch::NoGradGuard ng;
   const bool was_training = model->is_training();
   model->eval();
+  if (o.speculative) {
+    auto res = generate_speculative(model, requests, o, P);
+    if (was_training) model->train();
+    return res;
+  }
+  const int64_t B = static_cast<int64_t>(requests.size()), V = model->config().vocab_size;
   const auto dev = model->embed->weight.device();
 
   GenerateResult res;
@@ -170,20 +231,16 @@ GenerateResult generate(Transformer& model, const std::vector<GenerateRequest>& 
   res.stats.kv_cache_bytes_per_token = dec.cache().bytes_per_token();
 
   std::vector<TokenSampler> samplers;
-  std::vector<int64_t> lens(static_cast<size_t>(B));
-  auto tokens = torch::zeros({B, P}, torch::kInt64);
-  for (int64_t b = 0; b < B; ++b) {
-    samplers.emplace_back(requests[b].seed);
-    const auto& prompt = requests[b].prompt;
-    lens[b] = static_cast<int64_t>(prompt.size());
-    res.stats.prompt_tokens += lens[b];
-    tokens[b].narrow(0, 0, lens[b]).copy_(torch::tensor(prompt, torch::kInt64));
-  }
+  for (const auto& r : requests) samplers.emplace_back(r.seed);
+  std::vector<int64_t> lens;
+  auto tokens = prompt_batch(requests, P, lens);
+  for (auto l : lens) res.stats.prompt_tokens += l;
   const auto t_prefill = std::chrono::steady_clock::now();
   auto logits = dec.step(tokens.to(dev), lens).logits;  // [B, P, V]
   // Each row's last real position.
-  auto last_pos = (torch::tensor(lens, torch::kInt64) - 1).view({B, 1, 1}).expand({B, 1, V}).to(dev);
-  auto next = logits.gather(1, last_pos).squeeze(1).to(torch::kCPU, torch::kFloat).contiguous();  // [B, V]
+  std::vector<int64_t> last(lens.begin(), lens.end());
+  for (auto& l : last) --l;
+  auto next = rows_at(logits, last).to(torch::kCPU, torch::kFloat).contiguous();  // [B, V]
   res.stats.prefill_s = seconds_since(t_prefill);
 
   std::vector<bool> done(static_cast<size_t>(B), false);
@@ -195,19 +252,13 @@ GenerateResult generate(Transformer& model, const std::vector<GenerateRequest>& 
     bool any = false;
     for (int64_t b = 0; b < B; ++b) {
       if (done[b]) continue;
-      auto& c = res.completions[b];
       const float* row = next.data_ptr<float>() + b * V;
       const int64_t t =
           o.sampling.temperature == 0 ? argmax_first(row, V) : samplers[b].draw(sampling_probs(next[b], o.sampling));
       if (o.keep_logits) kept[b].push_back(next[b].clone());
       if (!first) ++res.stats.decode_tokens;
-      c.tokens.push_back(t);
-      const bool stop = std::find(o.stop_tokens.begin(), o.stop_tokens.end(), t) != o.stop_tokens.end() ||
-                        std::any_of(o.stop_sequences.begin(), o.stop_sequences.end(),
-                                    [&](const auto& s) { return ends_with(c.tokens, s); });
-      if (stop || static_cast<int64_t>(c.tokens.size()) == o.max_new_tokens) {
+      if (append_token(res.completions[b], t, o)) {
         done[b] = true;
-        c.finish_reason = stop ? "stop" : "length";
         continue;
       }
       step_tokens[b][0] = t;
@@ -223,6 +274,216 @@ GenerateResult generate(Transformer& model, const std::vector<GenerateRequest>& 
   if (was_training) model->train();
   return res;
 }
+
+namespace {
+
+// Speculative decoding with the MTP chain (see generate.h). Per sequence b, with N[b] tokens in
+// the main cache and x_N the newest committed token (not fed yet):
+//   draft   depth k runs its block over positions [c_k, N-1], position j combining h^{k-1}_j with
+//           the embedding of token j+k (a draft when j+k > N), and its logits at N-1 draft token
+//           N+k. Positions up to N-k have only committed inputs: the depth's cache keeps them
+//           (c_k = N-k+1) and rolls back the rest. Depth k's inputs h^{k-1} are depth k-1's
+//           outputs of this step, plus, at position c_k, the one it committed the step before
+//           (the carry); depth 1's are the main model's outputs at [c_1, N-1].
+//   verify  the main model runs [x_N, d_1, ..., d_n] at positions N..N+n; its logits accept a
+//           prefix of the drafts and give one more token; its cache rolls back to the committed
+//           tokens.
+GenerateResult generate_speculative(Transformer& model, const std::vector<GenerateRequest>& requests,
+                                    const GenerateOptions& o, int64_t P) {
+  const int64_t B = static_cast<int64_t>(requests.size()), V = model->config().vocab_size;
+  const int64_t D = o.draft_tokens > 0 ? o.draft_tokens : model->mtp_depth();
+  const auto dev = model->embed->weight.device();
+  const int64_t capacity = P + o.max_new_tokens + D + 1;
+  const bool greedy = o.sampling.temperature == 0;
+
+  GenerateResult res;
+  res.completions.resize(static_cast<size_t>(B));
+  res.stats.batch = B;
+  res.stats.drafts_verified.assign(static_cast<size_t>(D), 0);
+  res.stats.drafts_accepted.assign(static_cast<size_t>(D), 0);
+  Decoder dec(model, B, capacity, o.block_size);
+  const auto planes = model->mtp[0]->block->attn->cache_planes();
+  std::vector<KVCache> caches;  // one per draft depth, a layer each
+  caches.reserve(static_cast<size_t>(D));
+  for (int64_t k = 0; k < D; ++k)
+    caches.emplace_back(1, planes, B, capacity, o.block_size, dec.cache().pool(0, 0).options());
+  res.stats.kv_cache_bytes = dec.cache().bytes();
+  for (const auto& c : caches) res.stats.kv_cache_bytes += c.bytes();
+  res.stats.kv_cache_bytes_per_token = res.stats.kv_cache_bytes / (B * dec.cache().capacity());
+
+  std::vector<TokenSampler> samplers;
+  for (const auto& r : requests) samplers.emplace_back(r.seed);
+  std::vector<std::vector<int64_t>> seq(static_cast<size_t>(B));  // committed tokens: prompt + completion
+  for (int64_t b = 0; b < B; ++b) seq[b] = requests[b].prompt;
+  std::vector<int64_t> lens;
+  auto tokens = prompt_batch(requests, P, lens);
+  for (auto l : lens) res.stats.prompt_tokens += l;
+
+  // The main model's step: the hidden states feed depth 1, the logits choose tokens.
+  const auto t_prefill = std::chrono::steady_clock::now();
+  auto out = dec.step(tokens.to(dev), lens);
+  std::vector<int64_t> last(lens.begin(), lens.end());
+  for (auto& l : last) --l;
+  auto next = rows_at(out.logits, last).to(torch::kCPU, torch::kFloat).contiguous();  // [B, V]
+  res.stats.prefill_s = seconds_since(t_prefill);
+  torch::Tensor main_hidden = out.hidden;  // [B, S, C]: rows from position c_1[b] on
+
+  std::vector<bool> done(static_cast<size_t>(B), false);
+  auto choose = [&](int64_t b, const torch::Tensor& logits_row) {
+    return greedy ? argmax_first(logits_row.data_ptr<float>(), V)
+                  : samplers[b].draw(sampling_probs(logits_row, o.sampling));
+  };
+  for (int64_t b = 0; b < B; ++b) {  // the first token comes from the prefill, as in plain decoding
+    const int64_t t = choose(b, next[b]);
+    seq[b].push_back(t);
+    done[b] = append_token(res.completions[b], t, o);
+  }
+
+  const auto t_decode = std::chrono::steady_clock::now();
+  std::vector<std::vector<int64_t>> c(static_cast<size_t>(D), std::vector<int64_t>(static_cast<size_t>(B), 0));
+  std::vector<torch::Tensor> carry(static_cast<size_t>(D));  // carry[k]: [B, C], depth k's output at c_{k+1} (k >= 1)
+  std::vector<int64_t> N(lens);                              // tokens in the main cache
+  std::vector<std::vector<torch::Tensor>> draft_rows(static_cast<size_t>(B));  // keep_logits
+  const auto& rope = dec.rope();
+  for (;;) {
+    std::vector<int64_t> active;
+    for (int64_t b = 0; b < B; ++b)
+      if (!done[b]) active.push_back(b);
+    if (active.empty()) break;
+
+    // Draft: depths 1..D, each one step of its own cache.
+    std::vector<std::vector<int64_t>> drafts(static_cast<size_t>(B));
+    std::vector<torch::Tensor> q_probs(static_cast<size_t>(B * D));  // draft distributions (sampling)
+    std::vector<torch::Tensor> next_carry(static_cast<size_t>(D));
+    std::vector<std::vector<torch::Tensor>> step_draft_logits(static_cast<size_t>(B));
+    torch::Tensor prev = main_hidden;                                // depth k-1's outputs of this step
+    std::vector<int64_t> prev_start(static_cast<size_t>(B));         // the position of prev's row 0
+    for (int64_t b = 0; b < B; ++b) prev_start[b] = c[0][b];
+    for (int64_t k = 1; k <= D; ++k) {
+      auto& ck = c[k - 1];
+      std::vector<int64_t> n_new(static_cast<size_t>(B), 0), offset(static_cast<size_t>(B), 1);
+      int64_t S = 1;
+      for (int64_t b : active) {
+        n_new[b] = N[b] - ck[b];
+        offset[b] = prev_start[b] - ck[b] == 1 ? 0 : 1;  // row 0 of [carry; prev] is position ck when carried
+        S = std::max(S, n_new[b]);
+      }
+      // Inputs: hidden rows [carry; prev] from position ck on, tokens j+k (committed or drafted).
+      const bool carried = k > 1 && carry[k - 1].defined();  // none before the first step has run
+      auto stacked = torch::cat({carried ? carry[k - 1].unsqueeze(1) : prev.narrow(1, 0, 1), prev}, 1);
+      auto idx = torch::zeros({B, S}, torch::kInt64);
+      auto next_tok = torch::zeros({B, S}, torch::kInt64);
+      for (int64_t b : active)
+        for (int64_t s = 0; s < n_new[b]; ++s) {
+          idx[b][s] = std::min<int64_t>(s + offset[b], stacked.size(1) - 1);
+          const int64_t pos = ck[b] + s + k;  // the token this position embeds
+          const int64_t have = static_cast<int64_t>(seq[b].size());
+          next_tok[b][s] = pos < have ? seq[b][pos] : drafts[b][pos - have];
+        }
+      auto h_in = stacked.gather(1, idx.to(dev).unsqueeze(-1).expand({B, S, stacked.size(2)}));
+      auto& cache = caches[k - 1];
+      cache.begin_step(n_new, S);
+      torch::Tensor h;
+      try {
+        h = model->mtp[k - 1]->forward_cached(h_in, model->embed_tokens(next_tok.to(dev)), rope, cache, 0);
+        cache.end_step();
+      } catch (...) {
+        cache.abort_step();
+        throw;
+      }
+      // Keep the committed positions (up to N-k); the draft logits at N-1.
+      std::vector<int64_t> keep(cache.lengths()), at_last(static_cast<size_t>(B), 0), at_carry(static_cast<size_t>(B), 0);
+      for (int64_t b : active) {
+        keep[b] = std::max<int64_t>(ck[b], N[b] - k + 1);
+        at_last[b] = n_new[b] - 1;
+        at_carry[b] = std::clamp<int64_t>(N[b] - k - ck[b], 0, S - 1);  // depth k's output at c_{k+1} = N-k
+      }
+      auto logits = model->head(model->mtp[k - 1]->norm(rows_at(h, at_last)));
+      auto lrows = logits.to(torch::kCPU, torch::kFloat).contiguous();  // [B, V]
+      if (o.keep_logits)
+        for (int64_t b : active) step_draft_logits[b].push_back(lrows[b].clone());
+      for (int64_t b : active) {
+        if (greedy) {
+          drafts[b].push_back(argmax_first(lrows[b].data_ptr<float>(), V));
+        } else {
+          auto q = sampling_probs(lrows[b], o.sampling);
+          drafts[b].push_back(samplers[b].draw(q));
+          q_probs[b * D + (k - 1)] = q;
+        }
+      }
+      if (k < D) next_carry[k] = rows_at(h, at_carry);
+      for (int64_t b : active) prev_start[b] = ck[b];
+      prev = h;
+      cache.set_lengths(keep);
+      for (int64_t b : active) ck[b] = keep[b];
+    }
+
+    carry = std::move(next_carry);
+    if (o.keep_logits)
+      for (int64_t b : active) {
+        draft_rows[b].push_back(torch::stack(step_draft_logits[b]));
+        res.completions[b].draft_committed.push_back(static_cast<int64_t>(seq[b].size()));
+      }
+
+    // Verify: [x_N, d_1..d_D] through the main model.
+    auto vtok = torch::zeros({B, D + 1}, torch::kInt64);
+    std::vector<int64_t> n_new(static_cast<size_t>(B), 0);
+    for (int64_t b : active) {
+      vtok[b][0] = seq[b].back();
+      for (int64_t i = 0; i < D; ++i) vtok[b][i + 1] = drafts[b][i];
+      n_new[b] = D + 1;
+    }
+    auto vout = dec.step(vtok.to(dev), n_new);
+    ++res.stats.verify_steps;
+    auto vlog = vout.logits.to(torch::kCPU, torch::kFloat).contiguous();  // [B, D+1, V]
+    std::vector<int64_t> keep(dec.cache().lengths());
+    for (int64_t b : active) {
+      int64_t accepted = 0;
+      int64_t bonus = -1;
+      for (int64_t i = 0; i < D; ++i) {
+        ++res.stats.drafts_verified[i];
+        const int64_t d = drafts[b][i];
+        bool ok;
+        if (greedy) {
+          ok = argmax_first(vlog[b][i].data_ptr<float>(), V) == d;
+        } else {
+          auto p = sampling_probs(vlog[b][i], o.sampling);
+          const auto& q = q_probs[b * D + i];
+          const double pd = p[d].item<double>(), qd = q[d].item<double>();
+          ok = samplers[b].uniform() * qd < pd;  // u < min(1, p/q)
+          if (!ok) {
+            auto residual = (p - q).clamp_min(0);
+            bonus = residual.sum().item<double>() > 0 ? samplers[b].draw(residual) : samplers[b].draw(p);
+          }
+        }
+        if (!ok) break;
+        ++res.stats.drafts_accepted[i];
+        ++accepted;
+      }
+      if (bonus < 0) bonus = choose(b, vlog[b][accepted]);
+      // Commit the accepted drafts and the bonus token, up to a stop.
+      keep[b] = N[b] + accepted + 1;  // x_N and the accepted drafts are in the main cache
+      bool finished = false;
+      for (int64_t i = 0; i <= accepted && !finished; ++i) {
+        const int64_t t = i < accepted ? drafts[b][i] : bonus;
+        seq[b].push_back(t);
+        ++res.stats.decode_tokens;
+        finished = append_token(res.completions[b], t, o);
+      }
+      done[b] = finished;
+      N[b] = keep[b];
+    }
+    dec.cache().set_lengths(keep);
+    main_hidden = vout.hidden;  // positions [N_old, N_old + D]; depth 1 starts at c_1 = N_old
+  }
+  res.stats.decode_s = seconds_since(t_decode);
+  if (o.keep_logits)
+    for (int64_t b = 0; b < B; ++b)
+      if (!draft_rows[b].empty()) res.completions[b].draft_logits = torch::stack(draft_rows[b]);
+  return res;
+}
+
+}  // namespace
 
 std::vector<int64_t> greedy_recompute(Transformer& model, const std::vector<int64_t>& prompt, int64_t n,
                                       torch::Tensor* logits) {

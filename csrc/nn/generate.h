@@ -7,6 +7,14 @@
 //                which other sequences share the batch.
 //   generate()   batched generation over ragged prompts: one prefill step, then one token per
 //                step for every unfinished sequence; stop tokens, stop sequences, max_new_tokens.
+//   speculative  (GenerateOptions::speculative) the model's MTP modules (model.mtp.depth > 0,
+//                csrc/nn/mtp.h) draft the next tokens, chained as in training (depth k drafts
+//                token N+k from depth k-1's hidden state and the token before it), and one
+//                forward of the main model verifies them all; the KV caches roll back past the
+//                first rejected draft. Greedy verification yields exactly the tokens of plain
+//                greedy decoding; with temperature > 0 a draft d is accepted with probability
+//                min(1, p(d) / q(d)) and a rejection resamples from norm(max(p - q, 0)), so the
+//                tokens follow the main model's sampling distribution p (q: the draft's).
 //
 // MLA decodes through torch.ops.tinyseek.mla_decode (the absorbed path) unless
 // set_mla_decode_path says otherwise.
@@ -84,6 +92,8 @@ struct GenerateOptions {
   std::vector<std::vector<int64_t>> stop_sequences;  // ... or once its generated tokens end with one
   int64_t block_size = 64;                           // KV-cache rows per block
   bool keep_logits = false;                          // Completion::logits (tests, log-probabilities)
+  bool speculative = false;  // draft with the MTP modules and verify (needs model.mtp.depth > 0)
+  int64_t draft_tokens = 0;  // drafts per step, 1..model.mtp.depth; 0 = the depth
 };
 
 struct GenerateRequest {
@@ -95,6 +105,10 @@ struct Completion {
   std::vector<int64_t> tokens;  // generated, stop token or sequence included
   std::string finish_reason;    // "stop" (a stop token or sequence) or "length" (max_new_tokens)
   torch::Tensor logits;         // [tokens, V] float32 on CPU, the logits each token was drawn from (keep_logits)
+  // Speculative decoding with keep_logits: each step's draft logits [steps, drafts, V] (float32,
+  // CPU) and the number of committed tokens (prompt included) when the step drafted.
+  torch::Tensor draft_logits;
+  std::vector<int64_t> draft_committed;
 };
 
 struct GenerateStats {
@@ -103,7 +117,17 @@ struct GenerateStats {
   double decode_s = 0;                                       // every later step
   int64_t decode_tokens = 0;                                 // tokens drawn from the later steps' logits
   int64_t kv_cache_bytes = 0, kv_cache_bytes_per_token = 0;  // as allocated (KVCache::bytes)
+  // Speculative decoding: forwards of the main model after the prefill (one per step), and per
+  // draft depth k the drafts that were verified (every earlier draft of the step accepted) and
+  // those accepted. Tokens per step = decode_tokens / verify_steps.
+  int64_t verify_steps = 0;
+  std::vector<int64_t> drafts_verified, drafts_accepted;
   double decode_tokens_per_s() const { return decode_s > 0 ? static_cast<double>(decode_tokens) / decode_s : 0; }
+  double acceptance(size_t depth) const {  // of draft depth `depth` (0-based), given it was verified
+    return depth < drafts_verified.size() && drafts_verified[depth] > 0
+               ? static_cast<double>(drafts_accepted[depth]) / static_cast<double>(drafts_verified[depth])
+               : 0;
+  }
 };
 
 struct GenerateResult {
@@ -112,7 +136,8 @@ struct GenerateResult {
 };
 
 // Generates for every request in one batch (model in eval mode, no gradients). Throws
-// std::invalid_argument for an empty prompt or a token outside the vocabulary.
+// std::invalid_argument for an empty prompt, a token outside the vocabulary, or speculative
+// decoding without MTP modules (or more drafts than their depth).
 GenerateResult generate(Transformer& model, const std::vector<GenerateRequest>& requests, const GenerateOptions& o);
 
 // The reference without a cache: greedy decoding that runs the model's forward over the whole

@@ -59,6 +59,11 @@ void check_model_config(const config::Config& c) {
     }
   }
   if (m.ffn == "moe") validate_moe_config(m.moe);
+  if (m.mtp.depth >= c.data.seq_len)
+    throw InvalidKeys({"model.mtp.depth", "data.seq_len"},
+                      fmt::format("must be less than data.seq_len ({}): depth k predicts token i+k+1 of a sequence, "
+                                  "got {}",
+                                  c.data.seq_len, m.mtp.depth));
 
   check_precision_config(c.precision);
 }

@@ -43,13 +43,26 @@ TransformerImpl::TransformerImpl(const config::Config& c) : cfg_(c.model), max_s
   head = register_module("head", torch::nn::Linear(torch::nn::LinearOptions(cfg.d_model, cfg.vocab_size).bias(false)));
 
   // Init: N(0, std) everywhere, residual output projections scaled by 1/sqrt(2 * layers) (GPT-2).
-  torch::NoGradGuard ng;
   const double out_std = cfg.init_std / std::sqrt(2.0 * cfg.n_layers);
-  for (auto& p : named_parameters()) {
-    const auto& name = p.key();
-    if (p.value().dim() < 2) continue;  // norm weights stay 1
-    const bool residual_out = name.ends_with("wo.weight") || name.ends_with("w2.weight");
-    p.value().normal_(0.0, residual_out ? out_std : cfg.init_std);
+  auto init = [&](torch::nn::Module& m) {
+    torch::NoGradGuard ng;
+    for (auto& p : m.named_parameters()) {
+      const auto& name = p.key();
+      if (p.value().dim() < 2) continue;  // norm weights stay 1
+      const bool residual_out = name.ends_with("wo.weight") || name.ends_with("w2.weight");
+      p.value().normal_(0.0, residual_out ? out_std : cfg.init_std);
+    }
+  };
+  init(*this);
+  // The MTP modules are built and initialized after the main model, so the main model's weights
+  // come from the same random draws whatever the depth (and depth 0 is the model without MTP).
+  if (cfg.mtp.depth > 0) {
+    auto mlist = register_module("mtp", torch::nn::ModuleList());
+    for (int64_t k = 1; k <= cfg.mtp.depth; ++k) {
+      mtp.push_back(MtpModule(c, k));
+      mlist->push_back(mtp.back());
+      init(*mtp.back());
+    }
   }
   rope_ = Rope::make(blocks.empty() ? 2 : blocks[0]->attn->rope_dim(), max_seq_len_, cfg.rope_theta, torch::kCPU);
 }
@@ -75,23 +88,95 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens) {
   return logits(run_blocks(embed_tokens(tokens), 0, n_layers()));
 }
 
+ModelOutputs TransformerImpl::forward_outputs(const torch::Tensor& tokens) {
+  auto h = run_blocks(embed_tokens(tokens), 0, n_layers());
+  return {logits(h), mtp_logits(h, tokens)};
+}
+
+std::vector<torch::Tensor> TransformerImpl::mtp_logits(const torch::Tensor& h, const torch::Tensor& tokens) {
+  std::vector<torch::Tensor> out;
+  if (mtp.empty()) return out;
+  const int64_t T = tokens.size(1);
+  const Rope& rope = rope_for(h.device());
+  auto prev = h;
+  for (int64_t k = 1; k <= mtp_depth() && k < T; ++k) {  // depth k needs T > k
+    prev = mtp[k - 1]->forward(prev.narrow(1, 0, T - k), embed_tokens(tokens.narrow(1, k, T - k)), rope);
+    out.push_back(head(mtp[k - 1]->norm(prev)));
+  }
+  return out;
+}
+
 torch::Tensor TransformerImpl::loss(const torch::Tensor& logits, const torch::Tensor& targets) {
   return torch::nn::functional::cross_entropy(logits.flatten(0, 1).to(torch::kFloat), targets.flatten());
+}
+
+LmLoss TransformerImpl::lm_loss(const ModelOutputs& out, const torch::Tensor& targets) {
+  LmLoss l{loss(out.logits, targets), {}};
+  const int64_t T = targets.size(1);
+  for (size_t i = 0; i < out.mtp_logits.size(); ++i) {
+    const int64_t k = static_cast<int64_t>(i) + 1;
+    l.depth.push_back(loss(out.mtp_logits[i], targets.narrow(1, k, T - k)));
+  }
+  return l;
+}
+
+torch::Tensor TransformerImpl::head_objective(const torch::Tensor& h, const torch::Tensor& tokens,
+                                              const torch::Tensor& targets, double lambda, LmLoss* parts) {
+  LmLoss l = lm_loss({logits(h), mtp_logits(h, tokens)}, targets);
+  l.mtp_aux = mtp_aux_loss();
+  auto objective = l.objective(lambda);
+  if (l.mtp_aux.defined()) objective = objective + l.mtp_aux;
+  if (parts) *parts = std::move(l);
+  return objective;
+}
+
+torch::Tensor LmLoss::objective(double lambda) const {
+  if (depth.empty()) return main;
+  auto sum = depth[0];
+  for (size_t i = 1; i < depth.size(); ++i) sum = sum + depth[i];
+  return main + (lambda / static_cast<double>(depth.size())) * sum;
+}
+
+torch::Tensor TransformerImpl::accuracy(const torch::Tensor& logits, const torch::Tensor& targets) {
+  return (logits.argmax(-1) == targets).to(torch::kFloat).mean();
+}
+
+double TransformerImpl::mtp_loss_weight(int64_t step) const {
+  const auto& m = cfg_.mtp;
+  return m.switch_step >= 0 && step >= m.switch_step ? m.switch_loss_weight : m.loss_weight;
 }
 
 std::vector<std::shared_ptr<MoEImpl>> TransformerImpl::moe_layers() const {
   std::vector<std::shared_ptr<MoEImpl>> out;
   for (const auto& b : blocks)
     if (b->moe) out.push_back(b->moe.ptr());
+  for (const auto& m : mtp)
+    if (m->block->moe) out.push_back(m->block->moe.ptr());
   return out;
 }
 
+namespace {
+void add_aux(torch::Tensor& sum, const MoE& m) {
+  if (m && m->aux_loss().defined()) sum = sum.defined() ? sum + m->aux_loss() : m->aux_loss();
+}
+}  // namespace
+
 torch::Tensor TransformerImpl::aux_loss(int64_t begin, int64_t end) const {
   torch::Tensor sum;
-  for (int64_t i = begin; i < end; ++i)
-    if (const auto& m = blocks[i]->moe; m && m->aux_loss().defined())
-      sum = sum.defined() ? sum + m->aux_loss() : m->aux_loss();
+  for (int64_t i = begin; i < end; ++i) add_aux(sum, blocks[i]->moe);
   return sum;
+}
+
+torch::Tensor TransformerImpl::mtp_aux_loss() const {
+  torch::Tensor sum;
+  for (const auto& m : mtp) add_aux(sum, m->block->moe);
+  return sum;
+}
+
+torch::Tensor TransformerImpl::aux_loss() const {
+  auto main = aux_loss(0, n_layers()), extra = mtp_aux_loss();
+  if (!extra.defined()) return main;
+  return main.defined() ? main + extra : extra;
 }
 
 void TransformerImpl::after_optimizer_step() {

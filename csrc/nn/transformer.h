@@ -8,6 +8,7 @@
 #include "csrc/nn/attention/attention.h"
 #include "csrc/nn/layers.h"
 #include "csrc/nn/moe.h"
+#include "csrc/nn/mtp.h"
 
 namespace ts::nn {
 
@@ -31,6 +32,23 @@ class BlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Block);
 
+// The outputs of a training or evaluation forward: the main model's logits [B, T, V] and, with
+// model.mtp.depth = D > 0, depth k's logits [B, T-k, V] (k = 1..D): at position i, token i+k+1.
+struct ModelOutputs {
+  torch::Tensor logits;
+  std::vector<torch::Tensor> mtp_logits;
+};
+
+// The language-modelling losses of a batch (targets [B, T], the inputs shifted by one): the main
+// next-token cross-entropy, and each MTP depth's against the targets k further on.
+struct LmLoss {
+  torch::Tensor main;                // scalar
+  std::vector<torch::Tensor> depth;  // D scalars
+  torch::Tensor mtp_aux;             // the MTP blocks' MoE balance losses (undefined when none)
+  // What training minimizes: main + (lambda / D) * sum_k depth[k] (DeepSeek-V3 §2.2); main without MTP.
+  torch::Tensor objective(double lambda) const;
+};
+
 class TransformerImpl : public torch::nn::Module {
  public:
   // Built from the model, precision and data sections (data.seq_len bounds the rotary tables).
@@ -40,8 +58,28 @@ class TransformerImpl : public torch::nn::Module {
   torch::Tensor run_blocks(torch::Tensor h, int64_t begin, int64_t end);  // blocks [begin, end)
   torch::Tensor logits(const torch::Tensor& h);                           // final norm + head
   torch::Tensor forward(const torch::Tensor& tokens);                     // [B, T] -> [B, T, V]
+  // The main logits and every MTP depth's (tokens [B, T]); the MTP modules run on the main
+  // model's last hidden states. Without MTP, mtp_logits is empty and logits equals forward().
+  ModelOutputs forward_outputs(const torch::Tensor& tokens);
+  // The MTP depths' logits from the main hidden states h [B, T, C] (run_blocks' output) of
+  // inputs tokens [B, T]: depth k sees h^{k-1} at positions 0..T-k-1 and tokens k..T-1 (depths
+  // k >= T have no position and are left out; training contexts are longer than the depth).
+  std::vector<torch::Tensor> mtp_logits(const torch::Tensor& h, const torch::Tensor& tokens);
   // Mean next-token cross-entropy (nats) of the logits against targets [B, T].
   static torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& targets);
+  // The main and the per-depth losses of outputs against targets [B, T].
+  static LmLoss lm_loss(const ModelOutputs& out, const torch::Tensor& targets);
+  // What a training step minimizes after the main blocks, from their output h [B, T, C] on inputs
+  // tokens [B, T]: LmLoss::objective(lambda) plus the MTP blocks' MoE balance losses (the main
+  // blocks' are the caller's: aux_loss(0, n_layers()), or per pipeline stage). The last pipeline
+  // stage and pretraining both use it; `parts` (may be null) receives the separate losses.
+  torch::Tensor head_objective(const torch::Tensor& h, const torch::Tensor& tokens, const torch::Tensor& targets,
+                               double lambda, LmLoss* parts = nullptr);
+  // Top-1 accuracy of logits [B, S, V] against targets [B, S].
+  static torch::Tensor accuracy(const torch::Tensor& logits, const torch::Tensor& targets);
+  // model.mtp.loss_weight, or model.mtp.switch_loss_weight from model.mtp.switch_step on.
+  double mtp_loss_weight(int64_t step) const;
+  int64_t mtp_depth() const { return static_cast<int64_t>(mtp.size()); }
 
   int64_t n_layers() const { return static_cast<int64_t>(blocks.size()); }
   const config::ModelConfig& config() const { return cfg_; }
@@ -50,8 +88,9 @@ class TransformerImpl : public torch::nn::Module {
   // nothing to update. aux_loss: the balance losses of the last training forward (undefined when
   // none), to be added to the loss. after_optimizer_step: the loss-free bias updates.
   std::vector<std::shared_ptr<MoEImpl>> moe_layers() const;
-  torch::Tensor aux_loss() const { return aux_loss(0, n_layers()); }
+  torch::Tensor aux_loss() const;                            // every MoE layer's, MTP blocks included
   torch::Tensor aux_loss(int64_t begin, int64_t end) const;  // of blocks [begin, end) (a pipeline stage)
+  torch::Tensor mtp_aux_loss() const;                        // of the MTP blocks
   void after_optimizer_step();
   int64_t num_parameters() const;
   // KV-cache values per token for the whole model (all layers).
@@ -61,6 +100,7 @@ class TransformerImpl : public torch::nn::Module {
   std::vector<Block> blocks;
   RMSNorm norm{nullptr};
   torch::nn::Linear head{nullptr};
+  std::vector<MtpModule> mtp;  // model.mtp.depth modules, registered as "mtp" (none when off)
 
  private:
   const Rope& rope_for(const torch::Device& d);

@@ -50,13 +50,15 @@ std::vector<StageRange> split_stages(int64_t n_layers, int stages) {
 
 int stage_of_parameter(const std::string& name, const std::vector<StageRange>& stages) {
   if (name.starts_with("embed.")) return 0;
-  if (name.starts_with("norm.") || name.starts_with("head.")) return static_cast<int>(stages.size()) - 1;
+  if (name.starts_with("norm.") || name.starts_with("head.") || name.starts_with("mtp."))
+    return static_cast<int>(stages.size()) - 1;
   if (name.starts_with("blocks.")) {
     const int64_t block = std::stoll(name.substr(7, name.find('.', 7) - 7));
     for (const auto& r : stages)
       if (block >= r.begin && block < r.end) return r.stage;
   }
-  throw std::invalid_argument("pipeline: parameter '" + name + "' belongs to no stage (embed, blocks.<i>, norm, head)");
+  throw std::invalid_argument("pipeline: parameter '" + name +
+                              "' belongs to no stage (embed, blocks.<i>, norm, head, mtp)");
 }
 
 // Everything one step keeps per unit and per message.
@@ -109,6 +111,22 @@ PipelineExecutor::PipelineExecutor(Dist& dist, Schedule schedule, nn::Transforme
     const int owner = schedule_.rank_of(schedule_.unit(0, s));
     for (const auto& p : model_->named_parameters())
       if (stage_of_parameter(p.key(), ranges_) == s) params_.push_back({p.key(), p.value(), s, owner == dist_.rank()});
+  }
+  // The MTP modules on the last stage embed tokens with the first stage's embedding. Where the
+  // two stages live on different ranks (1F1B, ZB1P), both ranks train a copy of the embedding and
+  // sum its gradient after each step; DualPipe and DualPipeV hold both stages on the same ranks.
+  if (model_->mtp_depth() > 0) {
+    const int last = schedule_.stages - 1;
+    const bool has_first = std::find(held_.begin(), held_.end(), 0) != held_.end();
+    const bool has_last = std::find(held_.begin(), held_.end(), last) != held_.end();
+    const int first_rank = schedule_.rank_of(schedule_.unit(0, 0));
+    const int last_rank = schedule_.rank_of(schedule_.unit(0, last));
+    if (has_first != has_last && first_rank != last_rank && schedule_.kind != ScheduleKind::kDualPipe) {
+      embed_pair_ = {std::min(first_rank, last_rank), std::max(first_rank, last_rank)};
+      if (has_last)
+        for (const auto& p : model_->named_parameters())
+          if (p.key().starts_with("embed.")) params_.push_back({p.key(), p.value(), last, /*owned=*/false});
+    }
   }
 }
 
@@ -175,8 +193,9 @@ void PipelineExecutor::forward(const Unit& u, StepContext& ctx) {
   at::Tensor h = model_->run_blocks(st.input, range.begin, range.end);
   h = nn::attach_aux_loss(h, model_->aux_loss(range.begin, range.end), 1.0 / schedule_.microbatches);
   if (range.last) {
-    st.output = nn::TransformerImpl::loss(model_->logits(h), ctx.targets[u.mb]);
-    ctx.losses.push_back(st.output.detach());
+    nn::LmLoss parts;
+    st.output = model_->head_objective(h, ctx.inputs[u.mb], ctx.targets[u.mb], mtp_loss_weight_, &parts);
+    ctx.losses.push_back(parts.main.detach());
   } else {
     st.output = h;
   }
@@ -359,6 +378,7 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
   const double local_end = now_s();
   const double background_cpu = (process_cpu_s() - process_cpu0) - (thread_cpu_s() - thread_cpu0);
   if (schedule_.kind == ScheduleKind::kDualPipe) reduce_mirrors();
+  if (!embed_pair_.empty()) reduce_shared_embedding();
 
   // Everyone learns the loss, each rank's busy time and spans (one all-reduce of a table).
   const int R = schedule_.ranks;
@@ -401,11 +421,24 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
   return out;
 }
 
+void PipelineExecutor::reduce_shared_embedding() {
+  // Only the two ranks of the pair take part; a rank outside it holds neither copy.
+  if (std::find(embed_pair_.begin(), embed_pair_.end(), dist_.rank()) == embed_pair_.end()) return;
+  auto& w = model_->embed->weight;
+  if (!w.grad().defined()) w.mutable_grad() = torch::zeros_like(w);
+  std::vector<at::Tensor> g{w.grad()};
+  dist_.all_reduce(g, c10d::ReduceOp::SUM, &dist_.group(embed_pair_));
+  if (!g[0].is_same(w.grad())) w.mutable_grad().copy_(g[0]);
+}
+
 void PipelineExecutor::after_optimizer_step() {
   std::vector<std::shared_ptr<nn::MoEImpl>> layers;
   for (int s : held_)
     for (int64_t b = ranges_[s].begin; b < ranges_[s].end; ++b)
       if (const auto& m = model_->blocks[b]->moe; m && m->config().loss_free) layers.push_back(m.ptr());
+  if (std::find(held_.begin(), held_.end(), schedule_.stages - 1) != held_.end())  // the MTP blocks
+    for (const auto& mtp : model_->mtp)
+      if (const auto& m = mtp->block->moe; m && m->config().loss_free) layers.push_back(m.ptr());
   if (layers.empty()) return;
   if (schedule_.kind == ScheduleKind::kDualPipe) {
     // Both copies list the same held stages in the same order: one all-reduce of all the loads.
@@ -429,15 +462,17 @@ void PipelineExecutor::after_optimizer_step() {
 }
 
 SequentialReference sequential_reference(nn::Transformer& model, const at::Tensor& inputs, const at::Tensor& targets,
-                                         int M) {
+                                         int M, double mtp_loss_weight) {
   model->zero_grad(/*set_to_none=*/true);
   SequentialReference ref;
   const auto dev = model->embed->weight.device();
   auto xs = inputs.to(dev).chunk(M, 0), ys = targets.to(dev).chunk(M, 0);
   for (int m = 0; m < M; ++m) {
-    at::Tensor loss = nn::TransformerImpl::loss(model->forward(xs[m]), ys[m]);
-    ref.loss += loss.item<double>() / M;
-    const at::Tensor aux = model->aux_loss();
+    nn::LmLoss parts;
+    const at::Tensor h = model->run_blocks(model->embed_tokens(xs[m]), 0, model->n_layers());
+    at::Tensor loss = model->head_objective(h, xs[m], ys[m], mtp_loss_weight, &parts);
+    ref.loss += parts.main.item<double>() / M;
+    const at::Tensor aux = model->aux_loss(0, model->n_layers());
     (aux.defined() ? loss + aux : loss).backward(torch::full({}, 1.0 / M, loss.options()));
   }
   for (const auto& p : model->named_parameters())

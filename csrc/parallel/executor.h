@@ -50,15 +50,16 @@ std::vector<StageRange> split_stages(int64_t n_layers, int stages);
 int stage_of_parameter(const std::string& name, const std::vector<StageRange>& stages);
 
 // The step one process computes without a pipeline, for parity checks: the whole model over the
-// M micro-batches of inputs/targets [M*b, T] one after another, each contributing (cross-entropy +
-// MoE balance losses) / M to the objective. Returns the mean cross-entropy and every parameter's
+// M micro-batches of inputs/targets [M*b, T] one after another, each contributing (cross-entropy,
+// with MTP the depths' weighted by mtp_loss_weight / D, + MoE balance losses) / M to the objective.
+// Returns the mean main cross-entropy and every parameter's
 // gradient; leaves the model's gradients and MoE step loads cleared.
 struct SequentialReference {
   double loss = 0;
   std::map<std::string, at::Tensor> grads;
 };
 SequentialReference sequential_reference(nn::Transformer& model, const at::Tensor& inputs, const at::Tensor& targets,
-                                         int M);
+                                         int M, double mtp_loss_weight);
 
 struct ExecutorOptions {
   std::string p2p = "auto";   // auto (gloo: per_op, nccl: batched) | per_op | batched (schedule.h)
@@ -95,6 +96,9 @@ class PipelineExecutor {
   // (DualPipe's two copies of a stage first sum the loads each saw, so both update alike).
   void after_optimizer_step();
 
+  // The MTP loss weight of the coming step (model.mtp.loss_weight, or its switch value).
+  void set_mtp_loss_weight(double w) { mtp_loss_weight_ = w; }
+
   // Fault injection for tests (ExecutorOptions::debug_exit_after), per step.
   void set_debug_exit_after(int actions) { options_.debug_exit_after = actions; }
 
@@ -118,6 +122,7 @@ class PipelineExecutor {
   void backward(const Unit& u, bool defer_weight, StepContext& ctx);
   void weight(const Unit& u, StepContext& ctx);
   void reduce_mirrors();
+  void reduce_shared_embedding();  // the MTP's copy of the embedding on the last stage's rank
 
   Dist& dist_;
   Schedule schedule_;
@@ -127,6 +132,8 @@ class PipelineExecutor {
   std::vector<StageRange> ranges_;
   std::vector<int> held_;
   std::vector<Param> params_;
+  std::vector<int> embed_pair_;  // the ranks of the first and last stage, when MTP shares the embedding across them
+  double mtp_loss_weight_ = 0.3;
   std::vector<c10::Stream> forward_streams_;  // CUDA only: one per direction, made on first use
 };
 

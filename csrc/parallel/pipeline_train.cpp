@@ -330,7 +330,8 @@ train::StepResult PipelineObjective::step(int64_t step, bool inject_nan) {
       train::train_batch(data_.train, tc.batch_size * M_, cfg_.data.seq_len, static_cast<uint64_t>(cfg_.seed), step);
   SequentialReference ref;
   const bool check = cfg_.pipeline.check_sequential && step == 0;
-  if (check) ref = sequential_reference(model_, batch.inputs, batch.targets, M_);
+  exec_->set_mtp_loss_weight(model_->mtp_loss_weight(step));
+  if (check) ref = sequential_reference(model_, batch.inputs, batch.targets, M_, model_->mtp_loss_weight(step));
   exec_->set_debug_exit_after(
       step == 0 && cfg_.pipeline.debug_exit_rank == me ? static_cast<int>(cfg_.pipeline.debug_exit_after) : -1);
   try {

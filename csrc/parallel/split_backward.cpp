@@ -75,7 +75,7 @@ at::Tensor SplitBackward::input_backward(const at::Tensor& root, const at::Tenso
   const auto reach = reachability(root.grad_fn().get(), input_edge.function.get());
 
   // Weight nodes: activation nodes with an edge into the parameter-only part.
-  std::unordered_set<Node*> owned;  // accumulators already assigned to a weight node
+  std::unordered_map<Node*, int> owners;  // accumulator -> weight nodes behind which it lies
   std::unordered_set<Node*> visited;
   std::vector<std::shared_ptr<Node>> stack{root.grad_fn()};
   visited.insert(root.grad_fn().get());
@@ -83,7 +83,10 @@ at::Tensor SplitBackward::input_backward(const at::Tensor& root, const at::Tenso
     std::shared_ptr<Node> n = stack.back();
     stack.pop_back();
     WeightNode w;
-    for (const auto& e : n->next_edges()) {
+    std::unordered_set<Node*> in_node;  // accumulators of this node (several of its edges may share one)
+    const auto& edges = n->next_edges();
+    for (size_t i = 0; i < edges.size(); ++i) {
+      const auto& e = edges[i];
       if (!e.function) continue;
       if (reach.at(e.function.get())) {
         if (visited.insert(e.function.get()).second) stack.push_back(e.function);
@@ -92,12 +95,13 @@ at::Tensor SplitBackward::input_backward(const at::Tensor& root, const at::Tenso
       std::unordered_set<Node*> seen;
       edge_list found;
       collect_accumulators(e.function, &found, &seen);
-      for (const auto& a : found) {
-        TORCH_CHECK(owned.insert(a.function.get()).second,
-                    "SplitBackward: a parameter feeds more than one operation of this stage (weight tying?); "
-                    "its deferred weight gradient would be counted twice");
-        w.params.push_back(a);
-      }
+      if (found.empty()) continue;
+      for (const auto& a : found)
+        if (in_node.insert(a.function.get()).second) {
+          ++owners[a.function.get()];
+          w.params.push_back(a);
+        }
+      w.weight_edges.emplace_back(i, std::move(found));
     }
     if (!w.params.empty()) {
       w.node = n;
@@ -106,6 +110,8 @@ at::Tensor SplitBackward::input_backward(const at::Tensor& root, const at::Tenso
       nodes_.push_back(std::move(w));
     }
   }
+  for (auto& w : nodes_)
+    for (const auto& a : w.params) w.tied = w.tied || owners.at(a.function.get()) > 1;
 
   variable_list out = torch::autograd::Engine::get_default_engine().execute(
       {torch::autograd::impl::gradient_edge(root)}, {root_grad}, /*keep_graph=*/true, /*create_graph=*/false,
@@ -117,6 +123,18 @@ at::Tensor SplitBackward::input_backward(const at::Tensor& root, const at::Tenso
 void SplitBackward::weight_backward() {
   auto& engine = torch::autograd::Engine::get_default_engine();
   for (auto& w : nodes_) {
+    if (w.tied) {
+      // Apply the node to the gradients it received in B, then send each parameter-side
+      // gradient down its own edge only. Tied subgraphs may be shared, so they are kept.
+      TORCH_CHECK(!w.grads->empty(), "SplitBackward: weight_backward before input_backward reached a weight node");
+      variable_list out = (*w.node)(variable_list(*w.grads));
+      for (const auto& [i, params] : w.weight_edges) {
+        if (i >= out.size() || !out[i].defined()) continue;
+        engine.execute({w.node->next_edge(i)}, {out[i]}, /*keep_graph=*/true, /*create_graph=*/false,
+                       /*accumulate_grad=*/true, params);
+      }
+      continue;
+    }
     edge_list roots;
     variable_list grads;
     for (size_t i = 0; i < w.grads->size(); ++i) {

@@ -11,8 +11,10 @@
 // the engine computes just the weight-gradient products and accumulates them into .grad.
 // Each weight node gets its own engine call: one call with all of them would also carry
 // gradients down activation edges into earlier parameters and count them twice. For the
-// same reason a parameter must feed one node of the stage (no weight tying within a
-// stage); the analysis checks this.
+// same reason a node whose parameters also feed another weight node (weight tying within a
+// stage: the MTP modules' shared embedding and head) is not re-run through the engine, which
+// could reach a tied parameter again down an activation edge; W applies such a node itself
+// and sends each of its parameter-side gradients down that edge alone.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -39,6 +41,10 @@ class SplitBackward {
     std::shared_ptr<torch::autograd::Node> node;
     std::shared_ptr<torch::autograd::variable_list> grads;  // filled by the pre-hook during B
     torch::autograd::edge_list params;                      // accumulators behind its weight edges
+    // Its parameter-side edges (index into next_edges) and the accumulators behind each; used
+    // when `tied` (one of its accumulators is also behind another weight node).
+    std::vector<std::pair<size_t, torch::autograd::edge_list>> weight_edges;
+    bool tied = false;
   };
   std::vector<WeightNode> nodes_;
 };

@@ -37,7 +37,7 @@ Unit1 run_forward(nn::Transformer& model, const StageRange& r, const at::Tensor&
     u.input = activation.detach().clone().requires_grad_(true);
   }
   at::Tensor h = model->run_blocks(u.input, r.begin, r.end);
-  u.output = r.last ? nn::TransformerImpl::loss(model->logits(h), targets) : h;
+  u.output = r.last ? model->head_objective(h, tokens, targets, model->mtp_loss_weight(0)) : h;
   return u;
 }
 

@@ -46,24 +46,38 @@ LanguageModelObjective::LanguageModelObjective(const config::Config& cfg, const 
   model_->train();
 }
 
-torch::Tensor LanguageModelObjective::forward(const torch::Tensor& inputs) {
+nn::ModelOutputs LanguageModelObjective::forward(const torch::Tensor& inputs) {
   at::autocast::set_autocast_enabled(at::kCUDA, autocast_);
   if (autocast_) at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-  auto logits = model_->forward(inputs.to(device_));
+  auto out = model_->forward_outputs(inputs.to(device_));
   at::autocast::set_autocast_enabled(at::kCUDA, false);
-  return logits;
+  return out;
 }
 
 StepResult LanguageModelObjective::step(int64_t step, bool inject_nan) {
   const auto& tc = cfg_.train;
   auto batch = train_batch(data_.train, tc.batch_size, cfg_.data.seq_len, static_cast<uint64_t>(cfg_.seed), step);
-  auto loss = nn::TransformerImpl::loss(forward(batch.inputs), batch.targets.to(device_));
+  const auto inputs = batch.inputs.to(device_);
+  at::autocast::set_autocast_enabled(at::kCUDA, autocast_);
+  if (autocast_) at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+  nn::LmLoss parts;
+  auto h = model_->run_blocks(model_->embed_tokens(inputs), 0, model_->n_layers());
+  auto loss = model_->head_objective(h, inputs, batch.targets.to(device_), model_->mtp_loss_weight(step), &parts);
+  at::autocast::set_autocast_enabled(at::kCUDA, false);
   if (inject_nan) loss = loss * std::nan("");
   StepResult r;
-  r.loss = loss.item<double>();
-  auto aux = model_->aux_loss();  // MoE balance losses (undefined for a dense model)
+  // "loss" is the main next-token loss, comparable with and without MTP; what is minimized adds
+  // the MTP losses, and a non-finite value of that is what the loop sees.
+  const double objective = loss.item<double>();
+  r.loss = std::isfinite(objective) ? parts.main.item<double>() : objective;
+  auto aux = model_->aux_loss(0, model_->n_layers());  // the main blocks' MoE balance losses, if any
   if (std::isfinite(r.loss)) (aux.defined() ? loss + aux : loss).backward();
-  if (aux.defined()) r.metrics["aux_loss"] = aux.item<double>();
+  if (aux.defined() || parts.mtp_aux.defined())
+    r.metrics["aux_loss"] = (aux.defined() ? aux.item<double>() : 0.0) +
+                            (parts.mtp_aux.defined() ? parts.mtp_aux.item<double>() : 0.0);
+  for (size_t k = 0; k < parts.depth.size(); ++k)
+    r.metrics[fmt::format("mtp_loss/{}", k + 1)] = parts.depth[k].item<double>();
+  if (!parts.depth.empty()) r.metrics["mtp_loss_weight"] = model_->mtp_loss_weight(step);
   r.metrics.update(nn::take_moe_stats(model_->moe_layers(), "maxvio_batch", true));
   return r;
 }
@@ -72,17 +86,33 @@ std::optional<StepResult> LanguageModelObjective::evaluate() {
   torch::NoGradGuard ng;
   model_->eval();
   nn::take_moe_stats(model_->moe_layers(), "maxvio_global", false);  // start the count at zero
+  const int64_t n = cfg_.train.eval_batches, D = model_->mtp_depth();
   double total = 0;
-  const int64_t n = cfg_.train.eval_batches;
+  std::vector<double> depth_loss(static_cast<size_t>(D)), depth_acc(static_cast<size_t>(D));
   for (int64_t i = 0; i < n; ++i) {
     auto b = val_batch(data_.val, cfg_.train.batch_size, cfg_.data.seq_len, i, n);
-    total += nn::TransformerImpl::loss(forward(b.inputs), b.targets.to(device_)).item<double>();
+    const auto targets = b.targets.to(device_);
+    const auto out = forward(b.inputs);
+    const auto losses = nn::TransformerImpl::lm_loss(out, targets);
+    total += losses.main.item<double>();
+    const int64_t T = targets.size(1);
+    for (int64_t k = 1; k <= D; ++k) {
+      depth_loss[k - 1] += losses.depth[k - 1].item<double>();
+      depth_acc[k - 1] +=
+          nn::TransformerImpl::accuracy(out.mtp_logits[k - 1], targets.narrow(1, k, T - k)).item<double>();
+    }
   }
   model_->train();
   StepResult r;
   r.loss = total / n;
   r.metrics = nn::take_moe_stats(model_->moe_layers(), "maxvio_global", false);
   last_eval_moe_ = r.metrics;
+  last_eval_mtp_ = nlohmann::json::object();
+  for (int64_t k = 1; k <= D; ++k) {
+    last_eval_mtp_[fmt::format("val_mtp_loss/{}", k)] = depth_loss[k - 1] / n;
+    last_eval_mtp_[fmt::format("val_mtp_acc/{}", k)] = depth_acc[k - 1] / n;
+  }
+  r.metrics.update(last_eval_mtp_);
   return r;
 }
 
@@ -103,6 +133,11 @@ json LanguageModelObjective::summary() {
     s["report_columns"].push_back("maxvio_global");  // extra columns of `tinyseek report`
     s["plot_keys"].push_back("maxvio_batch");        // extra plots of `tinyseek report`
   }
+  for (const auto& [key, value] : last_eval_mtp_.items()) {
+    s[key] = value;
+    s["report_columns"].push_back(key);
+  }
+  if (model_->mtp_depth() > 0) s["plot_keys"].push_back("mtp_loss/1");
   return s;
 }
 

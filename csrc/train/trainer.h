@@ -36,7 +36,8 @@ class LanguageModelObjective : public Objective {
   const torch::Device& device() const { return device_; }
 
  private:
-  torch::Tensor forward(const torch::Tensor& inputs);  // logits, under bf16 autocast when configured
+  // Main and MTP logits, under bf16 autocast when configured.
+  nn::ModelOutputs forward(const torch::Tensor& inputs);
 
   config::Config cfg_;
   std::string label_;
@@ -45,6 +46,7 @@ class LanguageModelObjective : public Objective {
   TokenData data_;
   nn::Transformer model_{nullptr};
   nlohmann::json last_eval_moe_ = nlohmann::json::object();
+  nlohmann::json last_eval_mtp_ = nlohmann::json::object();
 };
 
 // The checks of kind pretrain that need no data: one process (no expert parallelism), bf16 only

@@ -40,6 +40,7 @@ TEST(PipelineStages, SplitIsContiguousAndCoversEveryBlock) {
   EXPECT_EQ(stage_of_parameter("embed.weight", s), 0);
   EXPECT_EQ(stage_of_parameter("blocks.4.attn.wq.weight", s), 1);
   EXPECT_EQ(stage_of_parameter("head.weight", s), 3);
+  EXPECT_EQ(stage_of_parameter("mtp.0.eh_proj.weight", s), 3);
   EXPECT_THROW(stage_of_parameter("mystery.weight", s), std::invalid_argument);
 }
 
@@ -84,7 +85,7 @@ TEST_P(OneRankSchedules, MatchSequentialTraining) {
   nn::Transformer model(tiny_config(4));
   const auto inputs = torch::randint(0, 64, {2 * M, 8});
   const auto targets = torch::randint(0, 64, {2 * M, 8});
-  const auto reference = sequential_reference(model, inputs, targets, M);
+  const auto reference = sequential_reference(model, inputs, targets, M, 0.3);
   const double ref_loss = reference.loss;
   const auto& ref = reference.grads;
 
@@ -131,8 +132,8 @@ TEST(PipelineExecutor, MoeBalancingMatchesSequentialTraining) {
     nn::Transformer plain(no_aux);  // the same weights, no balance losses
     const auto inputs = torch::randint(0, 64, {2 * M, 8});
     const auto targets = torch::randint(0, 64, {2 * M, 8});
-    const auto ref = sequential_reference(model, inputs, targets, M);
-    const auto ref_plain = sequential_reference(plain, inputs, targets, M);
+    const auto ref = sequential_reference(model, inputs, targets, M, 0.3);
+    const auto ref_plain = sequential_reference(plain, inputs, targets, M, 0.3);
 
     PipelineExecutor exec(*dist, make_schedule(kind, 1, M), model);
     const StepResult r = exec.step(inputs, targets);
@@ -152,6 +153,48 @@ TEST(PipelineExecutor, MoeBalancingMatchesSequentialTraining) {
     EXPECT_EQ(moe.expert_bias.abs().sum().item<double>(), 0);
     exec.after_optimizer_step();
     EXPECT_GT(moe.expert_bias.abs().sum().item<double>(), 0) << "the loss-free bias should move";
+  }
+}
+
+// Multi-token prediction on the last stage (an MoE MTP block, so its balance losses and bias ride
+// along): the pipelined gradients equal sequential training with the MTP loss, and differ from
+// those without it, for every schedule on a group of one.
+TEST(PipelineExecutor, MtpMatchesSequentialTraining) {
+  auto cfg = tiny_config(4);
+  cfg.model.mtp.depth = 2;
+  cfg.model.ffn = "moe";
+  cfg.model.moe.n_routed_experts = 4;
+  cfg.model.moe.top_k = 2;
+  cfg.model.moe.expert_hidden = 8;
+  cfg.model.moe.first_k_dense = 3;  // the last main block and both MTP blocks are MoE
+  cfg.model.moe.aux_loss_alpha = 0.1;
+  cfg.model.moe.loss_free = true;
+  auto dist = Dist::init(LaunchEnv{}, DistOptions{});
+  for (auto [kind, M] : {std::pair{ScheduleKind::k1F1B, 3}, {ScheduleKind::kZB1P, 3}, {ScheduleKind::kDualPipeV, 2}}) {
+    SCOPED_TRACE(schedule_kind_name(kind));
+    torch::manual_seed(5);
+    nn::Transformer model(cfg);
+    const auto inputs = torch::randint(0, 64, {2 * M, 8});
+    const auto targets = torch::randint(0, 64, {2 * M, 8});
+    const auto ref = sequential_reference(model, inputs, targets, M, 0.3);
+    const auto ref_zero = sequential_reference(model, inputs, targets, M, 0.0);  // MTP weighted 0
+    PipelineExecutor exec(*dist, make_schedule(kind, 1, M), model);
+    exec.set_mtp_loss_weight(0.3);
+    const StepResult r = exec.step(inputs, targets);
+    EXPECT_LE(std::abs(r.loss - ref.loss) / ref.loss, 1e-6);
+    EXPECT_EQ(ref.loss, ref_zero.loss);  // the reported loss is the main one
+    bool mtp_seen = false;
+    for (const auto& p : exec.parameters()) {
+      ASSERT_TRUE(p.tensor.grad().defined()) << p.name;
+      EXPECT_LE(rel(p.tensor.grad(), ref.grads.at(p.name)), 1e-6) << p.name;
+      mtp_seen = mtp_seen || p.name.starts_with("mtp.1.");
+    }
+    EXPECT_TRUE(mtp_seen);
+    EXPECT_GT(rel(ref.grads.at("embed.weight"), ref_zero.grads.at("embed.weight")), 1e-4);
+    auto& moe = *model->mtp[1]->block->moe;
+    EXPECT_EQ(moe.expert_bias.abs().sum().item<double>(), 0);
+    exec.after_optimizer_step();
+    EXPECT_GT(moe.expert_bias.abs().sum().item<double>(), 0) << "the MTP block's loss-free bias should move";
   }
 }
 

@@ -36,9 +36,10 @@ def free_port() -> int:
 def test_launch_every_schedule_matches_sequential(tmp_path):
     t0 = time.time()
     p = subprocess.run([str(BIN), "launch", "--nproc", "4", str(PARITY), "--no-report", "--set", f"output.dir={tmp_path}"],
-                       capture_output=True, text=True, timeout=180)
+                       capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
-    variants = ["1f1b", "zb1p", "dualpipe", "dualpipev", "dualpipe_batched", "dualpipe_moe"]
+    variants = ["1f1b", "zb1p", "dualpipe", "dualpipev", "dualpipe_batched", "dualpipe_moe", "1f1b_mtp", "zb1p_mtp",
+                "dualpipe_mtp", "dualpipev_mtp"]
     for v in variants:
         summary = json.loads((tmp_path / "pipeline_parity" / v / "summary.json").read_text())
         parity = summary["parity"]
@@ -68,6 +69,12 @@ def test_launch_every_schedule_matches_sequential(tmp_path):
                 bias = w[r][f"blocks.{block}.ffn.expert_bias"]
                 assert bias.abs().sum() > 0, (r, block)
                 assert torch.equal(bias, w[3 - r][f"blocks.{block}.ffn.expert_bias"]), (r, block)
+    # MTP with 1F1B: ranks 0 (first stage) and 3 (last stage, the MTP modules) each train a copy of
+    # the embedding; summing its gradient keeps the copies equal bit for bit.
+    for v in ("1f1b_mtp", "zb1p_mtp"):
+        ckpt = tmp_path / "pipeline_parity" / v / "checkpoints"
+        e0, e3 = (load_file(str(ckpt / f"rank_{r}" / "step_00000002" / "model.safetensors")) for r in (0, 3))
+        assert torch.equal(e0["embed.weight"], e3["embed.weight"]), v
     # Every rank reported its own comparison, prefixed by the launcher.
     for r in range(4):
         assert f"[rank {r}] pipeline_parity/dualpipe: parity on rank {r}" in p.stdout
