@@ -253,7 +253,7 @@ void GrpoObjective::sample(int64_t batch, json& metrics) {
   int64_t zero_std = 0;
   for (int64_t p = 0; p < P; ++p) {
     group_std[p] = stddev(std::vector<double>(total.begin() + p * G, total.begin() + (p + 1) * G));
-    zero_std += group_std[p] == 0;
+    zero_std += group_std[p] <= 1e-9;  // equal rewards (their mean need not be exact in floating point)
   }
   metrics["reward"] = mean(total);
   metrics["reward_std"] = mean(group_std);

@@ -44,9 +44,22 @@ std::vector<std::string> metric_lines(const fs::path& dir) {
   return out;
 }
 
-TEST(Trainer, ResumeIsBitExact) {
+// The model as configured plus: multi-token prediction (two depths, their losses and accuracies
+// logged), MTP over an MoE model with FP8 projections.
+class ResumeIsBitExact : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ResumeIsBitExact, InEveryLoggedNumberAndTheFinalWeights) {
   auto cfg = tiny_config();
-  const auto full = fresh_dir("full"), split = fresh_dir("split");
+  if (GetParam() != "plain") cfg.model.mtp.depth = 2;
+  if (GetParam() == "mtp_moe_fp8") {
+    cfg.model.ffn = "moe";
+    cfg.model.moe.n_routed_experts = 4;
+    cfg.model.moe.top_k = 2;
+    cfg.model.moe.expert_hidden = 16;
+    cfg.model.moe.loss_free = true;
+    cfg.precision.kind = "fp8";
+  }
+  const auto full = fresh_dir("full_" + GetParam()), split = fresh_dir("split_" + GetParam());
   auto a = ts::train::train_variant(cfg, "default", full, false);
   ASSERT_EQ(a.status, ts::run::RunStatus::kCompleted);
 
@@ -67,9 +80,16 @@ TEST(Trainer, ResumeIsBitExact) {
   auto wb = ts::train::safetensors_load(split / "checkpoints" / "step_00000008" / "model.safetensors");
   ASSERT_EQ(wa.size(), wb.size());
   for (auto& [k, t] : wa) EXPECT_TRUE(torch::equal(t, wb.at(k))) << k;
+  if (GetParam() != "plain") {
+    EXPECT_TRUE(wa.count("mtp.1.eh_proj.weight"));
+    EXPECT_NE(la.back().find("val_mtp_acc/2"), std::string::npos) << la.back();
+    EXPECT_NE(la[0].find("mtp_loss/1"), std::string::npos) << la[0];
+  }
   ts::util::remove_all(full);
   ts::util::remove_all(split);
 }
+
+INSTANTIATE_TEST_SUITE_P(Models, ResumeIsBitExact, ::testing::Values("plain", "mtp", "mtp_moe_fp8"));
 
 TEST(Trainer, NonFiniteLossStopsAndKeepsLastCheckpoint) {
   auto cfg = tiny_config();

@@ -68,6 +68,8 @@ def test_grpo_raises_reward(base):
                   "grad_norm", "lr", "sample_tokens_per_s", "train_tokens_per_s"):
             assert k in m, k
         assert "kl" not in m  # beta 0: no reference, no KL (as TRL logs it)
+    # Groups whose 8 samples all got the format right have equal rewards (and no gradient).
+    assert any(m["frac_reward_zero_std"] > 0 for m in steps)
     evals = [m for m in rows if "eval/pass@1" in m]
     assert [m["step"] for m in evals] == [0, 30]
     s = json.loads((root / "runs/rltest/rl/summary.json").read_text())
