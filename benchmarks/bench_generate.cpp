@@ -12,6 +12,7 @@
 
 #include <chrono>
 
+#include "benchmarks/bench_util.h"
 #include "csrc/nn/generate.h"
 
 namespace {
@@ -44,14 +45,7 @@ void cached(benchmark::State& state, const std::string& kind, int64_t B, int64_t
   ts::nn::GenerateOptions o;
   o.max_new_tokens = kNew;
   o.sampling.temperature = 0;
-  ts::nn::generate(model, requests, o);  // warm-up
-  int64_t bytes_per_token = 0;
-  for (auto _ : state) {
-    const auto t0 = std::chrono::steady_clock::now();
-    const auto r = ts::nn::generate(model, requests, o);
-    state.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    bytes_per_token = r.stats.kv_cache_bytes_per_token;
-  }
+  const int64_t bytes_per_token = ts::bench::time_generate(state, model, requests, o).stats.kv_cache_bytes_per_token;
   state.counters["new_tokens_per_s"] =
       benchmark::Counter(static_cast<double>(B * kNew) * state.iterations(), benchmark::Counter::kIsRate);
   state.counters["kv_cache_bytes_per_token"] = static_cast<double>(bytes_per_token);
@@ -84,16 +78,10 @@ void register_all() {
     for (int64_t B : {1, 16})
       for (int64_t P : {128, 1024}) {
         const std::string args = "/" + kind + "/B" + std::to_string(B) + "/P" + std::to_string(P) + "/N256";
-        benchmark::RegisterBenchmark(("generate/tinyseek_cache" + args).c_str(),
-                                     [=](benchmark::State& s) { cached(s, kind, B, P); })
-            ->Unit(benchmark::kMillisecond)
-            ->UseManualTime()
-            ->Iterations(2);
-        benchmark::RegisterBenchmark(("generate/base:recompute" + args).c_str(),
-                                     [=](benchmark::State& s) { recompute(s, kind, B, P); })
-            ->Unit(benchmark::kMillisecond)
-            ->UseManualTime()
-            ->Iterations(1);
+        ts::bench::register_timed("generate/tinyseek_cache" + args,
+                                  [=](benchmark::State& s) { cached(s, kind, B, P); }, 2);
+        ts::bench::register_timed("generate/base:recompute" + args,
+                                  [=](benchmark::State& s) { recompute(s, kind, B, P); }, 1);
       }
 }
 const int registered = (register_all(), 0);

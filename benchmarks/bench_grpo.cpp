@@ -22,6 +22,7 @@
 #include <array>
 #include <chrono>
 
+#include "benchmarks/bench_util.h"
 #include "csrc/nn/generate.h"
 #include "csrc/train/optim.h"
 #include "csrc/rl/grpo.h"
@@ -60,15 +61,12 @@ void rollout_cached(benchmark::State& state, int64_t P, int64_t G, int64_t L) {
   ts::nn::GenerateOptions o;
   o.max_new_tokens = L;
   o.sampling.temperature = 1.0;
-  ts::nn::generate(model, reqs, o);  // warm-up
+  // Random weights never stop early: every iteration generates the same P x G x L tokens.
+  const auto r = ts::bench::time_generate(state, model, reqs, o);
   int64_t tokens = 0;
-  for (auto _ : state) {
-    const auto t0 = std::chrono::steady_clock::now();
-    const auto r = ts::nn::generate(model, reqs, o);
-    state.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    for (const auto& c : r.completions) tokens += static_cast<int64_t>(c.tokens.size());
-  }
-  state.counters["rollout_tokens_per_s"] = benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsRate);
+  for (const auto& c : r.completions) tokens += static_cast<int64_t>(c.tokens.size());
+  state.counters["rollout_tokens_per_s"] =
+      benchmark::Counter(static_cast<double>(tokens) * state.iterations(), benchmark::Counter::kIsRate);
 }
 
 // Sampling without a cache: prompts left-aligned and right-padded to a common length (their
@@ -138,20 +136,11 @@ void grpo_step(benchmark::State& state, int64_t P, int64_t G, int64_t L) {
 void register_all() {
   constexpr int64_t P = 8, G = 8, L = 96;
   const std::string args = "/P8/G8/L96";
-  benchmark::RegisterBenchmark(("grpo_rollout/tinyseek_cache" + args).c_str(),
-                               [=](benchmark::State& s) { rollout_cached(s, P, G, L); })
-      ->Unit(benchmark::kMillisecond)
-      ->UseManualTime()
-      ->Iterations(3);
-  benchmark::RegisterBenchmark(("grpo_rollout/base:recompute" + args).c_str(),
-                               [=](benchmark::State& s) { rollout_recompute(s, P, G, L); })
-      ->Unit(benchmark::kMillisecond)
-      ->UseManualTime()
-      ->Iterations(1);
-  benchmark::RegisterBenchmark(("grpo_step/tinyseek" + args).c_str(), [=](benchmark::State& s) { grpo_step(s, P, G, L); })
-      ->Unit(benchmark::kMillisecond)
-      ->UseManualTime()
-      ->Iterations(3);
+  ts::bench::register_timed("grpo_rollout/tinyseek_cache" + args, [=](benchmark::State& s) { rollout_cached(s, P, G, L); },
+                            3);
+  ts::bench::register_timed("grpo_rollout/base:recompute" + args,
+                            [=](benchmark::State& s) { rollout_recompute(s, P, G, L); }, 1);
+  ts::bench::register_timed("grpo_step/tinyseek" + args, [=](benchmark::State& s) { grpo_step(s, P, G, L); }, 3);
 }
 const int registered = (register_all(), 0);
 
