@@ -22,13 +22,14 @@ def run(args, cwd):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A dense run and an MoE run with MLA, 30 steps each, checkpoints at steps 15 and 30."""
+    """A dense run, an MoE run with MLA and a run with two MTP modules, 30 steps each, checkpoints at
+    steps 15 and 30."""
     root = tmp_path_factory.mktemp("gen")
     cfg = root / "tiny.yaml"
     cfg.write_text(TINY + "variants:\n  dense: {}\n  moe_mla:\n    model.ffn: moe\n    model.attention.kind: mla\n"
                           "    model.attention.kv_lora_rank: 16\n    model.attention.qk_nope_head_dim: 8\n"
                           "    model.attention.qk_rope_head_dim: 4\n    model.attention.v_head_dim: 8\n"
-                          "    model.moe.loss_free: true\n")
+                          "    model.moe.loss_free: true\n  mtp:\n    model.mtp.depth: 2\n")
     r = run(["run", str(cfg), "--no-report"], root)
     assert r.returncode == 0, r.stdout + r.stderr
     return root / "runs" / "gentest"
@@ -92,7 +93,7 @@ def test_errors_exit_2_with_one_line(trained, tmp_path):
     d = trained / "dense"
     cases = {
         "missing run": (["generate", str(tmp_path / "nope"), "--prompt", "a"], "no such run folder"),
-        "two variants": (["generate", str(trained), "--prompt", "a"], "holds 2 variants (dense, moe_mla)"),
+        "several variants": (["generate", str(trained), "--prompt", "a"], "holds 3 variants (dense, moe_mla, mtp)"),
         "no prompt": (["generate", str(d)], "give --prompt TEXT or --prompts FILE"),
         "too long": (["generate", str(d), "--prompt", "x" * 49], "--prompt: 49 tokens, longer than the model's "
                                                                    "context of 48 tokens"),
@@ -113,3 +114,35 @@ def test_errors_exit_2_with_one_line(trained, tmp_path):
         assert r.returncode == 2, (name, r.stdout, r.stderr)
         assert needle in r.stderr, (name, r.stderr)
         assert len(r.stderr.strip().splitlines()) <= 2, (name, r.stderr)  # CLI11 may add a "Run with --help" line
+
+
+def test_speculative_decoding_with_the_mtp_modules(trained):
+    d = trained / "mtp"
+    args = ["generate", str(d), "--prompts", "PROMPTS", "--max-new-tokens", "20", "--speculative", "mtp", "--json"]
+    prompts = trained.parent.parent / "prompts.txt"
+    prompts.write_text("The \nA longer prompt than that\nx\n")
+    args[3] = str(prompts)
+    r = run(args + ["--temperature", "0"], d)
+    assert r.returncode == 0, r.stderr
+    spec = json.loads(r.stdout)["speculative"]
+    # Greedy speculative decoding reproduces plain greedy decoding, measured in the same run.
+    assert spec["same_tokens_as_plain"] is True
+    assert spec["draft_tokens"] == 2 and len(spec["acceptance_per_depth"]) == 2
+    assert all(0 <= a <= 1 for a in spec["acceptance_per_depth"])
+    assert spec["verify_steps"] > 0 and spec["tokens_per_step"] >= 1
+    assert spec["plain_decode_tokens_per_s"] > 0 and spec["speculative_decode_tokens_per_s"] > 0 and spec["speedup"] > 0
+    one = json.loads(run(args + ["--temperature", "0", "--draft-tokens", "1"], d).stdout)["speculative"]
+    assert one["draft_tokens"] == 1 and one["same_tokens_as_plain"] is True
+    sampled = run(args + ["--temperature", "0.8", "--seed", "3"], d)
+    assert sampled.returncode == 0, sampled.stderr
+    assert all(c["new_tokens"] == 20 for c in json.loads(sampled.stdout)["completions"])
+    text = run(args[:-1] + ["--temperature", "0"], d)
+    assert text.returncode == 0 and "speculative (MTP, 2 drafts per step)" in text.stderr
+    assert "same tokens as plain greedy" in text.stderr
+    # Without MTP modules, with more drafts than modules, or an unknown drafter: exit 2, naming it.
+    for bad, words in (([str(trained / "dense"), "--speculative", "mtp"], "no MTP modules"),
+                       ([str(d), "--speculative", "mtp", "--draft-tokens", "3"], "MTP depth is 2"),
+                       ([str(d), "--speculative", "eagle"], "--speculative")):
+        e = run(["generate", *bad, "--prompt", "The "], d)
+        assert e.returncode == 2, (bad, e.stderr)
+        assert words in e.stderr.splitlines()[0], e.stderr
