@@ -208,7 +208,7 @@ int generate_command(const GenerateArgs& a, CLI::App& sub) {
     const auto& ps = plain->stats;
     std::vector<double> acceptance;
     for (size_t k = 0; k < st.drafts_verified.size(); ++k) acceptance.push_back(st.acceptance(k));
-    const double per_step = st.verify_steps ? static_cast<double>(st.decode_tokens) / st.verify_steps : 0.0;
+    const double per_step = st.sequence_steps ? static_cast<double>(st.decode_tokens) / st.sequence_steps : 0.0;
     const double speedup = ps.decode_tokens_per_s() > 0 ? st.decode_tokens_per_s() / ps.decode_tokens_per_s() : 0.0;
     bool same = true;  // greedy speculative decoding must reproduce plain greedy decoding
     for (size_t i = 0; i < res.completions.size(); ++i) same = same && res.completions[i].tokens == plain->completions[i].tokens;

@@ -199,10 +199,17 @@ torch::Tensor prompt_batch(const std::vector<GenerateRequest>& requests, int64_t
   return tokens;
 }
 
-// Row b, position pos[b] of x [B, S, ...] -> [B, ...].
+// An int64 tensor of `shape` on `dev` from host values (one copy).
+torch::Tensor as_tensor(const std::vector<int64_t>& v, c10::IntArrayRef shape, const torch::Device& dev) {
+  return torch::from_blob(const_cast<int64_t*>(v.data()), shape, torch::kInt64).to(dev, /*non_blocking=*/false,
+                                                                                     /*copy=*/true);
+}
+
+// Row b, position pos[b] of x [B, S, C] -> [B, C].
 torch::Tensor rows_at(const torch::Tensor& x, const std::vector<int64_t>& pos) {
-  auto idx = torch::tensor(pos, torch::kInt64).to(x.device());
-  return x.index({torch::arange(x.size(0), idx.options()), idx});
+  if (x.size(0) == 1) return x.select(1, pos[0]);
+  auto idx = as_tensor(pos, {x.size(0), 1, 1}, x.device()).expand({x.size(0), 1, x.size(2)});
+  return x.gather(1, idx).squeeze(1);
 }
 
 GenerateResult generate_speculative(Transformer& model, const std::vector<GenerateRequest>& requests,
@@ -369,23 +376,36 @@ GenerateResult generate_speculative(Transformer& model, const std::vector<Genera
         S = std::max(S, n_new[b]);
       }
       // Inputs: hidden rows [carry; prev] from position ck on, tokens j+k (committed or drafted).
+      // Usually every active row is carried (or none is, in the first step): then the rows are a
+      // prefix of [carry; prev] or of prev; otherwise a gather picks them row by row.
       const bool carried = k > 1 && carry[k - 1].defined();  // none before the first step has run
-      auto stacked = torch::cat({carried ? carry[k - 1].unsqueeze(1) : prev.narrow(1, 0, 1), prev}, 1);
-      auto idx = torch::zeros({B, S}, torch::kInt64);
-      auto next_tok = torch::zeros({B, S}, torch::kInt64);
+      bool all_carried = carried, none_carried = true;
+      for (int64_t b : active) all_carried = all_carried && offset[b] == 0, none_carried = none_carried && offset[b] == 1;
+      std::vector<int64_t> tok(static_cast<size_t>(B * S), 0);
       for (int64_t b : active)
         for (int64_t s = 0; s < n_new[b]; ++s) {
-          idx[b][s] = std::min<int64_t>(s + offset[b], stacked.size(1) - 1);
           const int64_t pos = ck[b] + s + k;  // the token this position embeds
           const int64_t have = static_cast<int64_t>(seq[b].size());
-          next_tok[b][s] = pos < have ? seq[b][pos] : drafts[b][pos - have];
+          tok[b * S + s] = pos < have ? seq[b][pos] : drafts[b][pos - have];
         }
-      auto h_in = stacked.gather(1, idx.to(dev).unsqueeze(-1).expand({B, S, stacked.size(2)}));
+      torch::Tensor h_in;
+      if (none_carried && S <= prev.size(1)) {
+        h_in = prev.narrow(1, 0, S);
+      } else if (all_carried && S - 1 <= prev.size(1)) {
+        h_in = torch::cat({carry[k - 1].unsqueeze(1), prev.narrow(1, 0, S - 1)}, 1);
+      } else {
+        auto stacked = torch::cat({carried ? carry[k - 1].unsqueeze(1) : prev.narrow(1, 0, 1), prev}, 1);
+        std::vector<int64_t> idx(static_cast<size_t>(B * S), 0);
+        for (int64_t b : active)
+          for (int64_t s = 0; s < n_new[b]; ++s) idx[b * S + s] = std::min<int64_t>(s + offset[b], stacked.size(1) - 1);
+        h_in = stacked.gather(1, as_tensor(idx, {B, S}, dev).unsqueeze(-1).expand({B, S, stacked.size(2)}));
+      }
+      auto next_tok = as_tensor(tok, {B, S}, dev);
       auto& cache = caches[k - 1];
       cache.begin_step(n_new, S);
       torch::Tensor h;
       try {
-        h = model->mtp[k - 1]->forward_cached(h_in, model->embed_tokens(next_tok.to(dev)), rope, cache, 0);
+        h = model->mtp[k - 1]->forward_cached(h_in, model->embed_tokens(next_tok), rope, cache, 0);
         cache.end_step();
       } catch (...) {
         cache.abort_step();
@@ -426,17 +446,18 @@ GenerateResult generate_speculative(Transformer& model, const std::vector<Genera
       }
 
     // Verify: [x_N, d_1..d_D] through the main model.
-    auto vtok = torch::zeros({B, D + 1}, torch::kInt64);
+    std::vector<int64_t> vtok(static_cast<size_t>(B * (D + 1)), 0);
     std::vector<int64_t> n_new(static_cast<size_t>(B), 0);
     for (int64_t b : active) {
-      vtok[b][0] = seq[b].back();
-      for (int64_t i = 0; i < D; ++i) vtok[b][i + 1] = drafts[b][i];
+      vtok[b * (D + 1)] = seq[b].back();
+      for (int64_t i = 0; i < D; ++i) vtok[b * (D + 1) + i + 1] = drafts[b][i];
       n_new[b] = D + 1;
     }
-    auto vout = dec.step(vtok.to(dev), n_new);
+    auto vout = dec.step(as_tensor(vtok, {B, D + 1}, dev), n_new);
     ++res.stats.verify_steps;
     auto vlog = vout.logits.to(torch::kCPU, torch::kFloat).contiguous();  // [B, D+1, V]
     std::vector<int64_t> keep(dec.cache().lengths());
+    res.stats.sequence_steps += static_cast<int64_t>(active.size());
     for (int64_t b : active) {
       int64_t accepted = 0;
       int64_t bonus = -1;

@@ -117,10 +117,11 @@ struct GenerateStats {
   double decode_s = 0;                                       // every later step
   int64_t decode_tokens = 0;                                 // tokens drawn from the later steps' logits
   int64_t kv_cache_bytes = 0, kv_cache_bytes_per_token = 0;  // as allocated (KVCache::bytes)
-  // Speculative decoding: forwards of the main model after the prefill (one per step), and per
-  // draft depth k the drafts that were verified (every earlier draft of the step accepted) and
-  // those accepted. Tokens per step = decode_tokens / verify_steps.
-  int64_t verify_steps = 0;
+  // Speculative decoding: forwards of the main model after the prefill (one per step, for the
+  // whole batch), the steps summed over the sequences each took part in, and per draft depth k
+  // the drafts that were verified (every earlier draft of the step accepted) and those accepted.
+  // A sequence's tokens per step: decode_tokens / sequence_steps.
+  int64_t verify_steps = 0, sequence_steps = 0;
   std::vector<int64_t> drafts_verified, drafts_accepted;
   double decode_tokens_per_s() const { return decode_s > 0 ? static_cast<double>(decode_tokens) / decode_s : 0; }
   double acceptance(size_t depth) const {  // of draft depth `depth` (0-based), given it was verified

@@ -33,9 +33,8 @@ torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, c
 torch::Tensor GroupedQueryAttentionImpl::forward_cached(const torch::Tensor& x, const Rope& rope, KVCache& cache,
                                                         int64_t layer) {
   const int64_t B = x.size(0), S = x.size(1);
-  const auto pos = cache.positions();
-  auto q = rope_at(rope, wq(x).view({B, S, n_heads_, head_dim_}), pos);
-  cache.write(layer, 0, rope_at(rope, wk(x).view({B, S, n_kv_heads_, head_dim_}), pos));
+  auto q = rope_at(rope, wq(x).view({B, S, n_heads_, head_dim_}), cache);
+  cache.write(layer, 0, rope_at(rope, wk(x).view({B, S, n_kv_heads_, head_dim_}), cache));
   cache.write(layer, 1, wv(x).view({B, S, n_kv_heads_, head_dim_}));
   const int64_t L = cache.max_total();
   auto o = attend_over_cache(q, cache.gather(layer, 0, L), cache.gather(layer, 1, L), cache, std::nullopt);

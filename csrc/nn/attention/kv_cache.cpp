@@ -86,6 +86,9 @@ void KVCache::begin_step(const std::vector<int64_t>& n_new, int64_t S) {
   write_rows_ = torch::tensor(rows, torch::kInt64).to(dev);
   n_new_ = n_new;
   step_len_ = S;
+  mask_ = torch::Tensor();
+  mask_len_ = -1;
+  rope_key_ = nullptr;
   in_step_ = true;
 }
 
@@ -123,13 +126,28 @@ torch::Tensor KVCache::gather(int64_t layer, int64_t plane, int64_t len) const {
   return pool.view({-1, p.heads, p.dim}).index_select(0, slots.flatten()).view({batch_, len, p.heads, p.dim});
 }
 
-torch::Tensor KVCache::attention_mask(int64_t len) const {
+const torch::Tensor& KVCache::attention_mask(int64_t len) const {
   TORCH_CHECK(in_step_, "KVCache::attention_mask: outside a step");
+  if (mask_len_ == len) return mask_;
   auto j = torch::arange(len, positions_.options()).view({1, 1, len});
   // Last visible key of query (b, s): its own position, capped at the sequence's last row
   // (padding queries), and at least 0 so that a padding row of an empty sequence stays finite.
   auto last = torch::minimum(positions_, (seq_lens_.to(torch::kInt64) - 1).view({batch_, 1})).clamp_min(0);
-  return (j <= last.unsqueeze(-1)).unsqueeze(1);
+  mask_ = (j <= last.unsqueeze(-1)).unsqueeze(1);
+  mask_len_ = len;
+  return mask_;
+}
+
+const std::pair<torch::Tensor, torch::Tensor>& KVCache::step_rope(const Rope& rope, torch::ScalarType dtype) const {
+  TORCH_CHECK(in_step_, "KVCache::step_rope: outside a step");
+  if (rope_key_ == rope.cos.data_ptr() && rope_dtype_ == dtype) return rope_tables_;
+  const int64_t half = rope.cos.size(1);
+  auto idx = positions_.flatten().to(rope.cos.device());
+  rope_tables_ = {rope.cos.index_select(0, idx).view({batch_, step_len_, 1, half}).to(dtype),
+                  rope.sin.index_select(0, idx).view({batch_, step_len_, 1, half}).to(dtype)};
+  rope_key_ = rope.cos.data_ptr();
+  rope_dtype_ = dtype;
+  return rope_tables_;
 }
 
 torch::Tensor attend_over_cache(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
@@ -146,14 +164,28 @@ torch::Tensor attend_over_cache(const torch::Tensor& q, const torch::Tensor& k, 
   return o * cache.valid().view({q.size(0), q.size(1), 1, 1}).to(o.scalar_type());
 }
 
+namespace {
+torch::Tensor rotate_pairs(const torch::Tensor& x, const torch::Tensor& c, const torch::Tensor& s) {
+  const int64_t D = x.size(-1);
+  auto xr = x.unflatten(-1, {D / 2, 2});
+  auto x0 = xr.select(-1, 0), x1 = xr.select(-1, 1);
+  return torch::stack({x0 * c - x1 * s, x0 * s + x1 * c}, -1).flatten(-2);
+}
+}  // namespace
+
 torch::Tensor rope_at(const Rope& rope, const torch::Tensor& x, const torch::Tensor& positions) {
   const int64_t B = x.size(0), S = x.size(1), D = x.size(-1);
   auto idx = positions.flatten().to(rope.cos.device());
   auto c = rope.cos.index_select(0, idx).view({B, S, 1, D / 2}).to(x.scalar_type());
   auto s = rope.sin.index_select(0, idx).view({B, S, 1, D / 2}).to(x.scalar_type());
-  auto xr = x.unflatten(-1, {D / 2, 2});
-  auto x0 = xr.select(-1, 0), x1 = xr.select(-1, 1);
-  return torch::stack({x0 * c - x1 * s, x0 * s + x1 * c}, -1).flatten(-2);
+  return rotate_pairs(x, c, s);
+}
+
+torch::Tensor rope_at(const Rope& rope, const torch::Tensor& x, const KVCache& cache) {
+  TORCH_CHECK(rope.cos.size(1) == x.size(-1) / 2, "rope_at: tables of width ", rope.cos.size(1), " for heads of ",
+              x.size(-1));
+  const auto& [c, s] = cache.step_rope(rope, x.scalar_type());
+  return rotate_pairs(x, c, s);
 }
 
 }  // namespace ts::nn

@@ -77,8 +77,12 @@ class KVCache {
   // are in order, a gather otherwise. Rows at or past a sequence's length are stale or zero.
   torch::Tensor gather(int64_t layer, int64_t plane, int64_t len) const;
   // [B, 1, S, len] bool: query s of sequence b may see key j (causal, within its own length;
-  // a padding query sees position 0 only, so no row is empty).
-  torch::Tensor attention_mask(int64_t len) const;
+  // a padding query sees position 0 only, so no row is empty). Built once per step and length:
+  // every layer masks alike.
+  const torch::Tensor& attention_mask(int64_t len) const;
+  // cos and sin of `rope` at the step's positions, [B, S, 1, dim/2] each in `dtype`: taken once
+  // per step, rope and dtype (every layer rotates at the same positions).
+  const std::pair<torch::Tensor, torch::Tensor>& step_rope(const Rope& rope, torch::ScalarType dtype) const;
 
  private:
   int64_t n_layers_, batch_, block_size_, max_blocks_;
@@ -94,6 +98,12 @@ class KVCache {
   std::vector<int64_t> n_new_;
   torch::Tensor positions_, valid_, seq_lens_;
   torch::Tensor write_slots_, write_rows_;  // slot in [NB * BS] and row in [B * S] of each new token
+  // Per-step memos (reset by begin_step).
+  mutable torch::Tensor mask_;
+  mutable int64_t mask_len_ = -1;
+  mutable std::pair<torch::Tensor, torch::Tensor> rope_tables_;
+  mutable const void* rope_key_ = nullptr;
+  mutable torch::ScalarType rope_dtype_ = torch::kFloat;
 };
 
 // Attention of the step's queries over the cache: q [B, S, H, Dq], k [B, L, Hk, Dq], v [B, L, Hk, Dv]
@@ -106,5 +116,7 @@ torch::Tensor attend_over_cache(const torch::Tensor& q, const torch::Tensor& k, 
 // Rotary embedding at explicit positions: x [B, S, H, D] rotated by positions [B, S] (int64),
 // the same arithmetic as Rope::apply (pairs (x[2i], x[2i+1])).
 torch::Tensor rope_at(const Rope& rope, const torch::Tensor& x, const torch::Tensor& positions);
+// The same at the positions of `cache`'s current step (its memoized tables).
+torch::Tensor rope_at(const Rope& rope, const torch::Tensor& x, const KVCache& cache);
 
 }  // namespace ts::nn

@@ -8,9 +8,9 @@ namespace ts::nn {
 
 namespace {
 
-// Rotation at positions `pos` [B, S], or at 0..S-1 for every sequence when pos is undefined.
-torch::Tensor rotate(const Rope& rope, const torch::Tensor& x, const torch::Tensor& pos) {
-  return pos.defined() ? rope_at(rope, x, pos) : rope.apply(x);
+// Rotation at the positions of the cache's step, or at 0..S-1 for every sequence without a cache.
+torch::Tensor rotate(const Rope& rope, const torch::Tensor& x, const KVCache* cache) {
+  return cache ? rope_at(rope, x, *cache) : rope.apply(x);
 }
 
 }  // namespace
@@ -41,25 +41,25 @@ MultiHeadLatentAttentionImpl::MultiHeadLatentAttentionImpl(const config::Config&
 }
 
 std::pair<torch::Tensor, torch::Tensor> MultiHeadLatentAttentionImpl::queries(const torch::Tensor& x, const Rope& rope,
-                                                                              const torch::Tensor& pos) {
+                                                                              const KVCache* cache) {
   const int64_t B = x.size(0), T = x.size(1);
   auto q = (d_cq_ > 0 ? wq_b(q_norm(wq_a(x))) : wq(x)).view({B, T, n_heads_, d_n_ + d_r_});
-  return {q.narrow(-1, 0, d_n_), rotate(rope, q.narrow(-1, d_n_, d_r_), pos)};
+  return {q.narrow(-1, 0, d_n_), rotate(rope, q.narrow(-1, d_n_, d_r_), cache)};
 }
 
 torch::Tensor MultiHeadLatentAttentionImpl::latent_rows(const torch::Tensor& x, const Rope& rope,
-                                                        const torch::Tensor& pos) {
+                                                        const KVCache* cache) {
   const int64_t B = x.size(0), T = x.size(1);
   auto kv = wkv_a(x);  // [B, T, d_c + d_R]
   auto c = kv_norm(kv.narrow(-1, 0, d_c_));
-  auto k_pe = rotate(rope, kv.narrow(-1, d_c_, d_r_).view({B, T, 1, d_r_}), pos);
+  auto k_pe = rotate(rope, kv.narrow(-1, d_c_, d_r_).view({B, T, 1, d_r_}), cache);
   return torch::cat({c.unsqueeze(2), k_pe}, -1);  // [B, T, 1, d_c + d_R]
 }
 
 torch::Tensor MultiHeadLatentAttentionImpl::forward(const torch::Tensor& x, const Rope& rope) {
   const int64_t B = x.size(0), T = x.size(1), H = n_heads_;
-  auto [q_nope, q_pe] = queries(x, rope, {});
-  auto rows = latent_rows(x, rope, {});
+  auto [q_nope, q_pe] = queries(x, rope, nullptr);
+  auto rows = latent_rows(x, rope, nullptr);
   auto kvb = wkv_b(rows.narrow(-1, 0, d_c_).squeeze(2)).view({B, T, H, d_n_ + d_v_});
   auto k = torch::cat({kvb.narrow(-1, 0, d_n_), rows.narrow(-1, d_c_, d_r_).expand({B, T, H, d_r_})}, -1);
   auto q = torch::cat({q_nope, q_pe}, -1);
@@ -70,9 +70,8 @@ torch::Tensor MultiHeadLatentAttentionImpl::forward(const torch::Tensor& x, cons
 torch::Tensor MultiHeadLatentAttentionImpl::forward_cached(const torch::Tensor& x, const Rope& rope, KVCache& cache,
                                                            int64_t layer) {
   const int64_t B = x.size(0), S = x.size(1);
-  const auto pos = cache.positions();
-  auto [q_nope, q_pe] = queries(x, rope, pos);
-  cache.write(layer, 0, latent_rows(x, rope, pos));
+  auto [q_nope, q_pe] = queries(x, rope, &cache);
+  cache.write(layer, 0, latent_rows(x, rope, &cache));
   auto o = decode_path == MlaDecodePath::kAbsorbed ? decode_absorbed(q_nope, q_pe, cache, layer)
                                                    : decode_naive(q_nope, q_pe, cache, layer);
   return wo(o.reshape({B, S, n_heads_ * d_v_}));

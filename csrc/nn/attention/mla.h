@@ -48,10 +48,11 @@ class MultiHeadLatentAttentionImpl : public AttentionImpl {
   Linear wkv_b{nullptr}, wo{nullptr};
 
  private:
-  // q_nope [B, S, H, d_n] and the rotated q_pe [B, S, H, d_R] at positions [B, S].
-  std::pair<torch::Tensor, torch::Tensor> queries(const torch::Tensor& x, const Rope& rope, const torch::Tensor& pos);
+  // q_nope [B, S, H, d_n] and the rotated q_pe [B, S, H, d_R], at the cache step's positions
+  // (or 0..S-1 without a cache).
+  std::pair<torch::Tensor, torch::Tensor> queries(const torch::Tensor& x, const Rope& rope, const KVCache* cache);
   // The cache rows [c ; k^R] of x, [B, S, 1, d_c + d_R].
-  torch::Tensor latent_rows(const torch::Tensor& x, const Rope& rope, const torch::Tensor& pos);
+  torch::Tensor latent_rows(const torch::Tensor& x, const Rope& rope, const KVCache* cache);
   torch::Tensor decode_naive(const torch::Tensor& q_nope, const torch::Tensor& q_pe, KVCache& cache, int64_t layer);
   torch::Tensor decode_absorbed(const torch::Tensor& q_nope, const torch::Tensor& q_pe, KVCache& cache, int64_t layer);
 
