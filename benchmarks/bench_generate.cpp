@@ -78,10 +78,10 @@ void register_all() {
     for (int64_t B : {1, 16})
       for (int64_t P : {128, 1024}) {
         const std::string args = "/" + kind + "/B" + std::to_string(B) + "/P" + std::to_string(P) + "/N256";
-        ts::bench::register_timed("generate/tinyseek_cache" + args,
-                                  [=](benchmark::State& s) { cached(s, kind, B, P); }, 2);
-        ts::bench::register_timed("generate/base:recompute" + args,
-                                  [=](benchmark::State& s) { recompute(s, kind, B, P); }, 1);
+        ts::bench::register_timed(
+            "generate/tinyseek_cache" + args, [=](benchmark::State& s) { cached(s, kind, B, P); }, 2);
+        ts::bench::register_timed(
+            "generate/base:recompute" + args, [=](benchmark::State& s) { recompute(s, kind, B, P); }, 1);
       }
 }
 const int registered = (register_all(), 0);

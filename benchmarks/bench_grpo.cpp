@@ -24,9 +24,9 @@
 
 #include "benchmarks/bench_util.h"
 #include "csrc/nn/generate.h"
-#include "csrc/train/optim.h"
 #include "csrc/rl/grpo.h"
 #include "csrc/rl/tasks.h"
+#include "csrc/train/optim.h"
 
 namespace {
 
@@ -136,11 +136,12 @@ void grpo_step(benchmark::State& state, int64_t P, int64_t G, int64_t L) {
 void register_all() {
   constexpr int64_t P = 8, G = 8, L = 96;
   const std::string args = "/P8/G8/L96";
-  ts::bench::register_timed("grpo_rollout/tinyseek_cache" + args, [=](benchmark::State& s) { rollout_cached(s, P, G, L); },
-                            3);
-  ts::bench::register_timed("grpo_rollout/base:recompute" + args,
-                            [=](benchmark::State& s) { rollout_recompute(s, P, G, L); }, 1);
-  ts::bench::register_timed("grpo_step/tinyseek" + args, [=](benchmark::State& s) { grpo_step(s, P, G, L); }, 3);
+  ts::bench::register_timed(
+      "grpo_rollout/tinyseek_cache" + args, [=](benchmark::State& s) { rollout_cached(s, P, G, L); }, 3);
+  ts::bench::register_timed(
+      "grpo_rollout/base:recompute" + args, [=](benchmark::State& s) { rollout_recompute(s, P, G, L); }, 1);
+  ts::bench::register_timed(
+      "grpo_step/tinyseek" + args, [=](benchmark::State& s) { grpo_step(s, P, G, L); }, 3);
 }
 const int registered = (register_all(), 0);
 

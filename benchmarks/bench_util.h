@@ -24,7 +24,8 @@ void register_timed(const std::string& name, F&& f, int iterations) {
 // nn::generate of `requests` once untimed, then once per iteration, each timed alone; returns the
 // last iteration's result.
 inline nn::GenerateResult time_generate(benchmark::State& state, nn::Transformer& model,
-                                        const std::vector<nn::GenerateRequest>& requests, const nn::GenerateOptions& o) {
+                                        const std::vector<nn::GenerateRequest>& requests,
+                                        const nn::GenerateOptions& o) {
   nn::GenerateResult r = nn::generate(model, requests, o);  // warm-up
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();

@@ -16,8 +16,8 @@
 #include "csrc/run/device.h"
 #include "csrc/run/run_folder.h"
 #include "csrc/train/checkpoint.h"
-#include "experiments/commands.h"
 #include "csrc/train/trained_run.h"
+#include "experiments/commands.h"
 
 namespace ts::experiments {
 
@@ -189,8 +189,8 @@ int generate_command(const GenerateArgs& a, CLI::App& sub) {
       requests.push_back({nn::bytes_to_tokens(p), a.seed + static_cast<uint64_t>(requests.size())});
   const bool speculative = a.speculative == "mtp";
   if (speculative && model->mtp_depth() == 0)
-    throw ConfigError(fmt::format("--speculative mtp: {} has no MTP modules (model.mtp.depth is 0 in {})", dir.string(),
-                                  cfg_path));
+    throw ConfigError(
+        fmt::format("--speculative mtp: {} has no MTP modules (model.mtp.depth is 0 in {})", dir.string(), cfg_path));
   if (a.draft_tokens > model->mtp_depth())
     throw ConfigError(fmt::format("--draft-tokens {}: the model's MTP depth is {} (model.mtp.depth)", a.draft_tokens,
                                   model->mtp_depth()));
@@ -211,7 +211,8 @@ int generate_command(const GenerateArgs& a, CLI::App& sub) {
     const double per_step = st.sequence_steps ? static_cast<double>(st.decode_tokens) / st.sequence_steps : 0.0;
     const double speedup = ps.decode_tokens_per_s() > 0 ? st.decode_tokens_per_s() / ps.decode_tokens_per_s() : 0.0;
     bool same = true;  // greedy speculative decoding must reproduce plain greedy decoding
-    for (size_t i = 0; i < res.completions.size(); ++i) same = same && res.completions[i].tokens == plain->completions[i].tokens;
+    for (size_t i = 0; i < res.completions.size(); ++i)
+      same = same && res.completions[i].tokens == plain->completions[i].tokens;
     spec = {{"draft_tokens", st.drafts_verified.size()},
             {"acceptance_per_depth", acceptance},
             {"drafts_verified", st.drafts_verified},

@@ -27,7 +27,8 @@ void check_mtp_study_config(const config::Config& cfg) {
                               fmt::format("prompt_tokens + new_tokens ({}) must fit the model's context data.seq_len "
                                           "({})",
                                           need, cfg.data.seq_len));
-  for (auto [key, b] : {std::pair{"spec_bench.batch_small", s.batch_small}, std::pair{"spec_bench.batch_large", s.batch_large}})
+  for (auto [key, b] :
+       {std::pair{"spec_bench.batch_small", s.batch_small}, std::pair{"spec_bench.batch_large", s.batch_large}})
     if (s.prompts % b)
       throw config::InvalidKeys({key, "spec_bench.prompts"},
                                 fmt::format("must divide spec_bench.prompts ({}), got {}", s.prompts, b));

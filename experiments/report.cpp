@@ -44,11 +44,6 @@ std::vector<fs::path> variant_dirs(const std::vector<fs::path>& dirs) {
   return out;
 }
 
-std::string num(const json& j, const std::string& key, const char* f = "{:.4f}") {
-  if (!j.contains(key) || !j[key].is_number()) return "n/a";
-  return fmt::format(fmt::runtime(f), j[key].get<double>());
-}
-
 // Appends the strings of summary[key] (a list) that `out` does not hold yet: a run names the
 // technique-specific keys it wants in the report ("report_columns": extra table columns,
 // "plot_keys": metrics.jsonl keys plotted against step by tinyseek.plots).
@@ -83,9 +78,10 @@ std::string write_report(const std::vector<fs::path>& dirs, const fs::path& out_
     const json& s = summaries[i];
     md += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |", s.value("variant", d.filename().string()),
                       s.value("status", "?"), s.value("parameters", int64_t{0}), s.value("steps", int64_t{0}),
-                      num(s, "final_train_loss"), num(s, "final_val_loss"), num(s, "best_val_loss"),
-                      num(s, "unigram_entropy"), num(s, "tokens_per_s", "{:.0f}"), num(s, "train_seconds", "{:.1f}"));
-    for (const auto& c : extra_columns) md += " " + num(s, c) + " |";
+                      json_number(s, "final_train_loss", "{:.4f}"), json_number(s, "final_val_loss", "{:.4f}"),
+                      json_number(s, "best_val_loss", "{:.4f}"), json_number(s, "unigram_entropy", "{:.4f}"),
+                      json_number(s, "tokens_per_s", "{:.0f}"), json_number(s, "train_seconds", "{:.1f}"));
+    for (const auto& c : extra_columns) md += " " + json_number(s, c, "{:.4f}") + " |";
     md += "\n";
     index.push_back({{"variant", s.value("variant", d.filename().string())}, {"dir", fs::absolute(d).string()}});
   }
@@ -108,6 +104,7 @@ std::string write_report(const std::vector<fs::path>& dirs, const fs::path& out_
     md += "\n(plots unavailable: see plots/plot.log)\n";
   }
   md += loss_error_section(vdirs, out_dir);
+  md += grpo_sections(vdirs);
   md += driver_sections(vdirs, out_dir);
   util::atomic_write(out_dir / run::kReportFile, md);
   return md;

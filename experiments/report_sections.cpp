@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "csrc/config/config.h"
 #include "csrc/run/run_folder.h"
 #include "csrc/train/checkpoint.h"
 #include "csrc/util/fs.h"
@@ -56,6 +57,46 @@ double rel(const std::vector<double>& v, const std::vector<double>& base, size_t
 }
 
 std::string pct(double v) { return std::isfinite(v) ? fmt::format("{:+.3f}%", 100 * v) : "n/a"; }
+
+// A GRPO variant's paragraph of the report: held-out accuracy before and after RL, and how the
+// training curves moved (the first and last 10% of steps).
+std::string grpo_section(const json& s, const config::Config& c) {
+  const int64_t k = c.grpo.eval_k;
+  std::string md = fmt::format("\n## GRPO `{}` from {}\n\n", s.value("variant", "?"), s.value("init_from", "?"));
+  md += fmt::format(
+      "loss `{}`, importance sampling `{}`, epsilon {} / {}, beta {}, mu {}, {} prompts x {} samples, "
+      "advantages scaled by `{}`{}; {} steps.\n\n",
+      c.grpo.loss_type, c.grpo.importance_sampling, c.grpo.epsilon,
+      c.grpo.epsilon_high > 0 ? c.grpo.epsilon_high : c.grpo.epsilon, c.grpo.beta, c.grpo.num_iterations,
+      c.grpo.prompts_per_step, c.grpo.group_size, c.grpo.scale_rewards, c.grpo.clip ? "" : ", no clipping",
+      s.value("steps", int64_t{0}));
+  md += fmt::format("| held-out ({} problems) | before RL | after RL | change |\n|---|---:|---:|---:|\n",
+                    c.grpo.eval_problems);
+  auto row = [&](const std::string& label, const std::string& key, bool points) {
+    std::string change = "n/a";
+    if (s.contains(key + "_start") && s[key + "_start"].is_number() && s.contains(key) && s[key].is_number()) {
+      const double d = s[key].get<double>() - s[key + "_start"].get<double>();
+      change = points ? fmt::format("{:+.1f} points", 100 * d) : fmt::format("{:+.2f}", d);
+    }
+    md += fmt::format("| {} | {} | {} | {} |\n", label, json_number(s, key + "_start"), json_number(s, key), change);
+  };
+  row("greedy pass@1", "heldout_pass@1", true);
+  if (k > 0)
+    row(fmt::format("pass@{} (temperature {})", k, c.grpo.temperature), fmt::format("heldout_pass@{}", k), true);
+  row("format rate (greedy)", "format_rate", true);
+  row("mean completion length (greedy, tokens)", "mean_length", false);
+  md += "\n| training rollouts | first 10% of steps | last 10% of steps |\n|---|---:|---:|\n";
+  for (const auto& [label, key] : std::vector<std::pair<std::string, std::string>>{
+           {"reward", "reward"},
+           {"accuracy", "accuracy"},
+           {"mean length", "completions/mean_length"},
+           {"mean length of correct completions", "completions/mean_length_correct"},
+           {"mean length of wrong completions", "completions/mean_length_incorrect"},
+           {"KL to the reference", "kl"},
+           {"entropy", "entropy"}})
+    md += fmt::format("| {} | {} | {} |\n", label, json_number(s, key + "_first10"), json_number(s, key + "_last10"));
+  return md;
+}
 
 }  // namespace
 
@@ -122,6 +163,25 @@ std::string driver_sections(const std::vector<fs::path>& variant_dirs, const fs:
     if (rel.empty()) rel = ".";
     for (size_t pos; (pos = text.find("{{dir}}")) != std::string::npos;) text.replace(pos, 7, rel);
     md += "\n" + text;
+  }
+  return md;
+}
+
+std::string json_number(const json& j, const std::string& key, const char* format) {
+  return j.contains(key) && j[key].is_number() ? fmt::format(fmt::runtime(format), j[key].get<double>()) : "n/a";
+}
+
+std::string grpo_sections(const std::vector<fs::path>& variant_dirs) {
+  std::string md;
+  for (const auto& d : variant_dirs) {
+    std::ifstream in(d / run::kSummaryFile);
+    if (!in) continue;
+    const json s = json::parse(in, nullptr, false);
+    if (s.is_discarded() || s.value("kind", "") != "grpo") continue;
+    std::ifstream cin(d / run::kConfigFile);
+    std::stringstream text;
+    text << cin.rdbuf();
+    md += grpo_section(s, config::parse_config(text.str(), (d / run::kConfigFile).string()));
   }
   return md;
 }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -19,5 +20,13 @@ std::string loss_error_section(const std::vector<std::filesystem::path>& variant
 // tables), with "{{dir}}" replaced by that folder's path relative to out_dir.
 std::string driver_sections(const std::vector<std::filesystem::path>& variant_dirs,
                             const std::filesystem::path& out_dir);
+
+// For every GRPO variant (kind grpo in summary.json): its settings (config.resolved.yaml), the
+// held-out pass@1, pass@k, format rate and length before and after RL, and the training curves'
+// first and last 10% of steps (the summary's *_first10 / *_last10).
+std::string grpo_sections(const std::vector<std::filesystem::path>& variant_dirs);
+
+// j[key] formatted with `format`, or "n/a" when it is missing or not a number.
+std::string json_number(const nlohmann::json& j, const std::string& key, const char* format = "{:.3f}");
 
 }  // namespace ts::experiments

@@ -364,14 +364,14 @@ struct TaskConfig {
   int64_t digits_max = 3;
   int64_t corpus_digits_min = 1;  // arithmetic: operand digits of the corpus's worked examples
   int64_t corpus_digits_max = 2;
-  int64_t numbers = 4;         // countdown: numbers per problem for RL and evaluation (3 or 4)
-  int64_t corpus_numbers = 3;  // countdown: numbers per corpus example
-  int64_t max_number = 99;     // countdown: numbers drawn from 1..max_number
-  int64_t max_target = 999;    // countdown: targets in 1..max_target
-  bool worked_steps = true;    // the corpus's <think> shows the steps (else it is empty)
+  int64_t numbers = 4;            // countdown: numbers per problem for RL and evaluation (3 or 4)
+  int64_t corpus_numbers = 3;     // countdown: numbers per corpus example
+  int64_t max_number = 99;        // countdown: numbers drawn from 1..max_number
+  int64_t max_target = 999;       // countdown: targets in 1..max_target
+  bool worked_steps = true;       // the corpus's <think> shows the steps (else it is empty)
   int64_t corpus_rl_percent = 0;  // share of corpus examples drawn at RL's level instead (a few hard ones)
-  int64_t seed = 1;            // the problem stream (train and held-out sets follow from it)
-  int64_t heldout_percent = 10;  // share of all problems reserved for evaluation (by a hash of the problem)
+  int64_t seed = 1;               // the problem stream (train and held-out sets follow from it)
+  int64_t heldout_percent = 10;   // share of all problems reserved for evaluation (by a hash of the problem)
 
   template <class V>
   void visit(V& v) {
@@ -395,7 +395,7 @@ struct TaskConfig {
 // GRPO (kind: grpo; csrc/rl/grpo.h): DeepSeekMath's group-relative policy optimization with
 // TRL's loss types. train.steps counts optimizer steps; each rollout batch serves num_iterations.
 struct GrpoConfig {
-  std::string init_from;  // the base model: RUN_DIR[/VARIANT] or a variant of this run's folder
+  std::string init_from;         // the base model: RUN_DIR[/VARIANT] or a variant of this run's folder
   int64_t prompts_per_step = 8;  // P
   int64_t group_size = 8;        // G samples per prompt
   double temperature = 1.0;
@@ -403,12 +403,12 @@ struct GrpoConfig {
   int64_t num_iterations = 1;  // mu: optimizer steps per rollout batch
   double beta = 0.0;           // k3 KL to the frozen reference (0 = no reference)
   double epsilon = 0.2;
-  double epsilon_high = 0;          // 0 = epsilon (DAPO's clip-higher: 0.28)
-  std::string loss_type = "grpo";   // grpo | bnpo | dapo | dr_grpo
+  double epsilon_high = 0;                    // 0 = epsilon (DAPO's clip-higher: 0.28)
+  std::string loss_type = "grpo";             // grpo | bnpo | dapo | dr_grpo
   std::string importance_sampling = "token";  // token | sequence (GSPO)
   std::string scale_rewards = "group";        // group | batch | none
-  bool clip = true;                  // false: the plain policy gradient (REINFORCE-style baseline)
-  double format_weight = 1.0;        // reward = format_weight * format + accuracy_weight * accuracy
+  bool clip = true;                           // false: the plain policy gradient (REINFORCE-style baseline)
+  double format_weight = 1.0;                 // reward = format_weight * format + accuracy_weight * accuracy
   double accuracy_weight = 1.0;
   int64_t eval_problems = 200;  // held-out problems per evaluation
   int64_t eval_k = 8;           // pass@k samples per problem (0 = greedy pass@1 only)

@@ -158,8 +158,8 @@ int64_t check_requests(const Transformer& model, const std::vector<GenerateReque
       throw std::invalid_argument(
           "generate: speculative decoding drafts with the MTP modules, and this model has none (model.mtp.depth 0)");
     if (o.draft_tokens < 0 || o.draft_tokens > D)
-      throw std::invalid_argument(
-          fmt::format("generate: draft_tokens must be 0 (the depth) to model.mtp.depth ({}), got {}", D, o.draft_tokens));
+      throw std::invalid_argument(fmt::format(
+          "generate: draft_tokens must be 0 (the depth) to model.mtp.depth ({}), got {}", D, o.draft_tokens));
   }
   int64_t P = 0;
   for (size_t b = 0; b < requests.size(); ++b) {
@@ -201,8 +201,9 @@ torch::Tensor prompt_batch(const std::vector<GenerateRequest>& requests, int64_t
 
 // An int64 tensor of `shape` on `dev` from host values (one copy).
 torch::Tensor as_tensor(const std::vector<int64_t>& v, c10::IntArrayRef shape, const torch::Device& dev) {
-  return torch::from_blob(const_cast<int64_t*>(v.data()), shape, torch::kInt64).to(dev, /*non_blocking=*/false,
-                                                                                     /*copy=*/true);
+  return torch::from_blob(const_cast<int64_t*>(v.data()), shape, torch::kInt64)
+      .to(dev, /*non_blocking=*/false,
+          /*copy=*/true);
 }
 
 // Row b, position pos[b] of x [B, S, C] -> [B, C].
@@ -363,8 +364,8 @@ GenerateResult generate_speculative(Transformer& model, const std::vector<Genera
     std::vector<torch::Tensor> q_probs(static_cast<size_t>(B * D));  // draft distributions (sampling)
     std::vector<torch::Tensor> next_carry(static_cast<size_t>(D));
     std::vector<std::vector<torch::Tensor>> step_draft_logits(static_cast<size_t>(B));
-    torch::Tensor prev = main_hidden;                                // depth k-1's outputs of this step
-    std::vector<int64_t> prev_start(static_cast<size_t>(B));         // the position of prev's row 0
+    torch::Tensor prev = main_hidden;                         // depth k-1's outputs of this step
+    std::vector<int64_t> prev_start(static_cast<size_t>(B));  // the position of prev's row 0
     for (int64_t b = 0; b < B; ++b) prev_start[b] = c[0][b];
     for (int64_t k = 1; k <= D; ++k) {
       auto& ck = c[k - 1];
@@ -380,7 +381,8 @@ GenerateResult generate_speculative(Transformer& model, const std::vector<Genera
       // prefix of [carry; prev] or of prev; otherwise a gather picks them row by row.
       const bool carried = k > 1 && carry[k - 1].defined();  // none before the first step has run
       bool all_carried = carried, none_carried = true;
-      for (int64_t b : active) all_carried = all_carried && offset[b] == 0, none_carried = none_carried && offset[b] == 1;
+      for (int64_t b : active)
+        all_carried = all_carried && offset[b] == 0, none_carried = none_carried && offset[b] == 1;
       std::vector<int64_t> tok(static_cast<size_t>(B * S), 0);
       for (int64_t b : active)
         for (int64_t s = 0; s < n_new[b]; ++s) {
@@ -412,7 +414,8 @@ GenerateResult generate_speculative(Transformer& model, const std::vector<Genera
         throw;
       }
       // Keep the committed positions (up to N-k); the draft logits at N-1.
-      std::vector<int64_t> keep(cache.lengths()), at_last(static_cast<size_t>(B), 0), at_carry(static_cast<size_t>(B), 0);
+      std::vector<int64_t> keep(cache.lengths()), at_last(static_cast<size_t>(B), 0),
+          at_carry(static_cast<size_t>(B), 0);
       for (int64_t b : active) {
         keep[b] = std::max<int64_t>(ck[b], N[b] - k + 1);
         at_last[b] = n_new[b] - 1;

@@ -426,9 +426,8 @@ void PipelineExecutor::reduce_shared_embedding() {
   if (std::find(embed_pair_.begin(), embed_pair_.end(), dist_.rank()) == embed_pair_.end()) return;
   auto& w = model_->embed->weight;
   if (!w.grad().defined()) w.mutable_grad() = torch::zeros_like(w);
-  std::vector<at::Tensor> g{w.grad()};
+  std::vector<at::Tensor> g{w.grad()};  // reduced in place
   dist_.all_reduce(g, c10d::ReduceOp::SUM, &dist_.group(embed_pair_));
-  if (!g[0].is_same(w.grad())) w.mutable_grad().copy_(g[0]);
 }
 
 void PipelineExecutor::after_optimizer_step() {

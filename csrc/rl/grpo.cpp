@@ -12,7 +12,6 @@
 #include "csrc/run/device.h"
 #include "csrc/run/run_folder.h"
 #include "csrc/train/trainer.h"
-#include "csrc/util/fs.h"
 
 namespace ts::rl {
 
@@ -34,12 +33,8 @@ double mean(const std::vector<double>& v) {
   return v.empty() ? 0 : s / static_cast<double>(v.size());
 }
 
-double stddev(const std::vector<double>& v) {  // with Bessel's correction, as torch.std
-  if (v.size() < 2) return 0;
-  const double m = mean(v);
-  double s = 0;
-  for (double x : v) s += (x - m) * (x - m);
-  return std::sqrt(s / static_cast<double>(v.size() - 1));
+double stddev(const std::vector<double>& v) {  // with Bessel's correction
+  return torch::tensor(v, torch::kDouble).std().item<double>();
 }
 
 nn::GenerateOptions sampling_options(const config::Config& cfg, double temperature) {
@@ -58,62 +53,20 @@ std::vector<nn::Completion> generate_chunked(nn::Transformer& model, const std::
                                              const nn::GenerateOptions& o) {
   std::vector<nn::Completion> out;
   for (size_t at = 0; at < reqs.size(); at += kGenerateChunk) {
-    std::vector<nn::GenerateRequest> part(reqs.begin() + static_cast<int64_t>(at),
-                                          reqs.begin() + static_cast<int64_t>(std::min(reqs.size(), at + kGenerateChunk)));
+    std::vector<nn::GenerateRequest> part(
+        reqs.begin() + static_cast<int64_t>(at),
+        reqs.begin() + static_cast<int64_t>(std::min(reqs.size(), at + kGenerateChunk)));
     auto r = nn::generate(model, part, o);
     for (auto& c : r.completions) out.push_back(std::move(c));
   }
   return out;
 }
 
-// "0.412" or "n/a"; points: "+31.5 points".
-std::string num(const json& s, const std::string& key, const char* f = "{:.3f}") {
-  return s.contains(key) && s[key].is_number() ? fmt::format(fmt::runtime(f), s[key].get<double>()) : "n/a";
-}
-
-// The variant's paragraph of the report: held-out accuracy before and after RL, and how the
-// training curves moved (the first and last 10% of steps).
-std::string report_section(const json& s, const config::Config& c) {
-  const int64_t k = c.grpo.eval_k;
-  std::string md = fmt::format("\n## GRPO `{}` from {}\n\n", s.value("variant", "?"), s.value("init_from", "?"));
-  md += fmt::format("loss `{}`, importance sampling `{}`, epsilon {} / {}, beta {}, mu {}, {} prompts x {} samples, "
-                    "advantages scaled by `{}`{}; {} steps.\n\n",
-                    c.grpo.loss_type, c.grpo.importance_sampling, c.grpo.epsilon,
-                    c.grpo.epsilon_high > 0 ? c.grpo.epsilon_high : c.grpo.epsilon, c.grpo.beta,
-                    c.grpo.num_iterations, c.grpo.prompts_per_step, c.grpo.group_size, c.grpo.scale_rewards,
-                    c.grpo.clip ? "" : ", no clipping", s.value("steps", int64_t{0}));
-  md += fmt::format("| held-out ({} problems) | before RL | after RL | change |\n|---|---:|---:|---:|\n",
-                    c.grpo.eval_problems);
-  auto row = [&](const std::string& label, const std::string& key, bool points) {
-    std::string change = "n/a";
-    if (s.contains(key + "_start") && s[key + "_start"].is_number() && s.contains(key) && s[key].is_number()) {
-      const double d = s[key].get<double>() - s[key + "_start"].get<double>();
-      change = points ? fmt::format("{:+.1f} points", 100 * d) : fmt::format("{:+.2f}", d);
-    }
-    md += fmt::format("| {} | {} | {} | {} |\n", label, num(s, key + "_start"), num(s, key), change);
-  };
-  row("greedy pass@1", "heldout_pass@1", true);
-  if (k > 0) row(fmt::format("pass@{} (temperature {})", k, c.grpo.temperature), fmt::format("heldout_pass@{}", k), true);
-  row("format rate (greedy)", "format_rate", true);
-  row("mean completion length (greedy, tokens)", "mean_length", false);
-  md += "\n| training rollouts | first 10% of steps | last 10% of steps |\n|---|---:|---:|\n";
-  for (const auto& [label, key] : std::vector<std::pair<std::string, std::string>>{
-           {"reward", "reward"},
-           {"accuracy", "accuracy"},
-           {"mean length", "completions/mean_length"},
-           {"mean length of correct completions", "completions/mean_length_correct"},
-           {"mean length of wrong completions", "completions/mean_length_incorrect"},
-           {"KL to the reference", "kl"},
-           {"entropy", "entropy"}})
-    md += fmt::format("| {} | {} | {} |\n", label, num(s, key + "_first10"), num(s, key + "_last10"));
-  return md;
-}
-
 }  // namespace
 
 int64_t max_prompt_length(const config::TaskConfig& t) {
   auto digits = [](int64_t x) { return static_cast<int64_t>(std::to_string(x).size()); };
-  if (t.name == "arithmetic") return 8 + 2 * t.digits_max + 1 + 2;  // "Compute " a op b ".\n"
+  if (t.name == "arithmetic") return 8 + 2 * t.digits_max + 1 + 2;                   // "Compute " a op b ".\n"
   return 4 + t.numbers * (digits(t.max_number) + 1) + 8 + digits(t.max_target) + 2;  // "Use " n.. "to make " t ".\n"
 }
 
@@ -247,22 +200,19 @@ void GrpoObjective::sample(int64_t batch, json& metrics) {
     state_->old_logp.narrow(1, 0, length - 1).copy_(token_logp(state_->policy, length, nullptr));
     state_->policy->train();
   }
-  if (state_->reference) state_->ref_logp.narrow(1, 0, length - 1).copy_(token_logp(state_->reference, length, nullptr));
+  if (state_->reference)
+    state_->ref_logp.narrow(1, 0, length - 1).copy_(token_logp(state_->reference, length, nullptr));
 
-  std::vector<double> group_std(P);
-  int64_t zero_std = 0;
-  for (int64_t p = 0; p < P; ++p) {
-    group_std[p] = stddev(std::vector<double>(total.begin() + p * G, total.begin() + (p + 1) * G));
-    zero_std += group_std[p] <= 1e-9;  // equal rewards (their mean need not be exact in floating point)
-  }
+  // Groups of equal rewards: a std of 0 up to the rounding of their mean.
+  const auto group_std = rewards.std(1);
   metrics["reward"] = mean(total);
-  metrics["reward_std"] = mean(group_std);
+  metrics["reward_std"] = group_std.mean().item<double>();
   metrics["rewards/format/mean"] = mean(fmt_r);
   metrics["rewards/format/std"] = stddev(fmt_r);
   metrics["rewards/accuracy/mean"] = mean(acc_r);
   metrics["rewards/accuracy/std"] = stddev(acc_r);
   metrics["accuracy"] = mean(solved);
-  metrics["frac_reward_zero_std"] = static_cast<double>(zero_std) / static_cast<double>(P);
+  metrics["frac_reward_zero_std"] = (group_std <= 1e-9).to(torch::kDouble).mean().item<double>();
   metrics["completions/mean_length"] = mean(lengths);
   metrics["completions/min_length"] = *std::min_element(lengths.begin(), lengths.end());
   metrics["completions/max_length"] = *std::max_element(lengths.begin(), lengths.end());
@@ -360,8 +310,8 @@ std::optional<train::StepResult> GrpoObjective::evaluate() {
     r.metrics["eval/sampled_accuracy"] = sampled_solved / (dn * static_cast<double>(k));
   }
   if (std::isnan(state_->start_eval[0].item<double>()))
-    state_->start_eval.copy_(torch::tensor({solved / dn, k > 0 ? any / dn : std::nan(""), formatted / dn, length / dn},
-                                           torch::kDouble));
+    state_->start_eval.copy_(
+        torch::tensor({solved / dn, k > 0 ? any / dn : std::nan(""), formatted / dn, length / dn}, torch::kDouble));
   r.note = fmt::format("held-out pass@1 {:.3f}{} format {:.3f} length {:.1f}", solved / dn,
                        k > 0 ? fmt::format(" pass@{} {:.3f}", k, any / dn) : "", formatted / dn, length / dn);
   last_eval_ = r.metrics;
@@ -426,7 +376,7 @@ json GrpoObjective::summary() {
   }
   s["report_columns"] = cols;
   s["plot_keys"] = {"reward", "accuracy", "eval/pass@1", "completions/mean_length", "completions/mean_length_incorrect",
-                    "kl", "entropy"};
+                    "kl",     "entropy"};
   return s;
 }
 
@@ -440,7 +390,8 @@ run::RunOutcome train_grpo(const config::Config& cfg, const std::string& variant
   if (!fs::is_directory(path, ec)) {
     const fs::path sibling = run_dir.parent_path() / from;
     if (!fs::is_directory(sibling, ec))
-      throw config::ConfigError(fmt::format("grpo.init_from: '{}': no such run folder (nor {})", from, sibling.string()));
+      throw config::ConfigError(
+          fmt::format("grpo.init_from: '{}': no such run folder (nor {})", from, sibling.string()));
     path = sibling;
   }
   train::TrainedRun init;
@@ -461,9 +412,7 @@ run::RunOutcome train_grpo(const config::Config& cfg, const std::string& variant
   GrpoObjective objective(c, variant, init);
   const run::RunFolder folder(run_dir);
   objective.set_metrics_path(folder.metrics_path());
-  auto outcome = train::train_loop(objective, c, variant, folder, resume);
-  util::atomic_write(run_dir / "report_section.md", report_section(outcome.summary, c));
-  return outcome;
+  return train::train_loop(objective, c, variant, folder, resume);
 }
 
 }  // namespace ts::rl

@@ -36,9 +36,9 @@ int64_t max_prompt_length(const config::TaskConfig& task);
 // Everything a GRPO checkpoint holds.
 struct GrpoStateImpl : torch::nn::Module {
   GrpoStateImpl(nn::Transformer policy, nn::Transformer reference, int64_t sequences, int64_t length);
-  nn::Transformer policy{nullptr}, reference{nullptr};  // reference is null when beta == 0
+  nn::Transformer policy{nullptr}, reference{nullptr};         // reference is null when beta == 0
   torch::Tensor tokens, mask, old_logp, ref_logp, advantages;  // [N, T], [N, T-1] x3, [N]
-  torch::Tensor info;  // int64 [2]: the batch these hold (-1: none yet), the tokens used per row
+  torch::Tensor info;        // int64 [2]: the batch these hold (-1: none yet), the tokens used per row
   torch::Tensor start_eval;  // float64 [4]: the evaluation before the first step (NaN until then)
 };
 TORCH_MODULE(GrpoState);

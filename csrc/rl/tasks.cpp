@@ -76,7 +76,8 @@ std::string subtraction_steps(int64_t a, int64_t b) {  // a >= b
   int64_t borrow = 0;
   for (size_t i = 0; i < da.size(); ++i) {
     const int64_t x = da[i], y = i < db.size() ? db[i] : 0, d = x - y - borrow;
-    steps.push_back(d < 0 ? fmt::format("1{}-{}-{}={}", x, y, borrow, d + 10) : fmt::format("{}-{}-{}={}", x, y, borrow, d));
+    steps.push_back(d < 0 ? fmt::format("1{}-{}-{}={}", x, y, borrow, d + 10)
+                          : fmt::format("{}-{}-{}={}", x, y, borrow, d));
     borrow = d < 0;
   }
   return join(steps);
@@ -132,10 +133,14 @@ class ExprParser {
   static std::optional<Rational> apply(char op, const Rational& x, const Rational& y) {
     using I = __int128;
     switch (op) {
-      case '+': return make(I(x.num) * y.den + I(y.num) * x.den, I(x.den) * y.den);
-      case '-': return make(I(x.num) * y.den - I(y.num) * x.den, I(x.den) * y.den);
-      case '*': return make(I(x.num) * y.num, I(x.den) * y.den);
-      default: return make(I(x.num) * y.den, I(x.den) * y.num);  // '/': y == 0 -> den 0 -> nullopt
+      case '+':
+        return make(I(x.num) * y.den + I(y.num) * x.den, I(x.den) * y.den);
+      case '-':
+        return make(I(x.num) * y.den - I(y.num) * x.den, I(x.den) * y.den);
+      case '*':
+        return make(I(x.num) * y.num, I(x.den) * y.den);
+      default:
+        return make(I(x.num) * y.den, I(x.den) * y.num);  // '/': y == 0 -> den 0 -> nullopt
     }
   }
   void skip() {
@@ -231,7 +236,9 @@ Problem Task::make(uint64_t seed, Level level) const {
     p.numbers = {a, b};
     p.prompt = fmt::format("Compute {}{}{}.\n", a, op, b);
     p.answer = std::to_string(p.target);
-    const std::string steps = op == '+' ? addition_steps(a, b) : op == '-' ? subtraction_steps(a, b) : product_steps(a, b);
+    const std::string steps = op == '+'   ? addition_steps(a, b)
+                              : op == '-' ? subtraction_steps(a, b)
+                                          : product_steps(a, b);
     p.solution = completion(cfg_.worked_steps ? steps : "", p.answer);
     return p;
   }
@@ -259,7 +266,10 @@ Problem Task::make(uint64_t seed, Level level) const {
       if (x.value >= y.value) ops.push_back('-');
       if (y.value != 0 && x.value % y.value == 0) ops.push_back('/');
       const char op = ops[uniform(r, 0, static_cast<int64_t>(ops.size()) - 1)];
-      const int64_t v = op == '+' ? x.value + y.value : op == '-' ? x.value - y.value : op == '*' ? x.value * y.value : x.value / y.value;
+      const int64_t v = op == '+'   ? x.value + y.value
+                        : op == '-' ? x.value - y.value
+                        : op == '*' ? x.value * y.value
+                                    : x.value / y.value;
       steps.push_back(fmt::format("{}{}{}={}", x.value, op, y.value, v));
       auto wrap = [](const Item& it) { return it.atom ? it.expr : "(" + it.expr + ")"; };
       Item z{v, wrap(x) + op + wrap(y), false};

@@ -32,10 +32,10 @@ enum class Split { kTrain, kHeldout };
 enum class Level { kCorpus, kRl };  // the corpus's easier instances, or RL's and evaluation's
 
 struct Problem {
-  std::string prompt;    // the question line, newline included
-  std::string solution;  // a worked completion in the template (think and answer)
-  std::string answer;    // arithmetic: the result as text; countdown: the solution's expression
-  int64_t target = 0;    // arithmetic: the result; countdown: the target
+  std::string prompt;            // the question line, newline included
+  std::string solution;          // a worked completion in the template (think and answer)
+  std::string answer;            // arithmetic: the result as text; countdown: the solution's expression
+  int64_t target = 0;            // arithmetic: the result; countdown: the target
   std::vector<int64_t> numbers;  // countdown: the numbers (in prompt order); arithmetic: the operands
 };
 
@@ -66,8 +66,8 @@ void check_task_config(const config::TaskConfig& cfg);
 
 // The parts of a completion under the template.
 struct Parsed {
-  bool well_formed = false;              // exactly "<think>T</think><answer>A</answer>" up to whitespace
-  std::optional<std::string> answer;     // the text inside the last <answer>...</answer>, if any
+  bool well_formed = false;           // exactly "<think>T</think><answer>A</answer>" up to whitespace
+  std::optional<std::string> answer;  // the text inside the last <answer>...</answer>, if any
 };
 Parsed parse_completion(const std::string& completion);
 

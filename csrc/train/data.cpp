@@ -174,23 +174,17 @@ TokenData load_data(const config::Config& config) {
   TokenData d;
   std::vector<uint16_t> all;
   if (cfg.source == "task") {
-    // Worked examples: the training split from the task's train problems, the validation split
-    // from its held-out ones (at the corpus's level), so validation loss is on unseen problems.
+    // Worked examples: the training part from the task's train problems, the validation part
+    // (the last val_fraction, as the split below cuts it) from held-out ones, so validation loss
+    // is on unseen problems.
     const rl::Task task(config.task);
     const auto n_val = static_cast<int64_t>(static_cast<double>(cfg.synthetic_bytes) * cfg.val_fraction);
-    const std::string train = task.corpus(rl::Split::kTrain, cfg.synthetic_bytes - n_val);
-    const std::string val = task.corpus(rl::Split::kHeldout, n_val);
-    for (const std::string* text : {&train, &val})
-      for (unsigned char ch : *text) (text == &train ? d.train : d.val).push_back(ch);
-    d.max_token = 0;
-    for (const auto* v : {&d.train, &d.val})
-      for (auto t : *v) d.max_token = std::max<int64_t>(d.max_token, t);
-    d.unigram_entropy = unigram_entropy(d.train);
+    const std::string text =
+        task.corpus(rl::Split::kTrain, cfg.synthetic_bytes - n_val) + task.corpus(rl::Split::kHeldout, n_val);
+    for (unsigned char c : text) all.push_back(c);
     d.description = fmt::format("task corpus '{}' ({} bytes of worked examples, seed {})", config.task.name,
                                 cfg.synthetic_bytes, config.task.seed);
-    return d;
-  }
-  if (cfg.source == "synthetic") {
+  } else if (cfg.source == "synthetic") {
     std::string text = synthetic_corpus(cfg.synthetic_bytes, static_cast<uint64_t>(cfg.synthetic_seed));
     all.assign(text.begin(), text.end());
     for (auto& t : all) t &= 0xFF;  // char may be signed; tokens are bytes

@@ -39,9 +39,14 @@ struct Carried {
     tokens = j.value("tokens", int64_t{-1});
   }
   json save(const config::Config& cfg, const std::string& variant) const {
-    return {{"last_loss", last_loss},   {"last_val_loss", last_val},      {"best_val_loss", best_val},
-            {"skipped_steps", skipped}, {"train_seconds", train_seconds}, {"variant", variant},
-            {"seed", cfg.seed},         {"tokens", tokens}};
+    return {{"last_loss", last_loss},
+            {"last_val_loss", last_val},
+            {"best_val_loss", best_val},
+            {"skipped_steps", skipped},
+            {"train_seconds", train_seconds},
+            {"variant", variant},
+            {"seed", cfg.seed},
+            {"tokens", tokens}};
   }
 };
 

@@ -34,8 +34,8 @@ void Progress::update(int64_t step, double loss, double tps, int64_t log_every, 
     std::string bar(fill, '#');
     bar.append(width - fill, '.');
     std::fprintf(stderr, "\r\033[K%s [%s] step %lld/%lld  loss %.4f%s%s  %.0f tok/s  ETA %s", label_.c_str(),
-                 bar.c_str(), static_cast<long long>(step), static_cast<long long>(total_), loss, note.empty() ? "" : "  ",
-                 note.c_str(), tps, hms(eta).c_str());
+                 bar.c_str(), static_cast<long long>(step), static_cast<long long>(total_), loss,
+                 note.empty() ? "" : "  ", note.c_str(), tps, hms(eta).c_str());
     std::fflush(stderr);
     bar_drawn_ = true;
   } else if (step % log_every == 0 || step == total_) {

@@ -73,8 +73,8 @@ StepResult LanguageModelObjective::step(int64_t step, bool inject_nan) {
   auto aux = model_->aux_loss(0, model_->n_layers());  // the main blocks' MoE balance losses, if any
   if (std::isfinite(r.loss)) (aux.defined() ? loss + aux : loss).backward();
   if (aux.defined() || parts.mtp_aux.defined())
-    r.metrics["aux_loss"] = (aux.defined() ? aux.item<double>() : 0.0) +
-                            (parts.mtp_aux.defined() ? parts.mtp_aux.item<double>() : 0.0);
+    r.metrics["aux_loss"] =
+        (aux.defined() ? aux.item<double>() : 0.0) + (parts.mtp_aux.defined() ? parts.mtp_aux.item<double>() : 0.0);
   for (size_t k = 0; k < parts.depth.size(); ++k)
     r.metrics[fmt::format("mtp_loss/{}", k + 1)] = parts.depth[k].item<double>();
   if (!parts.depth.empty()) r.metrics["mtp_loss_weight"] = model_->mtp_loss_weight(step);

@@ -61,7 +61,8 @@ TEST(Mtp, LossesMatchACompositionOfThePieces) {
     double sum = 0;
     for (int64_t k = 1; k <= D; ++k) {
       auto& m = model->mtp[k - 1];
-      auto joined = torch::cat({m->hnorm(prev.narrow(1, 0, T - k)), m->enorm(model->embed->forward(x.narrow(1, k, T - k)))}, -1);
+      auto joined =
+          torch::cat({m->hnorm(prev.narrow(1, 0, T - k)), m->enorm(model->embed->forward(x.narrow(1, k, T - k)))}, -1);
       prev = m->block->forward(m->eh_proj(joined), rope);
       const double want = ce(model->head->forward(m->norm(prev)), y.narrow(1, k, T - k)).item<double>();
       EXPECT_NEAR(l.depth[k - 1].item<double>(), want, 1e-5 * want);
@@ -327,7 +328,7 @@ TEST(Mtp, CacheRollbackEqualsAPlainDecodeOfTheKeptTokens) {
     auto other = torch::randint(0, cfg.model.vocab_size, {2, 2}, torch::kInt64);
     ts::nn::Decoder a(model, 2, 32, 16), b(model, 2, 32, 16);
     a.step(x);
-    a.step(spec);                // 3 speculative tokens each
+    a.step(spec);                   // 3 speculative tokens each
     a.cache().set_lengths({7, 8});  // keep 1 of sequence 0's, 2 of sequence 1's
     auto got = a.step(other).logits;
     // The plain decode: the prompt, the kept tokens, then the other tokens.
@@ -338,7 +339,8 @@ TEST(Mtp, CacheRollbackEqualsAPlainDecodeOfTheKeptTokens) {
     EXPECT_EQ(a.cache().lengths(), b.cache().lengths());
     for (int64_t l = 0; l < model->n_layers(); ++l)
       for (size_t pl = 0; pl < a.cache().planes().size(); ++pl) {
-        auto ga = a.cache().gather(l, static_cast<int64_t>(pl), 10), gb = b.cache().gather(l, static_cast<int64_t>(pl), 10);
+        auto ga = a.cache().gather(l, static_cast<int64_t>(pl), 10),
+             gb = b.cache().gather(l, static_cast<int64_t>(pl), 10);
         EXPECT_LT(ts::test::rel_max_diff(ga[0].narrow(0, 0, 9), gb[0].narrow(0, 0, 9)), 1e-6);
         EXPECT_LT(ts::test::rel_max_diff(ga[1], gb[1]), 1e-6);
       }

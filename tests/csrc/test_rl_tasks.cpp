@@ -100,7 +100,8 @@ TEST(RlTasks, TrainAndHeldoutAreDisjoint) {
     std::set<std::string> heldout;
     for (const auto& p : task.problems(Split::kHeldout, Level::kRl, 0, 500)) heldout.insert(p.prompt);
     for (auto level : {Level::kCorpus, Level::kRl})
-      for (const auto& p : task.problems(Split::kTrain, level, 0, 3000)) EXPECT_EQ(heldout.count(p.prompt), 0u) << p.prompt;
+      for (const auto& p : task.problems(Split::kTrain, level, 0, 3000))
+        EXPECT_EQ(heldout.count(p.prompt), 0u) << p.prompt;
     // The corpus is made of train problems only.
     const std::string corpus = task.corpus(Split::kTrain, 20000);
     EXPECT_EQ(corpus.size(), 20000u);
@@ -110,12 +111,14 @@ TEST(RlTasks, TrainAndHeldoutAreDisjoint) {
 
 TEST(RlTasks, Deterministic) {
   const ts::rl::Task a(countdown()), b(countdown());
-  for (int64_t i = 0; i < 50; ++i) EXPECT_EQ(a.problem(Split::kTrain, Level::kRl, i).prompt, b.problem(Split::kTrain, Level::kRl, i).prompt);
+  for (int64_t i = 0; i < 50; ++i)
+    EXPECT_EQ(a.problem(Split::kTrain, Level::kRl, i).prompt, b.problem(Split::kTrain, Level::kRl, i).prompt);
   auto other = countdown();
   other.seed = 2;
   int differ = 0;
   const ts::rl::Task c(other);
-  for (int64_t i = 0; i < 50; ++i) differ += a.problem(Split::kTrain, Level::kRl, i).prompt != c.problem(Split::kTrain, Level::kRl, i).prompt;
+  for (int64_t i = 0; i < 50; ++i)
+    differ += a.problem(Split::kTrain, Level::kRl, i).prompt != c.problem(Split::kTrain, Level::kRl, i).prompt;
   EXPECT_GT(differ, 40);
 }
 
@@ -150,8 +153,8 @@ TEST(RlTasks, ArithmeticAccuracy) {
   };
   const Case cases[] = {
       {"<think>7+5+0=12</think><answer>632</answer>", 1},
-      {"<answer> 632 </answer>", 1},                               // accuracy ignores the format
-      {"<answer>1</answer> <answer>632</answer>", 1},              // the last answer counts
+      {"<answer> 632 </answer>", 1},                   // accuracy ignores the format
+      {"<answer>1</answer> <answer>632</answer>", 1},  // the last answer counts
       {"<answer>632</answer> <answer>1</answer>", 0},
       {"<think>x</think><answer>633</answer>", 0},
       {"<think>x</think><answer>0632x</answer>", 0},
