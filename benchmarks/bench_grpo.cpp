@@ -134,14 +134,16 @@ void grpo_step(benchmark::State& state, int64_t P, int64_t G, int64_t L) {
 }
 
 void register_all() {
-  constexpr int64_t P = 8, G = 8, L = 96;
-  const std::string args = "/P8/G8/L96";
-  ts::bench::register_timed(
-      "grpo_rollout/tinyseek_cache" + args, [=](benchmark::State& s) { rollout_cached(s, P, G, L); }, 3);
-  ts::bench::register_timed(
-      "grpo_rollout/base:recompute" + args, [=](benchmark::State& s) { rollout_recompute(s, P, G, L); }, 1);
-  ts::bench::register_timed(
-      "grpo_step/tinyseek" + args, [=](benchmark::State& s) { grpo_step(s, P, G, L); }, 3);
+  struct Case {
+    const char* name;
+    void (*run)(benchmark::State&, int64_t P, int64_t G, int64_t L);
+    int iterations;
+  };
+  for (const Case& c :
+       {Case{"grpo_rollout/tinyseek_cache", rollout_cached, 3},
+        Case{"grpo_rollout/base:recompute", rollout_recompute, 1}, Case{"grpo_step/tinyseek", grpo_step, 3}})
+    ts::bench::register_timed(
+        std::string(c.name) + "/P8/G8/L96", [c](benchmark::State& s) { c.run(s, 8, 8, 96); }, c.iterations);
 }
 const int registered = (register_all(), 0);
 
