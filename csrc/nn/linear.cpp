@@ -6,6 +6,7 @@
 
 #include "csrc/nn/model_config.h"
 #include "csrc/ops/fp8.h"
+#include "csrc/ops/skinny_linear.h"
 
 namespace ts::nn {
 
@@ -30,8 +31,22 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   return project(x * d) / d;
 }
 
+// Inference over the few rows of a decoding step on the CPU goes through the skinny GEMM: several
+// rows there cost about what one row costs, which is what speculative verification needs.
+namespace {
+bool decoding_rows(const torch::Tensor& x, const torch::Tensor& weight) {
+  if (!x.is_cpu() || x.scalar_type() != torch::kFloat || x.dim() == 0) return false;
+  if (torch::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad())) return false;
+  const int64_t K = x.size(-1);
+  return K > 0 && x.numel() / K <= ops::kSkinnyLinearRows;
+}
+}  // namespace
+
 torch::Tensor LinearImpl::project(const torch::Tensor& x) {
-  if (kind != "fp8") return torch::nn::functional::linear(x, weight);
+  if (kind != "fp8") {
+    if (decoding_rows(x, weight)) return ops::skinny_linear(x, weight);
+    return torch::nn::functional::linear(x, weight);
+  }
   const auto& p = precision_;
   if (p.fp8_recipe == "per_tensor_delayed") return per_tensor_delayed(x);
   return ops::fp8_linear(x, weight, p.promote_interval, p.accum_mantissa_bits, p.accum_model);

@@ -40,7 +40,8 @@ using Tensor3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
                                const at::Tensor& sorted_to_token, const at::Tensor& topk_weights))                  \
   X(grouped_gemm, at::Tensor(const at::Tensor& x_sorted, const at::Tensor& w, const at::Tensor& expert_offsets))    \
   X(grouped_gemm_bwd, Tensor2(const at::Tensor& grad_out, const at::Tensor& x_sorted, const at::Tensor& w,          \
-                              const at::Tensor& expert_offsets))
+                              const at::Tensor& expert_offsets))                                                    \
+  X(skinny_linear, at::Tensor(const at::Tensor& x, const at::Tensor& weight))
 
 #define TS_DECLARE_KERNEL(op, signature) static std::type_identity_t<signature> op;
 struct MetaKernels {

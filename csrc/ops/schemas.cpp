@@ -52,6 +52,9 @@ TORCH_LIBRARY(tinyseek, m) {
       "grouped_gemm_bwd(Tensor grad_out, Tensor x_sorted, Tensor w, Tensor expert_offsets) -> "
       "(Tensor grad_x_sorted, Tensor grad_w)");
 
+  // y = x W^T for the few rows of a decoding step (csrc/ops/skinny_linear.h); inference only.
+  m.def("skinny_linear(Tensor x, Tensor weight) -> Tensor");
+
   // GRPO (DeepSeekMath §4) with TRL's loss types (csrc/ops/grpo.h): per-token log-probs [N, L],
   // advantages [N], mask [N, L] -> (loss, stats [5]: clip ratio low/high/region, mean KL, mean ratio).
   m.def(
