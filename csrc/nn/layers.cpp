@@ -1,6 +1,7 @@
 #include "csrc/nn/layers.h"
 
 #include "csrc/ops/rms_norm.h"
+#include "csrc/ops/rope.h"
 
 namespace ts::nn {
 
@@ -22,12 +23,8 @@ Rope Rope::make(int64_t dim, int64_t max_len, double theta, torch::Device device
 }
 
 torch::Tensor Rope::apply(const torch::Tensor& x, int64_t offset) const {
-  const int64_t T = x.size(1), D = x.size(-1);
-  auto c = cos.narrow(0, offset, T).view({1, T, 1, D / 2}).to(x.scalar_type());
-  auto s = sin.narrow(0, offset, T).view({1, T, 1, D / 2}).to(x.scalar_type());
-  auto xr = x.unflatten(-1, {D / 2, 2});
-  auto x0 = xr.select(-1, 0), x1 = xr.select(-1, 1);
-  return torch::stack({x0 * c - x1 * s, x0 * s + x1 * c}, -1).flatten(-2);
+  const int64_t T = x.size(1);
+  return ops::rope(x, cos.narrow(0, offset, T), sin.narrow(0, offset, T));
 }
 
 SwiGLUImpl::SwiGLUImpl(int64_t dim, int64_t hidden, const config::PrecisionConfig& precision) {

@@ -40,7 +40,9 @@ TransformerImpl::TransformerImpl(const config::Config& c) : cfg_(c.model), max_s
     list->push_back(blocks.back());
   }
   norm = register_module("norm", RMSNorm(cfg.d_model, cfg.norm_eps));
-  head = register_module("head", torch::nn::Linear(torch::nn::LinearOptions(cfg.d_model, cfg.vocab_size).bias(false)));
+  // The head computes in fp32 whatever precision.kind says (V3 keeps it out of FP8), through the
+  // projection layer every module uses (so decoding takes its few-row path too).
+  head = register_module("head", Linear(cfg.d_model, cfg.vocab_size, config::PrecisionConfig{}));
 
   // Init: N(0, std) everywhere, residual output projections scaled by 1/sqrt(2 * layers) (GPT-2).
   const double out_std = cfg.init_std / std::sqrt(2.0 * cfg.n_layers);

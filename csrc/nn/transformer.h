@@ -99,7 +99,7 @@ class TransformerImpl : public torch::nn::Module {
   torch::nn::Embedding embed{nullptr};
   std::vector<Block> blocks;
   RMSNorm norm{nullptr};
-  torch::nn::Linear head{nullptr};
+  Linear head{nullptr};
   std::vector<MtpModule> mtp;  // model.mtp.depth modules, registered as "mtp" (none when off)
 
  private:

@@ -41,7 +41,10 @@ using Tensor3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
   X(grouped_gemm, at::Tensor(const at::Tensor& x_sorted, const at::Tensor& w, const at::Tensor& expert_offsets))    \
   X(grouped_gemm_bwd, Tensor2(const at::Tensor& grad_out, const at::Tensor& x_sorted, const at::Tensor& w,          \
                               const at::Tensor& expert_offsets))                                                    \
-  X(skinny_linear, at::Tensor(const at::Tensor& x, const at::Tensor& weight))
+  X(skinny_linear, at::Tensor(const at::Tensor& x, const at::Tensor& weight))                                       \
+  X(rope, at::Tensor(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, bool inverse))              \
+  X(decode_attention,                                                                                               \
+    at::Tensor(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& last, double scale))
 
 #define TS_DECLARE_KERNEL(op, signature) static std::type_identity_t<signature> op;
 struct MetaKernels {

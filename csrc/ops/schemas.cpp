@@ -54,6 +54,11 @@ TORCH_LIBRARY(tinyseek, m) {
 
   // y = x W^T for the few rows of a decoding step (csrc/ops/skinny_linear.h); inference only.
   m.def("skinny_linear(Tensor x, Tensor weight) -> Tensor");
+  // Rotary embedding of x [B, T, H, D] by fp32 tables [T, D/2] or [B, T, D/2] (csrc/ops/rope.h).
+  m.def("rope(Tensor x, Tensor cos, Tensor sin, bool inverse=False) -> Tensor");
+  // MHA/GQA/MQA attention of a decoding step's queries over the cache (csrc/ops/decode_attention.h):
+  // q [B, S, H, D], k [B, L, Hk, D], v [B, L, Hk, Dv], last [B, S] int64 -> [B, S, H, Dv]. Inference only.
+  m.def("decode_attention(Tensor q, Tensor k, Tensor v, Tensor last, float scale) -> Tensor");
 
   // GRPO (DeepSeekMath §4) with TRL's loss types (csrc/ops/grpo.h): per-token log-probs [N, L],
   // advantages [N], mask [N, L] -> (loss, stats [5]: clip ratio low/high/region, mean KL, mean ratio).

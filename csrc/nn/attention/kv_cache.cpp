@@ -1,8 +1,12 @@
 #include "csrc/nn/attention/kv_cache.h"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <random>
+
+#include "csrc/ops/decode_attention.h"
+#include "csrc/ops/rope.h"
 
 namespace ts::nn {
 
@@ -57,6 +61,7 @@ void KVCache::begin_step(const std::vector<int64_t>& n_new, int64_t S) {
   const auto dev = block_table_.device();
   std::vector<int64_t> pos(static_cast<size_t>(batch_ * S));
   std::vector<int64_t> valid(static_cast<size_t>(batch_ * S));
+  std::vector<int64_t> last(static_cast<size_t>(batch_ * S));
   std::vector<int32_t> after(static_cast<size_t>(batch_));
   std::vector<int64_t> slots, rows;
   max_total_ = 0;
@@ -72,6 +77,7 @@ void KVCache::begin_step(const std::vector<int64_t>& n_new, int64_t S) {
     for (int64_t s = 0; s < S; ++s) {
       pos[b * S + s] = past + s;
       valid[b * S + s] = s < n;
+      last[b * S + s] = std::max<int64_t>(0, std::min(past + s, past + n - 1));
       if (s < n) {
         const int64_t p = past + s;
         slots.push_back(int64_t{table_host_[b * max_blocks_ + p / block_size_]} * block_size_ + p % block_size_);
@@ -82,6 +88,7 @@ void KVCache::begin_step(const std::vector<int64_t>& n_new, int64_t S) {
   positions_ = torch::tensor(pos, torch::kInt64).view({batch_, S}).to(dev);
   valid_ = torch::tensor(valid, torch::kInt64).view({batch_, S}).ne(0).to(dev);
   seq_lens_ = torch::tensor(after, torch::kInt32).to(dev);
+  last_visible_ = torch::tensor(last, torch::kInt64).view({batch_, S}).to(dev);
   write_slots_ = torch::tensor(slots, torch::kInt64).to(dev);
   write_rows_ = torch::tensor(rows, torch::kInt64).to(dev);
   n_new_ = n_new;
@@ -110,7 +117,8 @@ void KVCache::write(int64_t layer, int64_t plane, const torch::Tensor& rows) {
               rows.sizes());
   if (write_slots_.numel() == 0) return;
   torch::NoGradGuard ng;  // the cache holds values, never a graph
-  auto src = rows.detach().reshape({batch_ * step_len_, p.heads, p.dim}).index_select(0, write_rows_);
+  auto src = rows.detach().reshape({batch_ * step_len_, p.heads, p.dim});
+  if (write_slots_.numel() < batch_ * step_len_) src = src.index_select(0, write_rows_);  // padding rows out
   pool.view({-1, p.heads, p.dim}).index_copy_(0, write_slots_, src.to(pool.scalar_type()));
 }
 
@@ -138,21 +146,25 @@ const torch::Tensor& KVCache::attention_mask(int64_t len) const {
   return mask_;
 }
 
-const std::pair<torch::Tensor, torch::Tensor>& KVCache::step_rope(const Rope& rope, torch::ScalarType dtype) const {
+const std::pair<torch::Tensor, torch::Tensor>& KVCache::step_rope(const Rope& rope) const {
   TORCH_CHECK(in_step_, "KVCache::step_rope: outside a step");
-  if (rope_key_ == rope.cos.data_ptr() && rope_dtype_ == dtype) return rope_tables_;
+  if (rope_key_ == rope.cos.data_ptr()) return rope_tables_;
   const int64_t half = rope.cos.size(1);
   auto idx = positions_.flatten().to(rope.cos.device());
-  rope_tables_ = {rope.cos.index_select(0, idx).view({batch_, step_len_, 1, half}).to(dtype),
-                  rope.sin.index_select(0, idx).view({batch_, step_len_, 1, half}).to(dtype)};
+  rope_tables_ = {rope.cos.index_select(0, idx).view({batch_, step_len_, half}),
+                  rope.sin.index_select(0, idx).view({batch_, step_len_, half})};
   rope_key_ = rope.cos.data_ptr();
-  rope_dtype_ = dtype;
   return rope_tables_;
 }
 
 torch::Tensor attend_over_cache(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                 const KVCache& cache, std::optional<double> scale) {
   const int64_t L = k.size(1);
+  if (q.is_cpu() && q.scalar_type() == torch::kFloat && k.scalar_type() == torch::kFloat) {
+    auto o = ops::decode_attention(q, k, v, cache.last_visible(), scale ? *scale : 1.0 / std::sqrt(double(q.size(3))));
+    if (cache.uniform()) return o;
+    return o * cache.valid().view({q.size(0), q.size(1), 1, 1}).to(o.scalar_type());
+  }
   std::optional<at::Tensor> mask;
   if (!(cache.uniform() && q.size(1) == 1)) mask = cache.attention_mask(L);
   // Pools may be stored narrower than the activations (bf16 on CUDA): attend in q's dtype.
@@ -164,28 +176,15 @@ torch::Tensor attend_over_cache(const torch::Tensor& q, const torch::Tensor& k, 
   return o * cache.valid().view({q.size(0), q.size(1), 1, 1}).to(o.scalar_type());
 }
 
-namespace {
-torch::Tensor rotate_pairs(const torch::Tensor& x, const torch::Tensor& c, const torch::Tensor& s) {
-  const int64_t D = x.size(-1);
-  auto xr = x.unflatten(-1, {D / 2, 2});
-  auto x0 = xr.select(-1, 0), x1 = xr.select(-1, 1);
-  return torch::stack({x0 * c - x1 * s, x0 * s + x1 * c}, -1).flatten(-2);
-}
-}  // namespace
-
 torch::Tensor rope_at(const Rope& rope, const torch::Tensor& x, const torch::Tensor& positions) {
-  const int64_t B = x.size(0), S = x.size(1), D = x.size(-1);
+  const int64_t B = x.size(0), S = x.size(1);
   auto idx = positions.flatten().to(rope.cos.device());
-  auto c = rope.cos.index_select(0, idx).view({B, S, 1, D / 2}).to(x.scalar_type());
-  auto s = rope.sin.index_select(0, idx).view({B, S, 1, D / 2}).to(x.scalar_type());
-  return rotate_pairs(x, c, s);
+  return ops::rope(x, rope.cos.index_select(0, idx).view({B, S, -1}), rope.sin.index_select(0, idx).view({B, S, -1}));
 }
 
 torch::Tensor rope_at(const Rope& rope, const torch::Tensor& x, const KVCache& cache) {
-  TORCH_CHECK(rope.cos.size(1) == x.size(-1) / 2, "rope_at: tables of width ", rope.cos.size(1), " for heads of ",
-              x.size(-1));
-  const auto& [c, s] = cache.step_rope(rope, x.scalar_type());
-  return rotate_pairs(x, c, s);
+  const auto& [c, s] = cache.step_rope(rope);
+  return ops::rope(x, c, s);
 }
 
 }  // namespace ts::nn

@@ -70,6 +70,9 @@ class KVCache {
   torch::Tensor positions() const { return positions_; }      // [B, S] int64: lengths[b] + s
   torch::Tensor valid() const { return valid_; }              // [B, S] bool: s < n_new[b]
   torch::Tensor seq_lens_after() const { return seq_lens_; }  // [B] int32: lengths + n_new
+  // [B, S] int64: the last position query s of sequence b sees (its own, capped at the sequence's
+  // last row for padding queries, at least 0): what attention_mask() marks, as one index per query.
+  torch::Tensor last_visible() const { return last_visible_; }
 
   // Writes the step's rows [B, S, heads, dim] of `plane` (padding rows are not written).
   void write(int64_t layer, int64_t plane, const torch::Tensor& rows);
@@ -80,9 +83,9 @@ class KVCache {
   // a padding query sees position 0 only, so no row is empty). Built once per step and length:
   // every layer masks alike.
   const torch::Tensor& attention_mask(int64_t len) const;
-  // cos and sin of `rope` at the step's positions, [B, S, 1, dim/2] each in `dtype`: taken once
-  // per step, rope and dtype (every layer rotates at the same positions).
-  const std::pair<torch::Tensor, torch::Tensor>& step_rope(const Rope& rope, torch::ScalarType dtype) const;
+  // cos and sin of `rope` at the step's positions, [B, S, dim/2] fp32 each: taken once per step
+  // and rope (every layer rotates at the same positions).
+  const std::pair<torch::Tensor, torch::Tensor>& step_rope(const Rope& rope) const;
 
  private:
   int64_t n_layers_, batch_, block_size_, max_blocks_;
@@ -96,14 +99,13 @@ class KVCache {
   bool in_step_ = false, uniform_ = false;
   int64_t step_len_ = 0, max_total_ = 0;
   std::vector<int64_t> n_new_;
-  torch::Tensor positions_, valid_, seq_lens_;
+  torch::Tensor positions_, valid_, seq_lens_, last_visible_;
   torch::Tensor write_slots_, write_rows_;  // slot in [NB * BS] and row in [B * S] of each new token
   // Per-step memos (reset by begin_step).
   mutable torch::Tensor mask_;
   mutable int64_t mask_len_ = -1;
   mutable std::pair<torch::Tensor, torch::Tensor> rope_tables_;
   mutable const void* rope_key_ = nullptr;
-  mutable torch::ScalarType rope_dtype_ = torch::kFloat;
 };
 
 // Attention of the step's queries over the cache: q [B, S, H, Dq], k [B, L, Hk, Dq], v [B, L, Hk, Dv]
@@ -114,7 +116,7 @@ torch::Tensor attend_over_cache(const torch::Tensor& q, const torch::Tensor& k, 
                                 const KVCache& cache, std::optional<double> scale);
 
 // Rotary embedding at explicit positions: x [B, S, H, D] rotated by positions [B, S] (int64),
-// the same arithmetic as Rope::apply (pairs (x[2i], x[2i+1])).
+// through the op Rope::apply uses (torch.ops.tinyseek.rope).
 torch::Tensor rope_at(const Rope& rope, const torch::Tensor& x, const torch::Tensor& positions);
 // The same at the positions of `cache`'s current step (its memoized tables).
 torch::Tensor rope_at(const Rope& rope, const torch::Tensor& x, const KVCache& cache);
