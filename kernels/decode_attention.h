@@ -7,9 +7,10 @@
 //
 // Layouts: q [B, S, H, D] and out [B, S, H, Dv] contiguous; k [B, L, Hk, D] and v [B, L, Hk, Dv]
 // with contiguous heads and features but any batch and position strides (a view of the paged
-// cache's pools when its blocks are in order). fp32 throughout; scores are summed over D in
-// order, the softmax takes the maximum first, and values are accumulated over positions in order,
-// so a query's output does not depend on the other queries in the call.
+// cache's pools when its blocks are in order). fp32 throughout; scores are the skinny GEMM's dot
+// products (kernels/skinny_gemm.h), the softmax takes the maximum first and an exp within 3 ulp,
+// and values are accumulated over positions in order, so a query's output does not depend on the
+// other queries in the call.
 //
 // Why our own: at decode shapes (S <= a few, L <= a few hundred, D = 32..128) torch's CPU
 // scaled_dot_product_attention costs 20-50 us per call in setup alone, more than the arithmetic.

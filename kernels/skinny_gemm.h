@@ -1,8 +1,9 @@
 // Skinny GEMM: y = x W^T for a few rows of x, the shape of every projection in KV-cached decoding
 // (x holds batch x new-tokens rows: 1 for plain decoding, 1 + drafts for speculative verification).
 //
-// Dimensions: M rows of x (small: the kernel is built for M <= 32), K input features, N output
-// features. W is the layer's weight as stored, [N, K] row-major, and is read straight from memory
+// Dimensions: M rows of x (few: nn::Linear takes it up to 24 rows), K input features, N output
+// features. W is the layer's weight as stored, [N, K] row-major (rows may be strided, as the keys
+// of a KV cache are for decode attention), and is read straight from memory
 // (no packing: at M this small, packing W would cost as much as the product itself).
 //
 // Every y[i][j] is the same sequence of fp32 operations whatever M, the tiling and the thread
@@ -22,10 +23,11 @@ namespace ts::kern {
 struct SkinnyGemmParams {
   const float* x = nullptr;  // [M, K], row i at x + i * ldx
   int64_t ldx = 0;           // >= K
-  const float* w = nullptr;  // [N, K] contiguous
+  const float* w = nullptr;  // [N, K], row j at w + j * ldw
   float* y = nullptr;        // [M, N], row i at y + i * ldy
   int64_t ldy = 0;           // >= N
   int64_t m = 0, n = 0, k = 0;
+  int64_t ldw = 0;  // >= K; 0: K (contiguous)
 };
 
 // CPU twin: one thread below kSkinnyGemmParallelWork multiply-adds, else columns of W split over

@@ -73,7 +73,8 @@ void tile(const SkinnyGemmParams& p, int64_t i0, int64_t j0) {
   const float* xr[R];
   const float* wr[C];
   for (int r = 0; r < R; ++r) xr[r] = p.x + (i0 + r) * p.ldx;
-  for (int c = 0; c < C; ++c) wr[c] = p.w + (j0 + c) * K;
+  const int64_t ldw = p.ldw ? p.ldw : K;
+  for (int c = 0; c < C; ++c) wr[c] = p.w + (j0 + c) * ldw;
   Vec acc[R][C];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) acc[r][c] = vzero();
@@ -149,6 +150,7 @@ void skinny_gemm_cpu(const SkinnyGemmParams& p) {
   TS_KERNEL_ASSERT(p.m >= 0 && p.n >= 0 && p.k >= 0);
   TS_KERNEL_ASSERT(p.m == 0 || p.ldx >= p.k);
   TS_KERNEL_ASSERT(p.m == 0 || p.ldy >= p.n);
+  TS_KERNEL_ASSERT(p.ldw == 0 || p.ldw >= p.k);
   if (p.m == 0 || p.n == 0) return;
   const int64_t blocks = ceil_div(p.n, int64_t{kBlockCols});
   const bool serial = p.m * p.n * p.k < kSkinnyGemmParallelWork;
