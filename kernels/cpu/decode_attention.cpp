@@ -5,9 +5,9 @@
 #include "kernels/decode_attention.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
-#include <bit>
 #include <vector>
 
 #include "kernels/common.h"

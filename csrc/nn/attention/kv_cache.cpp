@@ -4,11 +4,21 @@
 #include <cmath>
 #include <numeric>
 #include <random>
+#include <type_traits>
 
 #include "csrc/ops/decode_attention.h"
 #include "csrc/ops/rope.h"
 
 namespace ts::nn {
+
+namespace {
+// A tensor of `shape` holding a copy of host values, on `dev`.
+template <class T>
+torch::Tensor host_tensor(const std::vector<T>& v, c10::IntArrayRef shape, const torch::Device& dev) {
+  const auto dtype = std::is_same_v<T, int32_t> ? torch::kInt32 : torch::kInt64;
+  return torch::from_blob(const_cast<T*>(v.data()), shape, dtype).to(dev, /*non_blocking=*/false, /*copy=*/true);
+}
+}  // namespace
 
 KVCache::KVCache(int64_t n_layers, std::vector<CachePlane> planes, int64_t batch, int64_t max_tokens,
                  int64_t block_size, torch::TensorOptions opts, bool shuffle_blocks, uint64_t shuffle_seed)
@@ -58,12 +68,12 @@ void KVCache::begin_step(const std::vector<int64_t>& n_new, int64_t S) {
   TORCH_CHECK(!in_step_, "KVCache::begin_step: the previous step was not ended");
   TORCH_CHECK(static_cast<int64_t>(n_new.size()) == batch_, "KVCache::begin_step: expected ", batch_,
               " counts of new tokens, got ", n_new.size());
-  const auto dev = block_table_.device();
-  std::vector<int64_t> pos(static_cast<size_t>(batch_ * S));
-  std::vector<int64_t> valid(static_cast<size_t>(batch_ * S));
-  std::vector<int64_t> last(static_cast<size_t>(batch_ * S));
-  std::vector<int32_t> after(static_cast<size_t>(batch_));
-  std::vector<int64_t> slots, rows;
+  pos_host_.assign(static_cast<size_t>(batch_ * S), 0);
+  valid_host_.assign(static_cast<size_t>(batch_ * S), 0);
+  last_host_.assign(static_cast<size_t>(batch_ * S), 0);
+  after_host_.assign(static_cast<size_t>(batch_), 0);
+  slots_host_.clear();
+  rows_host_.clear();
   max_total_ = 0;
   uniform_ = true;
   for (int64_t b = 0; b < batch_; ++b) {
@@ -72,31 +82,46 @@ void KVCache::begin_step(const std::vector<int64_t>& n_new, int64_t S) {
     TORCH_CHECK(past + n <= capacity(), "KVCache::begin_step: sequence ", b, " would hold ", past + n,
                 " tokens, more than the cache's capacity ", capacity());
     uniform_ = uniform_ && n == S && past == lengths_[0];
-    after[b] = static_cast<int32_t>(past + n);
+    after_host_[b] = static_cast<int32_t>(past + n);
     max_total_ = std::max(max_total_, past + n);
     for (int64_t s = 0; s < S; ++s) {
-      pos[b * S + s] = past + s;
-      valid[b * S + s] = s < n;
-      last[b * S + s] = std::max<int64_t>(0, std::min(past + s, past + n - 1));
+      pos_host_[b * S + s] = past + s;
+      valid_host_[b * S + s] = s < n;
+      last_host_[b * S + s] = std::max<int64_t>(0, std::min(past + s, past + n - 1));
       if (s < n) {
         const int64_t p = past + s;
-        slots.push_back(int64_t{table_host_[b * max_blocks_ + p / block_size_]} * block_size_ + p % block_size_);
-        rows.push_back(b * S + s);
+        slots_host_.push_back(int64_t{table_host_[b * max_blocks_ + p / block_size_]} * block_size_ + p % block_size_);
+        rows_host_.push_back(b * S + s);
       }
     }
   }
-  positions_ = torch::tensor(pos, torch::kInt64).view({batch_, S}).to(dev);
-  valid_ = torch::tensor(valid, torch::kInt64).view({batch_, S}).ne(0).to(dev);
-  seq_lens_ = torch::tensor(after, torch::kInt32).to(dev);
-  last_visible_ = torch::tensor(last, torch::kInt64).view({batch_, S}).to(dev);
-  write_slots_ = torch::tensor(slots, torch::kInt64).to(dev);
-  write_rows_ = torch::tensor(rows, torch::kInt64).to(dev);
+  positions_ = valid_ = seq_lens_ = last_visible_ = write_slots_ = write_rows_ = torch::Tensor();
   n_new_ = n_new;
   step_len_ = S;
   mask_ = torch::Tensor();
   mask_len_ = -1;
   rope_key_ = nullptr;
   in_step_ = true;
+}
+
+torch::Tensor KVCache::positions() const {
+  if (!positions_.defined()) positions_ = host_tensor(pos_host_, {batch_, step_len_}, block_table_.device());
+  return positions_;
+}
+
+torch::Tensor KVCache::valid() const {
+  if (!valid_.defined()) valid_ = host_tensor(valid_host_, {batch_, step_len_}, block_table_.device()).ne(0);
+  return valid_;
+}
+
+torch::Tensor KVCache::seq_lens_after() const {
+  if (!seq_lens_.defined()) seq_lens_ = host_tensor(after_host_, {batch_}, block_table_.device());
+  return seq_lens_;
+}
+
+torch::Tensor KVCache::last_visible() const {
+  if (!last_visible_.defined()) last_visible_ = host_tensor(last_host_, {batch_, step_len_}, block_table_.device());
+  return last_visible_;
 }
 
 void KVCache::end_step() {
@@ -115,10 +140,15 @@ void KVCache::write(int64_t layer, int64_t plane, const torch::Tensor& rows) {
                   rows.size(3) == p.dim,
               "KVCache::write: expected rows [", batch_, ", ", step_len_, ", ", p.heads, ", ", p.dim, "], got ",
               rows.sizes());
-  if (write_slots_.numel() == 0) return;
+  if (slots_host_.empty()) return;
   torch::NoGradGuard ng;  // the cache holds values, never a graph
+  const auto dev = block_table_.device();
+  if (!write_slots_.defined()) write_slots_ = host_tensor(slots_host_, {static_cast<int64_t>(slots_host_.size())}, dev);
   auto src = rows.detach().reshape({batch_ * step_len_, p.heads, p.dim});
-  if (write_slots_.numel() < batch_ * step_len_) src = src.index_select(0, write_rows_);  // padding rows out
+  if (static_cast<int64_t>(rows_host_.size()) < batch_ * step_len_) {  // padding rows out
+    if (!write_rows_.defined()) write_rows_ = host_tensor(rows_host_, {static_cast<int64_t>(rows_host_.size())}, dev);
+    src = src.index_select(0, write_rows_);
+  }
   pool.view({-1, p.heads, p.dim}).index_copy_(0, write_slots_, src.to(pool.scalar_type()));
 }
 
@@ -137,11 +167,8 @@ torch::Tensor KVCache::gather(int64_t layer, int64_t plane, int64_t len) const {
 const torch::Tensor& KVCache::attention_mask(int64_t len) const {
   TORCH_CHECK(in_step_, "KVCache::attention_mask: outside a step");
   if (mask_len_ == len) return mask_;
-  auto j = torch::arange(len, positions_.options()).view({1, 1, len});
-  // Last visible key of query (b, s): its own position, capped at the sequence's last row
-  // (padding queries), and at least 0 so that a padding row of an empty sequence stays finite.
-  auto last = torch::minimum(positions_, (seq_lens_.to(torch::kInt64) - 1).view({batch_, 1})).clamp_min(0);
-  mask_ = (j <= last.unsqueeze(-1)).unsqueeze(1);
+  auto j = torch::arange(len, last_visible().options()).view({1, 1, len});
+  mask_ = (j <= last_visible().unsqueeze(-1)).unsqueeze(1);
   mask_len_ = len;
   return mask_;
 }
@@ -150,7 +177,7 @@ const std::pair<torch::Tensor, torch::Tensor>& KVCache::step_rope(const Rope& ro
   TORCH_CHECK(in_step_, "KVCache::step_rope: outside a step");
   if (rope_key_ == rope.cos.data_ptr()) return rope_tables_;
   const int64_t half = rope.cos.size(1);
-  auto idx = positions_.flatten().to(rope.cos.device());
+  auto idx = positions().flatten().to(rope.cos.device());
   rope_tables_ = {rope.cos.index_select(0, idx).view({batch_, step_len_, half}),
                   rope.sin.index_select(0, idx).view({batch_, step_len_, half})};
   rope_key_ = rope.cos.data_ptr();

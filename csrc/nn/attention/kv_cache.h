@@ -65,14 +65,16 @@ class KVCache {
   // During a step:
   int64_t step_len() const { return step_len_; }  // S, the width of the step's inputs
   const std::vector<int64_t>& n_new() const { return n_new_; }
-  bool uniform() const { return uniform_; }                   // every sequence has the same length and n_new == S
-  int64_t max_total() const { return max_total_; }            // max over b of lengths + n_new
-  torch::Tensor positions() const { return positions_; }      // [B, S] int64: lengths[b] + s
-  torch::Tensor valid() const { return valid_; }              // [B, S] bool: s < n_new[b]
-  torch::Tensor seq_lens_after() const { return seq_lens_; }  // [B] int32: lengths + n_new
+  bool uniform() const { return uniform_; }         // every sequence has the same length and n_new == S
+  int64_t max_total() const { return max_total_; }  // max over b of lengths + n_new
+  // The step's index tensors, each built on first use in the step (a decode step is short, and
+  // not every attention kind reads every one).
+  torch::Tensor positions() const;       // [B, S] int64: lengths[b] + s
+  torch::Tensor valid() const;           // [B, S] bool: s < n_new[b]
+  torch::Tensor seq_lens_after() const;  // [B] int32: lengths + n_new
   // [B, S] int64: the last position query s of sequence b sees (its own, capped at the sequence's
   // last row for padding queries, at least 0): what attention_mask() marks, as one index per query.
-  torch::Tensor last_visible() const { return last_visible_; }
+  torch::Tensor last_visible() const;
 
   // Writes the step's rows [B, S, heads, dim] of `plane` (padding rows are not written).
   void write(int64_t layer, int64_t plane, const torch::Tensor& rows);
@@ -99,8 +101,11 @@ class KVCache {
   bool in_step_ = false, uniform_ = false;
   int64_t step_len_ = 0, max_total_ = 0;
   std::vector<int64_t> n_new_;
-  torch::Tensor positions_, valid_, seq_lens_, last_visible_;
-  torch::Tensor write_slots_, write_rows_;  // slot in [NB * BS] and row in [B * S] of each new token
+  // Host copies of the step's indices (slot in [NB * BS] and row in [B * S] of each new token) and
+  // their tensors, made on first use.
+  std::vector<int64_t> pos_host_, valid_host_, last_host_, slots_host_, rows_host_;
+  std::vector<int32_t> after_host_;
+  mutable torch::Tensor positions_, valid_, seq_lens_, last_visible_, write_slots_, write_rows_;
   // Per-step memos (reset by begin_step).
   mutable torch::Tensor mask_;
   mutable int64_t mask_len_ = -1;
