@@ -9,6 +9,12 @@
 
 namespace ts::ops {
 
+c10::SymInt leading_rows(const at::Tensor& x) {
+  c10::SymInt rows = 1;
+  for (int64_t d = 0; d + 1 < x.dim(); ++d) rows = rows * x.sym_size(d);
+  return rows;
+}
+
 void check_rms_norm_args(const at::Tensor& x, const at::Tensor& weight, double eps) {
   const char* op = "rms_norm";
   TS_CHECK_ARG(op, x, x.dim() >= 1, "expected at least 1 dimension, got a scalar");
@@ -19,6 +25,25 @@ void check_rms_norm_args(const at::Tensor& x, const at::Tensor& weight, double e
   TS_CHECK_ARG(op, x, at::isFloatingType(x.scalar_type()), "expected a floating dtype, got ", x.scalar_type());
   TS_CHECK_DTYPE(op, weight, at::kFloat);
   TS_CHECK_ARG(op, eps, eps > 0, "expected eps > 0, got ", eps);
+}
+
+void check_rms_norm_bwd_args(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
+                             const at::Tensor& rstd) {
+  const char* op = "rms_norm_bwd";
+  TS_CHECK_ARG(op, x, x.dim() >= 1, "expected at least 1 dimension, got a scalar");
+  TS_CHECK_ARG(op, weight, weight.dim() == 1 && weight.sym_size(0) == x.sym_size(-1), "expected shape [",
+               x.sym_size(-1), "] (the last dim of x), got ", ::ts::shape_str(weight));
+  TS_CHECK_ARG(op, grad_y, grad_y.sym_sizes() == x.sym_sizes(), "expected the shape of x ", ::ts::shape_str(x),
+               ", got ", ::ts::shape_str(grad_y));
+  TS_CHECK_ARG(op, rstd, rstd.dim() == 1 && rstd.sym_numel() == leading_rows(x), "expected shape [", leading_rows(x),
+               "] (one per row of x), got ", ::ts::shape_str(rstd));
+  TS_CHECK_SAME_DEVICE(op, weight, x);
+  TS_CHECK_SAME_DEVICE(op, grad_y, x);
+  TS_CHECK_SAME_DEVICE(op, rstd, x);
+  TS_CHECK_ARG(op, grad_y, grad_y.scalar_type() == x.scalar_type(), "expected the dtype of x (", x.scalar_type(),
+               "), got ", grad_y.scalar_type());
+  TS_CHECK_DTYPE(op, weight, at::kFloat);
+  TS_CHECK_DTYPE(op, rstd, at::kFloat);
 }
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
@@ -75,12 +100,13 @@ at::Tensor rms_norm_autograd(const at::Tensor& x, const at::Tensor& w, double ep
 // Shapes only: y like x, rstd [rows] fp32, grads like their inputs.
 Tensor2 MetaKernels::rms_norm_fwd(const at::Tensor& x, const at::Tensor& w, double eps) {
   check_rms_norm_args(x, w, eps);
-  auto rows = x.sym_numel() / x.sym_size(-1);
+  auto rows = leading_rows(x);  // not numel / D: D may be 0
   return {at::empty_symint(x.sym_sizes(), x.options()), at::empty_symint({rows}, x.options().dtype(at::kFloat))};
 }
 
 Tensor2 MetaKernels::rms_norm_bwd(const at::Tensor& gy, const at::Tensor& x, const at::Tensor& w,
                                   const at::Tensor& rstd) {
+  check_rms_norm_bwd_args(gy, x, w, rstd);
   return empty_grads_like(x, w);
 }
 

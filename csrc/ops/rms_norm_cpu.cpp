@@ -11,7 +11,7 @@ Tensor2 CpuKernels::rms_norm_fwd(const at::Tensor& x_in, const at::Tensor& w_in,
   TS_CHECK_DTYPE("rms_norm", x_in, at::kFloat);  // the CPU twin is fp32; bf16 is a CUDA path
   auto x = x_in.contiguous();
   auto w = w_in.contiguous();
-  const int64_t D = x.size(-1), R = D ? x.numel() / D : 0;
+  const int64_t D = x.size(-1), R = leading_rows(x).expect_int();
   auto y = at::empty_like(x);
   auto rstd = at::empty({R}, x.options());
   kern::rms_norm_forward_cpu({x.data_ptr<float>(), w.data_ptr<float>(), y.data_ptr<float>(), rstd.data_ptr<float>(), R,
@@ -21,14 +21,10 @@ Tensor2 CpuKernels::rms_norm_fwd(const at::Tensor& x_in, const at::Tensor& w_in,
 
 Tensor2 CpuKernels::rms_norm_bwd(const at::Tensor& gy_in, const at::Tensor& x_in, const at::Tensor& w_in,
                                  const at::Tensor& rstd) {
-  const char* op = "rms_norm_bwd";
-  TS_CHECK_ARG(op, grad_y, gy_in.sizes() == x_in.sizes(), "expected the shape of x ", ::ts::shape_str(x_in), ", got ",
-               ::ts::shape_str(gy_in));
-  TS_CHECK_DTYPE(op, gy_in, at::kFloat);
-  TS_CHECK_DTYPE(op, x_in, at::kFloat);
+  check_rms_norm_bwd_args(gy_in, x_in, w_in, rstd);
+  TS_CHECK_DTYPE("rms_norm_bwd", x_in, at::kFloat);  // the CPU twin is fp32
   auto gy = gy_in.contiguous(), x = x_in.contiguous(), w = w_in.contiguous(), rs = rstd.contiguous();
-  const int64_t D = x.size(-1), R = D ? x.numel() / D : 0;
-  TS_CHECK_ARG(op, rstd, rs.numel() == R, "expected ", R, " elements (one per row), got ", rs.numel());
+  const int64_t D = x.size(-1), R = leading_rows(x).expect_int();
   auto gx = at::empty_like(x);
   auto gw = at::empty_like(w);
   kern::rms_norm_backward_cpu({gy.data_ptr<float>(), x.data_ptr<float>(), w.data_ptr<float>(), rs.data_ptr<float>(),

@@ -14,7 +14,7 @@ Tensor2 CudaKernels::rms_norm_fwd(const at::Tensor& x_in, const at::Tensor& w_in
   const bool bf16 = is_bf16("rms_norm", x_in);
   c10::cuda::CUDAGuard guard(x_in.device());
   auto x = x_in.contiguous(), w = w_in.contiguous();
-  const int64_t D = x.size(-1), R = D ? x.numel() / D : 0;
+  const int64_t D = x.size(-1), R = leading_rows(x).expect_int();
   auto y = at::empty_like(x);
   auto rstd = at::empty({R}, x.options().dtype(at::kFloat));
   kern::rms_norm_forward_cuda(
@@ -25,13 +25,11 @@ Tensor2 CudaKernels::rms_norm_fwd(const at::Tensor& x_in, const at::Tensor& w_in
 
 Tensor2 CudaKernels::rms_norm_bwd(const at::Tensor& gy_in, const at::Tensor& x_in, const at::Tensor& w_in,
                                   const at::Tensor& rstd) {
-  const char* op = "rms_norm_bwd";
-  const bool bf16 = is_bf16(op, x_in);
-  TS_CHECK_ARG(op, grad_y, gy_in.scalar_type() == x_in.scalar_type() && gy_in.sizes() == x_in.sizes(),
-               "expected dtype and shape of x");
+  check_rms_norm_bwd_args(gy_in, x_in, w_in, rstd);
+  const bool bf16 = is_bf16("rms_norm_bwd", x_in);
   c10::cuda::CUDAGuard guard(x_in.device());
   auto gy = gy_in.contiguous(), x = x_in.contiguous(), w = w_in.contiguous(), rs = rstd.contiguous();
-  const int64_t D = x.size(-1), R = D ? x.numel() / D : 0;
+  const int64_t D = x.size(-1), R = leading_rows(x).expect_int();
   auto gx = at::empty_like(x);
   auto gw = at::empty_like(w);
   auto ws = at::empty({kern::rms_norm_backward_cuda_workspace(R, D)}, w.options());

@@ -58,3 +58,30 @@ def test_module_in_a_training_loop():
 def test_bad_input_message():
     with pytest.raises(RuntimeError, match=r"tinyseek.rms_norm: argument 'weight': expected shape \[8\]"):
         torch.ops.tinyseek.rms_norm(torch.randn(2, 8), torch.ones(7), 1e-6)
+
+
+def test_backward_op_checks_every_input():
+    # Regressions: a weight of the wrong length once crashed the process (SIGSEGV) or left
+    # grad_weight partly unwritten.
+    ops = torch.ops.tinyseek
+    x = torch.randn(4, 1000)
+    with pytest.raises(RuntimeError, match=r"rms_norm_bwd: argument 'weight': expected shape \[1000\]"):
+        ops.rms_norm_bwd(torch.randn_like(x), x, torch.ones(1), torch.ones(4))
+    with pytest.raises(RuntimeError, match=r"rms_norm_bwd: argument 'weight': expected shape \[8\]"):
+        ops.rms_norm_bwd(torch.randn(2, 8), torch.randn(2, 8), torch.ones(2, 8), torch.ones(2))
+    with pytest.raises(RuntimeError, match=r"rms_norm_bwd: argument 'rstd': expected shape \[2\]"):
+        ops.rms_norm_bwd(torch.randn(2, 8), torch.randn(2, 8), torch.ones(8), torch.ones(3))
+    with pytest.raises(RuntimeError, match=r"rms_norm_bwd: argument 'grad_y': expected the shape of x"):
+        ops.rms_norm_bwd(torch.randn(2, 7), torch.randn(2, 8), torch.ones(8), torch.ones(2))
+
+
+def test_zero_width_rows_under_fake_tensors_and_on_cpu():
+    # Regression: the Meta kernel divided by a last dimension of 0 (SIGFPE while tracing).
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    ops = torch.ops.tinyseek
+    with FakeTensorMode():
+        y, rstd = ops.rms_norm_fwd(torch.empty(3, 0), torch.empty(0), 1e-6)
+        assert y.shape == (3, 0) and rstd.shape == (3,)
+    y, rstd = ops.rms_norm_fwd(torch.randn(3, 0), torch.ones(0), 1e-6)
+    assert y.shape == (3, 0) and rstd.shape == (3,)
