@@ -72,6 +72,14 @@ void check_moe_output_grad(const char* op, const char* grad_name, const at::Tens
       like_name, ", got ", ::ts::shape_str(grad), " ", grad.scalar_type());
 }
 
+void check_moe_output_grad_shape(const char* op, const char* grad_name, const at::Tensor& grad, const c10::SymInt& rows,
+                                 const c10::SymInt& cols, const at::Tensor& like, const char* like_name) {
+  TORCH_CHECK(grad.dim() == 2 && grad.sym_size(0) == rows && grad.sym_size(1) == cols &&
+                  grad.scalar_type() == like.scalar_type(),
+              "tinyseek.", op, ": argument '", grad_name, "': expected shape [", rows, ", ", cols,
+              "] and the dtype of ", like_name, ", got ", ::ts::shape_str(grad), " ", grad.scalar_type());
+}
+
 namespace {
 
 template <class Fn>
@@ -164,6 +172,12 @@ Tensor3 MetaKernels::moe_permute(const at::Tensor& x, const at::Tensor& ids, int
 }
 
 at::Tensor MetaKernels::moe_permute_bwd(const at::Tensor& g, const at::Tensor& s2t, c10::SymInt tokens) {
+  const char* op = "moe_permute_bwd";
+  TS_CHECK_DIM(op, g, 2);
+  TS_CHECK_DIM(op, s2t, 1);
+  TS_CHECK_DTYPE(op, s2t, at::kLong);
+  TS_CHECK_ARG(op, sorted_to_token, s2t.sym_size(0) == g.sym_size(0), "expected ", g.sym_size(0),
+               " entries (one per row of grad_x_sorted), got ", s2t.sym_size(0));
   return at::empty_symint({std::move(tokens), g.sym_size(1)}, g.options());
 }
 
@@ -174,6 +188,8 @@ at::Tensor MetaKernels::moe_unpermute(const at::Tensor& ys, const at::Tensor& s2
 
 Tensor2 MetaKernels::moe_unpermute_bwd(const at::Tensor& gy, const at::Tensor& ys, const at::Tensor& s2t,
                                        const at::Tensor& w) {
+  check_moe_unpermute_args(ys, s2t, w);
+  check_moe_output_grad_shape("moe_unpermute_bwd", "grad_y", gy, w.sym_size(0), ys.sym_size(1), ys, "y_sorted");
   return empty_grads_like(ys, w);
 }
 
@@ -184,6 +200,8 @@ at::Tensor MetaKernels::grouped_gemm(const at::Tensor& x, const at::Tensor& w, c
 
 Tensor2 MetaKernels::grouped_gemm_bwd(const at::Tensor& g, const at::Tensor& x, const at::Tensor& w,
                                       const at::Tensor& offs) {
+  check_grouped_gemm_args(x, w, offs);
+  check_moe_output_grad_shape("grouped_gemm_bwd", "grad_out", g, x.sym_size(0), w.sym_size(1), x, "x_sorted");
   return empty_grads_like(x, w);
 }
 

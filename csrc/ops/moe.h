@@ -39,5 +39,8 @@ void check_grouped_gemm_args(const at::Tensor& x_sorted, const at::Tensor& w, co
 // dtype of the forward's activation `like` (y_sorted for moe_unpermute, x_sorted for grouped_gemm).
 void check_moe_output_grad(const char* op, const char* grad_name, const at::Tensor& grad, int64_t rows, int64_t cols,
                            const at::Tensor& like, const char* like_name);
+// The same through sym sizes, for the Meta kernels.
+void check_moe_output_grad_shape(const char* op, const char* grad_name, const at::Tensor& grad, const c10::SymInt& rows,
+                                 const c10::SymInt& cols, const at::Tensor& like, const char* like_name);
 
 }  // namespace ts::ops

@@ -154,3 +154,21 @@ def test_module_trains_balances_and_updates_bias():
     assert "expert_bias" in dict(m.named_buffers()) and "expert_bias" not in dict(m.named_parameters())
     assert m.take_load().sum().item() == 8 * 4 * 8 * 2
     assert tinyseek.nn.MoE.max_violation(torch.tensor([2, 4, 6, 8])) == pytest.approx(0.6)
+
+
+def test_meta_backward_kernels_check_their_inputs():
+    # Regression: the Meta kernels of the backward ops returned shapes for any input.
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    ops = torch.ops.tinyseek
+    with FakeTensorMode():
+        x, w, offs = torch.empty(6, 8), torch.empty(3, 5, 8), torch.empty(4, dtype=torch.long)
+        gx, gw = ops.grouped_gemm_bwd(torch.empty(6, 5), x, w, offs)
+        assert gx.shape == (6, 8) and gw.shape == (3, 5, 8)
+        with pytest.raises(RuntimeError, match=r"grouped_gemm_bwd: argument 'grad_out': expected shape \[6, 5\]"):
+            ops.grouped_gemm_bwd(torch.empty(6, 4), x, w, offs)
+        with pytest.raises(RuntimeError, match=r"moe_permute_bwd: argument 'sorted_to_token': expected 6 entries"):
+            ops.moe_permute_bwd(torch.empty(6, 8), torch.empty(5, dtype=torch.long), 3)
+        ys, s2t, tw = torch.empty(6, 8), torch.empty(6, dtype=torch.long), torch.empty(3, 2)
+        with pytest.raises(RuntimeError, match=r"moe_unpermute_bwd: argument 'grad_y': expected shape \[3, 8\]"):
+            ops.moe_unpermute_bwd(torch.empty(4, 8), ys, s2t, tw)
