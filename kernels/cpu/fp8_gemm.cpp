@@ -110,10 +110,10 @@ void fp8_gemm_nt_cpu(const Fp8GemmParams& p) {
   TS_KERNEL_ASSERT(p.m >= 0 && p.n >= 0 && p.k >= 0);
   TS_KERNEL_ASSERT(p.promote_interval >= 0);
   TS_KERNEL_ASSERT(p.accum_mantissa_bits >= 1 && p.accum_mantissa_bits <= 23);
-  TS_KERNEL_ASSERT(p.out != nullptr || p.out_bf16 != nullptr);
   TS_KERNEL_ASSERT(p.b_scale_rows == kFp8GemmBlock || p.b_scale_rows == 1);
   const GemmShape s{p.m, p.n, p.k, ceil_div(p.k, kFp8GemmBlock)};
-  if (s.M == 0 || s.N == 0) return;
+  if (s.M == 0 || s.N == 0) return;  // an empty output (whose pointer may be null)
+  TS_KERNEL_ASSERT(p.out != nullptr || p.out_bf16 != nullptr);
   const int64_t NP = ceil_div(s.N, kLanes);
   const float* lut = fp8_e4m3_decode_table();
 

@@ -133,3 +133,18 @@ def test_bad_input_messages():
         ops.fp8_quantize_tilewise(torch.randn(4, 256, dtype=torch.float64))
     with pytest.raises(ValueError, match="recipe"):
         tinyseek.nn.FP8Linear(4, 4, recipe="tensorwise")
+
+
+def test_zero_rows_give_empty_results():
+    # Regression: an empty batch raised an internal assertion (the empty output's null pointer).
+    ops = torch.ops.tinyseek
+    x = torch.randn(0, 128, requires_grad=True)
+    w = torch.randn(256, 128, requires_grad=True)
+    y = ops.fp8_linear(x, w)
+    assert y.shape == (0, 256)
+    y.sum().backward()
+    assert x.grad.shape == (0, 128) and torch.equal(w.grad, torch.zeros_like(w))
+    assert ops.fp8_linear_per_tensor(torch.randn(0, 128), w.detach(), -torch.ones(3)).shape == (0, 256)
+    a_q, a_s = ops.fp8_quantize_tilewise(torch.randn(0, 128))
+    b_q, b_s = ops.fp8_quantize_blockwise(torch.randn(256, 128))
+    assert ops.fp8_gemm_nt(a_q, a_s, b_q, b_s).shape == (0, 256)
