@@ -6,6 +6,7 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -296,12 +297,34 @@ Config parse_node(const YAML::Node& root, const Origins& o) {
   return c;
 }
 
+// A key given twice in one mapping: yaml-cpp keeps both pairs and lookups see the first, so the
+// second would be ignored without a word.
+void check_unique_keys(const YAML::Node& node, const std::string& origin) {
+  if (node.IsSequence())
+    for (const auto& item : node) check_unique_keys(item, origin);
+  if (!node.IsMap()) return;
+  std::set<std::string> keys;
+  for (const auto& kv : node) {
+    if (kv.first.IsScalar() && !keys.insert(kv.first.Scalar()).second)
+      throw ConfigError(origin + ":" + std::to_string(kv.first.Mark().line + 1) + ": duplicate key '" +
+                        kv.first.Scalar() + "' (it appears earlier in the same mapping)");
+    check_unique_keys(kv.second, origin);
+  }
+}
+
 YAML::Node load_yaml(const std::string& text, const std::string& origin) {
+  std::vector<YAML::Node> docs;
   try {
-    return YAML::Load(text);
+    docs = YAML::LoadAll(text);
   } catch (const YAML::Exception& e) {
     throw ConfigError(origin + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg);
   }
+  if (docs.size() > 1)
+    throw ConfigError(origin + ":" + std::to_string(docs[1].Mark().line + 1) +
+                      ": a second YAML document; a config is one document (remove the '---')");
+  YAML::Node root = docs.empty() ? YAML::Node() : docs[0];
+  check_unique_keys(root, origin);
+  return root;
 }
 
 YAML::Node load_without_variants(const std::string& text, const std::string& origin) {
@@ -318,13 +341,21 @@ Config parse_config(const std::string& yaml_text, const std::string& origin) {
 }
 
 Experiment load_experiment(const std::string& path, const std::vector<std::string>& sets) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (std::filesystem::exists(status) && !std::filesystem::is_regular_file(status))
+    throw ConfigError(path + ": expected a YAML config file, got " +
+                      (std::filesystem::is_directory(status) ? "a directory" : "a device, pipe or socket"));
   std::ifstream f(path);
   if (!f) throw ConfigError(path + ": cannot read the config file (missing or unreadable)");
   std::stringstream ss;
   ss << f.rdbuf();
   YAML::Node root = load_yaml(ss.str(), path);
-  if (root.IsDefined() && !root.IsNull() && !root.IsMap())
-    throw ConfigError(path + ": expected a mapping of sections at the top level");
+  if (!root.IsDefined() || root.IsNull())
+    throw ConfigError(path +
+                      ": the config is empty; expected a mapping of sections (model:, train:, ...; "
+                      "configs/quickstart.yaml is a small one)");
+  if (!root.IsMap()) throw ConfigError(path + ": expected a mapping of sections at the top level");
 
   // Named variants in file order; none means one variant called "default".
   std::vector<std::pair<std::string, YAML::Node>> variant_nodes;

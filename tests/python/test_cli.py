@@ -168,3 +168,26 @@ def test_resume_of_a_completed_run_with_more_steps_continues(tmp_path):
     assert "resuming at step 6" in r.stdout
     summary = json.loads((tmp_path / "runs" / "clitest" / "default" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 9
+
+
+def test_inputs_that_are_not_one_config_exit_2_in_one_line_and_write_nothing(tmp_path):
+    # Regressions: each of these once trained the default model.
+    cases = {
+        "empty.yaml": ("", "the config is empty"),
+        "comment.yaml": ("# nothing but a comment\n", "the config is empty"),
+        "null.yaml": ("~\n", "the config is empty"),
+        "dup.yaml": ("name: a\ntrain: {steps: 2}\nname: b\n", ":3: duplicate key 'name'"),
+        "dup_nested.yaml": ("model:\n  d_model: 32\n  d_model: 64\n", ":3: duplicate key 'd_model'"),
+        "two.yaml": ("name: a\n---\nname: b\n", ":3: a second YAML document"),
+    }
+    for file, (text, message) in cases.items():
+        cfg = tmp_path / file
+        cfg.write_text(text)
+        r = run(["run", str(cfg)], tmp_path)
+        assert r.returncode == 2, (file, r.stderr)
+        assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, (file, r.stderr)
+    (tmp_path / "dir.yaml").mkdir()
+    for path, message in [(tmp_path / "dir.yaml", "got a directory"), (Path("/dev/null"), "got a device")]:
+        r = run(["run", str(path)], tmp_path)
+        assert r.returncode == 2 and message in r.stderr, (path, r.stderr)
+    assert not (tmp_path / "runs").exists()
