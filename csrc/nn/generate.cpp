@@ -7,6 +7,8 @@
 #include <limits>
 #include <stdexcept>
 
+#include "csrc/util/host_tensor.h"
+
 namespace ts::nn {
 
 namespace {
@@ -200,16 +202,10 @@ torch::Tensor prompt_batch(const std::vector<GenerateRequest>& requests, int64_t
 }
 
 // An int64 tensor of `shape` on `dev` from host values (one copy).
-torch::Tensor as_tensor(const std::vector<int64_t>& v, c10::IntArrayRef shape, const torch::Device& dev) {
-  return torch::from_blob(const_cast<int64_t*>(v.data()), shape, torch::kInt64)
-      .to(dev, /*non_blocking=*/false,
-          /*copy=*/true);
-}
-
 // Row b, position pos[b] of x [B, S, C] -> [B, C].
 torch::Tensor rows_at(const torch::Tensor& x, const std::vector<int64_t>& pos) {
   if (x.size(0) == 1) return x.select(1, pos[0]);
-  auto idx = as_tensor(pos, {x.size(0), 1, 1}, x.device()).expand({x.size(0), 1, x.size(2)});
+  auto idx = util::host_tensor(pos, {x.size(0), 1, 1}, x.device()).expand({x.size(0), 1, x.size(2)});
   return x.gather(1, idx).squeeze(1);
 }
 
@@ -400,9 +396,9 @@ GenerateResult generate_speculative(Transformer& model, const std::vector<Genera
         std::vector<int64_t> idx(static_cast<size_t>(B * S), 0);
         for (int64_t b : active)
           for (int64_t s = 0; s < n_new[b]; ++s) idx[b * S + s] = std::min<int64_t>(s + offset[b], stacked.size(1) - 1);
-        h_in = stacked.gather(1, as_tensor(idx, {B, S}, dev).unsqueeze(-1).expand({B, S, stacked.size(2)}));
+        h_in = stacked.gather(1, util::host_tensor(idx, {B, S}, dev).unsqueeze(-1).expand({B, S, stacked.size(2)}));
       }
-      auto next_tok = as_tensor(tok, {B, S}, dev);
+      auto next_tok = util::host_tensor(tok, {B, S}, dev);
       auto& cache = caches[k - 1];
       cache.begin_step(n_new, S);
       torch::Tensor h;
@@ -456,7 +452,7 @@ GenerateResult generate_speculative(Transformer& model, const std::vector<Genera
       for (int64_t i = 0; i < D; ++i) vtok[b * (D + 1) + i + 1] = drafts[b][i];
       n_new[b] = D + 1;
     }
-    auto vout = dec.step(as_tensor(vtok, {B, D + 1}, dev), n_new);
+    auto vout = dec.step(util::host_tensor(vtok, {B, D + 1}, dev), n_new);
     ++res.stats.verify_steps;
     auto vlog = vout.logits.to(torch::kCPU, torch::kFloat).contiguous();  // [B, D+1, V]
     std::vector<int64_t> keep(dec.cache().lengths());

@@ -22,7 +22,8 @@ Tensor2 CpuKernels::rms_norm_fwd(const at::Tensor& x_in, const at::Tensor& w_in,
 Tensor2 CpuKernels::rms_norm_bwd(const at::Tensor& gy_in, const at::Tensor& x_in, const at::Tensor& w_in,
                                  const at::Tensor& rstd) {
   check_rms_norm_bwd_args(gy_in, x_in, w_in, rstd);
-  TS_CHECK_DTYPE("rms_norm_bwd", x_in, at::kFloat);  // the CPU twin is fp32
+  TS_CHECK_ARG("rms_norm_bwd", x, x_in.scalar_type() == at::kFloat, "expected dtype Float on CPU, got ",
+               x_in.scalar_type());  // the CPU twin is fp32
   auto gy = gy_in.contiguous(), x = x_in.contiguous(), w = w_in.contiguous(), rs = rstd.contiguous();
   const int64_t D = x.size(-1), R = leading_rows(x).expect_int();
   auto gx = at::empty_like(x);

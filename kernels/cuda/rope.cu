@@ -16,9 +16,8 @@ __device__ __forceinline__ void store(float* p, int64_t i, float v) { p[i] = v; 
 __device__ __forceinline__ void store(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16(v); }
 
 template <class T>
-__global__ void rope_kernel(const T* __restrict__ x, const float* __restrict__ cos, const float* __restrict__ sin,
-                            T* y, int64_t seq, int64_t heads, int64_t half, bool per_sequence, float sign,
-                            int64_t pairs) {
+__global__ void rope_kernel(const T* __restrict__ x, const float* __restrict__ cos, const float* __restrict__ sin, T* y,
+                            int64_t seq, int64_t heads, int64_t half, bool per_sequence, float sign, int64_t pairs) {
   const int64_t k = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (k >= pairs) return;
   const int64_t i = k % half, row = k / half / heads;  // row = b * seq + t
@@ -39,12 +38,11 @@ void rope_cuda(const RopeCudaParams& p, cudaStream_t stream) {
   const float sign = p.inverse ? -1.0f : 1.0f;
   if (p.bf16)
     rope_kernel<<<blocks, kThreads, 0, stream>>>(static_cast<const __nv_bfloat16*>(p.x), p.cos, p.sin,
-                                                 static_cast<__nv_bfloat16*>(p.y), p.seq, p.heads, half,
-                                                 p.per_sequence, sign, pairs);
-  else
-    rope_kernel<<<blocks, kThreads, 0, stream>>>(static_cast<const float*>(p.x), p.cos, p.sin,
-                                                 static_cast<float*>(p.y), p.seq, p.heads, half, p.per_sequence,
+                                                 static_cast<__nv_bfloat16*>(p.y), p.seq, p.heads, half, p.per_sequence,
                                                  sign, pairs);
+  else
+    rope_kernel<<<blocks, kThreads, 0, stream>>>(static_cast<const float*>(p.x), p.cos, p.sin, static_cast<float*>(p.y),
+                                                 p.seq, p.heads, half, p.per_sequence, sign, pairs);
   TS_CUDA_CHECK_LAUNCH();
 }
 

@@ -4,21 +4,14 @@
 #include <cmath>
 #include <numeric>
 #include <random>
-#include <type_traits>
 
 #include "csrc/ops/decode_attention.h"
 #include "csrc/ops/rope.h"
+#include "csrc/util/host_tensor.h"
 
 namespace ts::nn {
 
-namespace {
-// A tensor of `shape` holding a copy of host values, on `dev`.
-template <class T>
-torch::Tensor host_tensor(const std::vector<T>& v, c10::IntArrayRef shape, const torch::Device& dev) {
-  const auto dtype = std::is_same_v<T, int32_t> ? torch::kInt32 : torch::kInt64;
-  return torch::from_blob(const_cast<T*>(v.data()), shape, dtype).to(dev, /*non_blocking=*/false, /*copy=*/true);
-}
-}  // namespace
+using util::host_tensor;
 
 KVCache::KVCache(int64_t n_layers, std::vector<CachePlane> planes, int64_t batch, int64_t max_tokens,
                  int64_t block_size, torch::TensorOptions opts, bool shuffle_blocks, uint64_t shuffle_seed)
@@ -186,19 +179,18 @@ const std::pair<torch::Tensor, torch::Tensor>& KVCache::step_rope(const Rope& ro
 
 torch::Tensor attend_over_cache(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                 const KVCache& cache, std::optional<double> scale) {
-  const int64_t L = k.size(1);
+  torch::Tensor o;  // [B, S, H, Dv]
   if (q.is_cpu() && q.scalar_type() == torch::kFloat && k.scalar_type() == torch::kFloat) {
-    auto o = ops::decode_attention(q, k, v, cache.last_visible(), scale ? *scale : 1.0 / std::sqrt(double(q.size(3))));
-    if (cache.uniform()) return o;
-    return o * cache.valid().view({q.size(0), q.size(1), 1, 1}).to(o.scalar_type());
+    o = ops::decode_attention(q, k, v, cache.last_visible(), scale ? *scale : 1.0 / std::sqrt(double(q.size(3))));
+  } else {
+    std::optional<at::Tensor> mask;
+    if (!(cache.uniform() && q.size(1) == 1)) mask = cache.attention_mask(k.size(1));
+    // Pools may be stored narrower than the activations (bf16 on CUDA): attend in q's dtype.
+    auto kt = k.to(q.scalar_type()).transpose(1, 2), vt = v.to(q.scalar_type()).transpose(1, 2);
+    o = at::scaled_dot_product_attention(q.transpose(1, 2), kt, vt, mask, 0.0, /*is_causal=*/false, scale,
+                                         /*enable_gqa=*/k.size(2) != q.size(2))
+            .transpose(1, 2);
   }
-  std::optional<at::Tensor> mask;
-  if (!(cache.uniform() && q.size(1) == 1)) mask = cache.attention_mask(L);
-  // Pools may be stored narrower than the activations (bf16 on CUDA): attend in q's dtype.
-  auto kt = k.to(q.scalar_type()).transpose(1, 2), vt = v.to(q.scalar_type()).transpose(1, 2);
-  auto o = at::scaled_dot_product_attention(q.transpose(1, 2), kt, vt, mask, 0.0,
-                                            /*is_causal=*/false, scale, /*enable_gqa=*/k.size(2) != q.size(2));
-  o = o.transpose(1, 2);  // [B, S, H, Dv]
   if (cache.uniform()) return o;
   return o * cache.valid().view({q.size(0), q.size(1), 1, 1}).to(o.scalar_type());
 }

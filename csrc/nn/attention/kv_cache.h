@@ -114,8 +114,10 @@ class KVCache {
 };
 
 // Attention of the step's queries over the cache: q [B, S, H, Dq], k [B, L, Hk, Dq], v [B, L, Hk, Dv]
-// (Hk divides H; L = cache.max_total()), masked by cache.attention_mask(L) unless the step is
-// uniform with S == 1 (then every key is visible). Padding query rows come back as zeros.
+// (Hk divides H; L = cache.max_total()); query s of sequence b sees keys up to
+// cache.last_visible()[b][s]. fp32 on the CPU goes through torch.ops.tinyseek.decode_attention,
+// anything else through torch's SDPA under cache.attention_mask(L) (none for a uniform one-token
+// step). Padding query rows come back as zeros.
 // scale: the softmax scale (nullopt: 1/sqrt(Dq)). Returns [B, S, H, Dv].
 torch::Tensor attend_over_cache(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                 const KVCache& cache, std::optional<double> scale);
