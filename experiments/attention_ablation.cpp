@@ -44,7 +44,7 @@ json measure_decode(const config::Config& cfg) {
   json out = json::object();
   json columns = json::array({"kv_cache_bytes_per_token"});
   const int64_t B = d.batch_size;
-  for (int64_t ctx = d.context_min; ctx <= d.context_max; ctx *= 2) {
+  for (int64_t ctx = d.context_min; ctx <= d.context_max; ctx *= d.context_factor) {
     nn::Decoder dec(model, B, ctx + d.warmup_steps + kRepeats * d.steps, d.block_size);
     auto& cache = dec.cache();
     out["kv_cache_bytes_per_token"] = cache.bytes_per_token();

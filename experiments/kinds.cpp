@@ -5,6 +5,7 @@
 #include "csrc/train/data.h"
 #include "csrc/train/trainer.h"
 #include "experiments/attention_ablation.h"
+#include "experiments/cost_study.h"
 #include "experiments/fp8_accumulation.h"
 #include "experiments/moe_ep.h"
 #include "experiments/mtp_study.h"
@@ -23,6 +24,10 @@ const std::vector<run::Kind>& kinds() {
        true, true, [](const config::Config& c, int) { rl::check_grpo_config(c); }},
       {"attention_ablation", "pretrain, then time KV-cached decoding at several contexts", &run_attention_ablation,
        false, true, true, [](const config::Config& c, int) { check_attention_ablation_config(c); }},
+      {"cost_study",
+       "pretrain, then count parameters, KV bytes and FLOPs and time decoding; the report compares the first "
+       "variant with the others",
+       &run_cost_study, false, true, true, [](const config::Config& c, int) { check_cost_study_config(c); }},
       {"mtp", "pretrain (with or without MTP), then decode held-out text plain and speculatively with the MTP modules",
        &run_mtp_study, false, true, true, [](const config::Config& c, int) { check_mtp_study_config(c); }},
       {"pipeline", "pipeline-parallel training over c10d, one rank per stage group (tinyseek launch)",

@@ -100,6 +100,11 @@ int cmd_run(const std::string& path, const std::vector<std::string>& sets, const
   const std::string md =
       experiments::write_report(done, root, first.name + ": " + (first.description.empty() ? path : first.description));
   std::cout << "\n" << md << "\nreport: " << (root / run::kReportFile).string() << "\n";
+  if (!first.next_steps.empty()) {
+    std::string next = first.next_steps;
+    for (size_t at; (at = next.find("{run}")) != std::string::npos;) next.replace(at, 5, root.string());
+    std::cout << "next: " << next << "\n";
+  }
   return rc;
 }
 

@@ -106,6 +106,7 @@ std::string write_report(const std::vector<fs::path>& dirs, const fs::path& out_
   md += loss_error_section(vdirs, out_dir);
   md += grpo_sections(vdirs);
   md += driver_sections(vdirs, out_dir);
+  md += cost_section(vdirs, out_dir);
   util::atomic_write(out_dir / run::kReportFile, md);
   return md;
 }

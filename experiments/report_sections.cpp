@@ -110,7 +110,8 @@ std::string loss_error_section(const std::vector<fs::path>& variant_dirs, const 
     if (runs.empty()) kind = c.kind;
     if (c.kind == kind) runs.push_back(std::move(c));
   }
-  if (runs.size() < 2) return "";
+  // The cost study compares its variants in its own section (cost_section), not loss to loss.
+  if (runs.size() < 2 || kind == "cost_study") return "";
   const Curves& base = runs.front();
   std::string md = fmt::format(
       "\n## Relative loss error against `{}`\n\n"
@@ -164,6 +165,137 @@ std::string driver_sections(const std::vector<fs::path>& variant_dirs, const fs:
     for (size_t pos; (pos = text.find("{{dir}}")) != std::string::npos;) text.replace(pos, 7, rel);
     md += "\n" + text;
   }
+  return md;
+}
+
+namespace {
+
+// "1.23 M" style: FLOPs and parameter counts in a table.
+std::string si(double v) {
+  const char* units[] = {"", " k", " M", " G", " T", " P"};
+  int u = 0;
+  while (std::fabs(v) >= 1000 && u < 5) v /= 1000, ++u;
+  return fmt::format("{:.3g}{}", v, units[u]);
+}
+
+std::string ratio(double a, double b) {
+  return std::isfinite(a) && std::isfinite(b) && b > 0 ? fmt::format("{:.2f}x", a / b) : "n/a";
+}
+
+double number(const json& j, const std::string& key) {
+  return j.contains(key) && j[key].is_number() ? j[key].get<double>() : NAN;
+}
+
+}  // namespace
+
+std::string cost_section(const std::vector<fs::path>& variant_dirs, const fs::path& out_dir) {
+  std::vector<Curves> runs;
+  std::vector<json> sums;
+  for (const auto& d : variant_dirs) {
+    std::ifstream in(d / run::kSummaryFile);
+    if (!in) continue;
+    json s = json::parse(in, nullptr, false);
+    if (s.is_discarded() || s.value("kind", "") != "cost_study" || !s.contains("train_flops_per_step")) continue;
+    runs.push_back(read_curves(d));
+    sums.push_back(std::move(s));
+  }
+  if (runs.size() < 2) return "";
+  // Decode contexts: the decode_tok_s_<ctx> keys of the first variant, in its column order.
+  std::vector<std::string> contexts;
+  for (const auto& c : sums[0].value("report_columns", json::array()))
+    if (c.is_string() && c.get<std::string>().starts_with("decode_tok_s_"))
+      contexts.push_back(c.get<std::string>().substr(13));
+  const std::string subject = runs[0].variant;
+
+  std::string md = fmt::format(
+      "\n## Cost: `{}` against the baselines\n\n"
+      "Parameters, KV bytes and FLOPs are counted from the shapes (csrc/nn/cost.h: matrix products, experts "
+      "actually routed, the attention a causal query sees, MTP; a training step is 3 forward passes); active "
+      "parameters are those one token uses (the routed experts it skips left out; MTP modules not counted, as "
+      "they do not decode). Speeds and losses are measured in this run; decoding is batch {} with a cache of "
+      "the given context (random contents: time does not depend on them), KV bytes in fp32.\n\n",
+      subject, sums[0].value("decode_batch_size", int64_t{0}));
+  md +=
+      "| model | total params | active params | KV bytes/token | train FLOPs/token | training FLOPs | val loss | "
+      "train tok/s |";
+  for (const auto& c : contexts) md += fmt::format(" decode tok/s @{} |", c);
+  md += "\n|---|---:|---:|---:|---:|---:|---:|---:|";
+  for (size_t i = 0; i < contexts.size(); ++i) md += "---:|";
+  md += "\n";
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const auto& s = sums[i];
+    md += fmt::format("| {} | {} | {} | {:.0f} | {} | {} | {} | {:.0f} |", runs[i].variant,
+                      si(number(s, "total_parameters")), si(number(s, "active_parameters")),
+                      number(s, "kv_bytes_per_token"), si(number(s, "train_flops_per_token")),
+                      si(number(s, "train_flops_per_step") * number(s, "steps")),
+                      json_number(s, "final_val_loss", "{:.4f}"), number(s, "tokens_per_s"));
+    for (const auto& c : contexts) md += fmt::format(" {:.0f} |", number(s, "decode_tok_s_" + c));
+    md += "\n";
+  }
+
+  // The first FLOPs at which the subject's validation loss reaches `target`, interpolated in log
+  // FLOPs between the two evaluations around it; NAN if it never does. `at_first`: reached by the
+  // first evaluation already (the count is then an upper bound).
+  const double subject_fps = number(sums[0], "train_flops_per_step");
+  auto flops_to_reach = [&](double target, bool& at_first) {
+    at_first = false;
+    double prev_f = NAN, prev_l = NAN;
+    for (const auto& [step, loss] : runs[0].val) {
+      const double f = static_cast<double>(step) * subject_fps;
+      if (loss <= target) {
+        if (!std::isfinite(prev_f)) {
+          at_first = true;
+          return f;
+        }
+        const double t = (prev_l - target) / (prev_l - loss);
+        return std::exp(std::log(prev_f) + t * (std::log(f) - std::log(prev_f)));
+      }
+      prev_f = f, prev_l = loss;
+    }
+    return static_cast<double>(NAN);
+  };
+  md += fmt::format(
+      "\n| `{}` against | baseline's final val loss | training FLOPs `{}` needs to reach it / the baseline's | "
+      "KV cache | training tok/s |",
+      subject, subject);
+  for (const auto& c : contexts) md += fmt::format(" decode tok/s @{} |", c);
+  md += "\n|---|---:|---:|---:|---:|";
+  for (size_t i = 0; i < contexts.size(); ++i) md += "---:|";
+  md += "\n";
+  for (size_t i = 1; i < runs.size(); ++i) {
+    const auto& s = sums[i];
+    const double target = number(s, "final_val_loss");
+    const double base_flops = number(s, "train_flops_per_step") * number(s, "steps");
+    bool at_first = false;
+    const double reach = std::isfinite(target) ? flops_to_reach(target, at_first) : NAN;
+    const std::string flops = std::isfinite(reach)
+                                  ? (at_first ? "<= " : "") + ratio(reach, base_flops)
+                                  : fmt::format("not reached (its final {:.4f})", number(sums[0], "final_val_loss"));
+    md += fmt::format("| {} | {:.4f} | {} | {} | {} |", runs[i].variant, target, flops,
+                      ratio(number(sums[0], "kv_bytes_per_token"), number(s, "kv_bytes_per_token")),
+                      ratio(number(sums[0], "tokens_per_s"), number(s, "tokens_per_s")));
+    for (const auto& c : contexts)
+      md += " " + ratio(number(sums[0], "decode_tok_s_" + c), number(s, "decode_tok_s_" + c)) + " |";
+    md += "\n";
+  }
+  md += fmt::format(
+      "\nRatios are `{}` over the baseline: below 1 means `{}` needs less training compute or cache, above 1 that "
+      "it decodes or trains faster.\n",
+      subject, subject);
+
+  json index = json::array();
+  for (size_t i = 0; i < runs.size(); ++i)
+    index.push_back({{"variant", runs[i].variant},
+                     {"dir", fs::absolute(runs[i].dir).string()},
+                     {"flops_per_step", number(sums[i], "train_flops_per_step")}});
+  fs::create_directories(out_dir / "plots");
+  util::atomic_write(out_dir / "plots" / "cost_runs.json", index.dump(2));
+  const int rc = run_python_module("study_plots",
+                                   {"loss_vs_flops", (out_dir / "plots" / "cost_runs.json").string(),
+                                    (out_dir / "plots" / "val_loss_vs_flops.png").string()},
+                                   out_dir / "plots" / "cost.log");
+  md += rc == 0 ? "\n![validation loss against training FLOPs](plots/val_loss_vs_flops.png)\n"
+                : "\n(plot unavailable: see plots/cost.log)\n";
   return md;
 }
 

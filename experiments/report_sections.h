@@ -26,6 +26,14 @@ std::string driver_sections(const std::vector<std::filesystem::path>& variant_di
 // first and last 10% of steps (the summary's *_first10 / *_last10).
 std::string grpo_sections(const std::vector<std::filesystem::path>& variant_dirs);
 
+// The cost study's comparison (variants of kind cost_study, the first one the model under study):
+// per variant its parameters, KV bytes per token, training FLOPs per token, validation loss and
+// speeds; against each other variant, the training FLOPs the first one needs to reach that
+// variant's final validation loss over that variant's whole training (interpolated in log FLOPs
+// between evaluations), the KV-cache ratio and the decode-throughput ratio at every context; plus
+// plots/val_loss_vs_flops.png. Empty unless at least two such variants ran.
+std::string cost_section(const std::vector<std::filesystem::path>& variant_dirs, const std::filesystem::path& out_dir);
+
 // j[key] formatted with `format`, or "n/a" when it is missing or not a number.
 std::string json_number(const nlohmann::json& j, const std::string& key, const char* format = "{:.3f}");
 

@@ -315,6 +315,7 @@ struct DecodeBenchConfig {
   int64_t warmup_steps = 2;
   int64_t context_min = 512;
   int64_t context_max = 4096;
+  int64_t context_factor = 2;  // contexts context_min, * factor, ... up to context_max
   int64_t block_size = 64;  // rows per cache block (a multiple of 16, as FlashMLA)
   std::string mla_path = "absorbed";
 
@@ -325,6 +326,7 @@ struct DecodeBenchConfig {
     v("warmup_steps", warmup_steps, Range{0, 1 << 20});
     v("context_min", context_min, Range{1, 1 << 24});
     v("context_max", context_max, Range{1, 1 << 24});
+    v("context_factor", context_factor, Range{2, 1 << 20});
     v("block_size", block_size, Range{16, 1 << 16});
     v("mla_path", mla_path, OneOf{{"absorbed", "naive"}});
   }
@@ -503,6 +505,8 @@ struct Config {
   std::string kind = "pretrain";  // the experiment kind that runs it (experiments/kinds.cpp lists them)
   std::string name = "run";       // the run's folder under output.dir (a PathName)
   std::string description;
+  // Printed after a run's report: what to try next ("{run}" becomes the run's folder).
+  std::string next_steps;
   int64_t seed = 1234;
   DataConfig data;
   ModelConfig model;
@@ -524,6 +528,7 @@ struct Config {
     v("kind", kind, NoCheck{});  // checked against the registered kinds (run/kinds.h) before a run
     v("name", name, PathName{});
     v("description", description, NoCheck{});
+    v("next_steps", next_steps, NoCheck{});
     v("seed", seed, Range{0, 1e15});
     v.section("data", data);
     v.section("model", model);

@@ -4,6 +4,9 @@
         error of the FP8 GEMM emulator against K, one line per (accumulator, promotion)
     python -m tinyseek.study_plots loss_error RUNS_JSON OUT_PNG
         relative training-loss error of each run against the first one (the baseline), per step
+    python -m tinyseek.study_plots loss_vs_flops RUNS_JSON OUT_PNG
+        validation loss against cumulative training FLOPs (step * the run's "flops_per_step"), one
+        line per run, log-scaled FLOPs
 """
 from __future__ import annotations
 
@@ -61,11 +64,30 @@ def loss_error(runs_json: Path, out: Path, window: int = 10) -> None:
                      f"training loss relative to {runs[0]['variant']} ({window}-step means)", out)
 
 
+def loss_vs_flops(runs_json: Path, out: Path) -> None:
+    runs = json.loads(Path(runs_json).read_text())
+    fig, ax = step_figure()
+    for run in runs:
+        rows = [r for r in read_jsonl(Path(run["dir"]) / "metrics.jsonl") if r.get("val_loss") is not None]
+        xs = [r["step"] * run["flops_per_step"] for r in rows]
+        ax.plot(xs, [r["val_loss"] for r in rows], marker="o", markersize=3, label=run["variant"])
+    ax.set_xscale("log")
+    ax.set_xlabel("training FLOPs (matrix products, counted from the shapes)")
+    ax.set_ylabel("validation loss (nats)")
+    ax.set_title("validation loss against training compute")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    save(fig, out)
+
+
+PLOTS = {"fp8_accumulation": fp8_accumulation, "loss_error": loss_error, "loss_vs_flops": loss_vs_flops}
+
+
 def main(argv) -> int:
-    if len(argv) != 4 or argv[1] not in ("fp8_accumulation", "loss_error"):
+    if len(argv) != 4 or argv[1] not in PLOTS:
         print(__doc__, file=sys.stderr)
         return 2
-    {"fp8_accumulation": fp8_accumulation, "loss_error": loss_error}[argv[1]](Path(argv[2]), Path(argv[3]))
+    PLOTS[argv[1]](Path(argv[2]), Path(argv[3]))
     return 0
 
 
