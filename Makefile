@@ -1,5 +1,5 @@
 # tinyseek: two commands on a fresh machine.
-#   make run    installs what is missing, builds, runs configs/quickstart.yaml
+#   make run    installs what is missing, builds, runs configs/tiny_v3.yaml (tiny DeepSeek-V3 vs dense)
 #   make test   installs what is missing, builds, runs every test (ctest: gtest + pytest)
 BUILD ?= build
 CMAKE_FLAGS ?=
@@ -24,7 +24,7 @@ build: configure
 	@cmake --build $(BUILD) -j $(JOBS)
 
 run: build
-	$(BUILD)/tinyseek run configs/quickstart.yaml
+	$(BUILD)/tinyseek run configs/tiny_v3.yaml
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure --verbose --timeout 1500

@@ -5,6 +5,7 @@
 
 #include "csrc/nn/cost.h"
 #include "csrc/nn/transformer.h"
+#include "tinyseek_paths.h"
 
 namespace {
 
@@ -127,6 +128,32 @@ TEST(Cost, ParametersMatchTheBuiltModel) {
     for (const auto& p : m->named_parameters())
       if (p.key().starts_with("mtp.")) mtp += p.value().numel();
     EXPECT_EQ(r.mtp_parameters, mtp);
+  }
+}
+
+// The shipped cost study configs keep their promise: the dense baselines' parameter counts equal
+// tiny-V3's active and total counts within 1%.
+TEST(Cost, ShippedBaselinesMatchTinyV3) {
+  for (const char* file : {"/configs/tiny_v3.yaml", "/configs/cost_study.yaml"}) {
+    SCOPED_TRACE(file);
+    const auto ex = ts::config::load_experiment(std::string(TINYSEEK_SOURCE_DIR) + file, {});
+    const ts::config::Config* v3 = nullptr;
+    for (const auto& v : ex.variants)
+      if (v.name == "tiny_v3") v3 = &v.config;
+    ASSERT_NE(v3, nullptr);
+    const auto subject = ts::nn::model_cost(*v3);
+    int matched = 0;
+    for (const auto& v : ex.variants) {
+      const int64_t target = v.name == "dense_same_active"  ? subject.active_parameters
+                             : v.name == "dense_same_total" ? subject.total_parameters
+                                                            : -1;
+      if (target < 0) continue;
+      ++matched;
+      const auto c = ts::nn::model_cost(v.config);
+      EXPECT_NEAR(static_cast<double>(c.total_parameters) / static_cast<double>(target), 1.0, 0.01) << v.name;
+      EXPECT_EQ(c.active_parameters, c.total_parameters);
+    }
+    EXPECT_GE(matched, 1);
   }
 }
 
