@@ -55,7 +55,10 @@ TEST(Mtp, LossesMatchACompositionOfThePieces) {
 
     const int64_t T = x.size(1);
     auto h = model->run_blocks(model->embed->forward(x), 0, model->n_layers());
-    EXPECT_EQ(l.main.item<double>(), ce(model->head->forward(model->norm->forward(h)), y).item<float>());
+    // The model's loss is reduced in fp32 (its last bits depend on the CPU's vector path), the
+    // reference in float64 over the same logits: equal within fp32 rounding.
+    const double main_ref = ce(model->head->forward(model->norm->forward(h)), y).item<double>();
+    EXPECT_NEAR(l.main.item<double>(), main_ref, 2e-6 * main_ref);
     const auto rope = ts::nn::Rope::make(model->blocks[0]->attn->rope_dim(), T, cfg.model.rope_theta, torch::kCPU);
     auto prev = h;
     double sum = 0;
