@@ -49,6 +49,20 @@ Curves read_curves(const fs::path& dir) {
   return c;
 }
 
+// Draws plots/<file>.png with `python -m tinyseek.study_plots <plot>` from `runs` (written to
+// plots/<file>.json); the Markdown that shows it, or a note naming its log when it failed.
+std::string study_plot(const fs::path& out_dir, const std::string& plot, const json& runs, const std::string& file,
+                       const std::string& alt) {
+  const fs::path dir = out_dir / "plots";
+  fs::create_directories(dir);
+  util::atomic_write(dir / (file + ".json"), runs.dump(2));
+  const int rc =
+      run_python_module("study_plots", {plot, (dir / (file + ".json")).string(), (dir / (file + ".png")).string()},
+                        dir / (file + ".log"));
+  return rc == 0 ? fmt::format("\n![{}](plots/{}.png)\n", alt, file)
+                 : fmt::format("\n(plot unavailable: see plots/{}.log)\n", file);
+}
+
 // Mean of v over steps[b, e) divided by the mean of base over the same steps, minus 1.
 double rel(const std::vector<double>& v, const std::vector<double>& base, size_t b, size_t e) {
   double sv = 0, sb = 0;
@@ -141,14 +155,7 @@ std::string loss_error_section(const std::vector<fs::path>& variant_dirs, const 
     md += fmt::format("| {} | {} | {} | {} |\n", v.variant, pct(last), pct(curve), pct(val));
     index.push_back({{"variant", v.variant}, {"dir", fs::absolute(v.dir).string()}});
   }
-  fs::create_directories(out_dir / "plots");
-  util::atomic_write(out_dir / "plots" / "rel_loss_runs.json", index.dump(2));
-  const int rc = run_python_module("study_plots",
-                                   {"loss_error", (out_dir / "plots" / "rel_loss_runs.json").string(),
-                                    (out_dir / "plots" / "rel_loss_error.png").string()},
-                                   out_dir / "plots" / "rel_loss.log");
-  md += rc == 0 ? "\n![relative loss error](plots/rel_loss_error.png)\n"
-                : "\n(plot unavailable: see plots/rel_loss.log)\n";
+  md += study_plot(out_dir, "loss_error", index, "rel_loss_error", "relative loss error");
   return md;
 }
 
@@ -288,14 +295,7 @@ std::string cost_section(const std::vector<fs::path>& variant_dirs, const fs::pa
     index.push_back({{"variant", runs[i].variant},
                      {"dir", fs::absolute(runs[i].dir).string()},
                      {"flops_per_step", number(sums[i], "train_flops_per_step")}});
-  fs::create_directories(out_dir / "plots");
-  util::atomic_write(out_dir / "plots" / "cost_runs.json", index.dump(2));
-  const int rc = run_python_module("study_plots",
-                                   {"loss_vs_flops", (out_dir / "plots" / "cost_runs.json").string(),
-                                    (out_dir / "plots" / "val_loss_vs_flops.png").string()},
-                                   out_dir / "plots" / "cost.log");
-  md += rc == 0 ? "\n![validation loss against training FLOPs](plots/val_loss_vs_flops.png)\n"
-                : "\n(plot unavailable: see plots/cost.log)\n";
+  md += study_plot(out_dir, "loss_vs_flops", index, "val_loss_vs_flops", "validation loss against training FLOPs");
   return md;
 }
 
