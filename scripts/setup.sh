@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 # the H200 device machine carries, so one LibTorch ABI serves the CPU build, CI and the GPU check.
 TORCH_VERSION=2.11.0
 PY_PACKAGES=("torch==${TORCH_VERSION}" "numpy==2.4.6" "pytest==9.2.0" "safetensors==0.8.0" "matplotlib==3.11.2" "pyyaml==6.0.4")
-DEB_PACKAGES=(cmake ninja-build ccache g++ libeigen3-dev libyaml-cpp-dev googletest libgtest-dev
+DEB_PACKAGES=(cmake ninja-build ccache g++ zlib1g-dev libeigen3-dev libyaml-cpp-dev googletest libgtest-dev
               libbenchmark-dev libcli11-dev nlohmann-json3-dev python3-venv
               libgloo-dev)  # gloo headers only, to compile against torch's ProcessGroupGloo (docs/distributed.md)
 

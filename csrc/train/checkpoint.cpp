@@ -4,10 +4,15 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+#include <zlib.h>
+
 #include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <sstream>
+
+#include "csrc/config/config.h"
 
 namespace ts::train {
 
@@ -98,6 +103,23 @@ std::string step_name(int64_t step) {
   return buf;
 }
 
+constexpr const char* kManifest = "manifest.json";
+
+// CRC-32 (zlib's): it catches the accidental damage a manifest guards against (flipped bytes,
+// truncation); tampering is out of scope.
+std::string crc32_hex(const std::string& bytes) {
+  const auto crc = crc32_z(0L, reinterpret_cast<const Bytef*>(bytes.data()), bytes.size());
+  return fmt::format("{:08x}", static_cast<uint32_t>(crc));
+}
+
+std::optional<std::string> read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
 std::vector<std::pair<std::string, torch::Tensor>> model_tensors(torch::nn::Module& model) {
   std::vector<std::pair<std::string, torch::Tensor>> out;
   for (const auto& p : model.named_parameters()) out.emplace_back(p.key(), p.value());
@@ -113,18 +135,25 @@ void save_checkpoint(const fs::path& root, int64_t step, torch::nn::Module& mode
   const fs::path tmp_dir = root / (".tmp_" + step_name(step));
   ts::util::remove_all(tmp_dir);
   fs::create_directories(tmp_dir);
-  util::atomic_write(tmp_dir / "model.safetensors", safetensors_serialize(model_tensors(model), {{"format", "pt"}}));
+  std::vector<std::pair<std::string, std::string>> files;
+  files.emplace_back("model.safetensors", safetensors_serialize(model_tensors(model), {{"format", "pt"}}));
   {
     torch::serialize::OutputArchive ar;
     opt.save(ar);
     ar.write("rng_cpu", at::detail::getDefaultCPUGenerator().get_state());
     std::ostringstream os;
     ar.save_to(os);
-    util::atomic_write(tmp_dir / "trainer_state.pt", os.str());
+    files.emplace_back("trainer_state.pt", os.str());
   }
   nlohmann::json st = state;
   st["step"] = step;
-  util::atomic_write(tmp_dir / "state.json", st.dump(2) + "\n");
+  files.emplace_back("state.json", st.dump(2) + "\n");
+  nlohmann::json manifest = {{"step", step}, {"files", nlohmann::json::object()}};
+  for (const auto& [name, bytes] : files) {
+    util::atomic_write(tmp_dir / name, bytes);
+    manifest["files"][name] = {{"bytes", bytes.size()}, {"crc32", crc32_hex(bytes)}};
+  }
+  util::atomic_write(tmp_dir / kManifest, manifest.dump(2) + "\n");  // last: the folder is complete
   ts::util::remove_all(final_dir);
   fs::rename(tmp_dir, final_dir);
   util::fsync_path(root, /*directory=*/true);
@@ -138,7 +167,38 @@ void save_checkpoint(const fs::path& root, int64_t step, torch::nn::Module& mode
   for (size_t i = 0; i + keep < steps.size(); ++i) ts::util::remove_all(steps[i]);
 }
 
+std::string checkpoint_damage(const fs::path& step_dir, const std::vector<std::string>& files) {
+  const auto text = read_file(step_dir / kManifest);
+  if (!text)
+    return fmt::format("{}: missing (the checkpoint is incomplete, or older than checkpoint manifests)",
+                       (step_dir / kManifest).string());
+  const auto manifest = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (manifest.is_discarded() || !manifest.contains("files") || !manifest["files"].is_object())
+    return fmt::format("{}: damaged (not a manifest)", (step_dir / kManifest).string());
+  std::vector<std::string> names = files;
+  if (names.empty())
+    for (const auto& [name, _] : manifest["files"].items()) names.push_back(name);
+  for (const auto& name : names) {
+    const fs::path p = step_dir / name;
+    const auto& entry = manifest["files"].value(name, nlohmann::json());
+    if (!entry.is_object() || !entry.contains("bytes") || !entry.contains("crc32"))
+      return fmt::format("{}: not in the manifest", p.string());
+    const auto bytes = read_file(p);
+    if (!bytes) return fmt::format("{}: missing", p.string());
+    const auto want = entry["bytes"].get<uint64_t>();
+    if (bytes->size() != want)
+      return fmt::format("{}: {} bytes, the manifest records {} (truncated or overwritten)", p.string(), bytes->size(),
+                         want);
+    if (crc32_hex(*bytes) != entry["crc32"].get<std::string>())
+      return fmt::format("{}: CRC-32 {} differs from the manifest's {} (the file is damaged)", p.string(),
+                         crc32_hex(*bytes), entry["crc32"].get<std::string>());
+  }
+  return "";
+}
+
 void load_weights(const fs::path& step_dir, torch::nn::Module& model, const std::string& prefix) {
+  if (auto damage = checkpoint_damage(step_dir, {"model.safetensors"}); !damage.empty())
+    throw config::ConfigError("checkpoint " + damage);
   auto tensors = safetensors_load(step_dir / "model.safetensors");
   torch::NoGradGuard ng;
   for (auto& [name, t] : model_tensors(model)) {
@@ -180,28 +240,37 @@ std::optional<int64_t> latest_checkpoint_step(const fs::path& root) {
 
 std::optional<CheckpointInfo> load_latest_checkpoint(const fs::path& root, torch::nn::Module& model,
                                                      torch::optim::Optimizer& opt) {
-  std::ifstream latest(root / "latest");
-  if (!latest) return std::nullopt;
-  std::string name;
-  latest >> name;
-  CheckpointInfo info;
-  info.dir = root / name;
-  TORCH_CHECK(fs::is_directory(info.dir), "checkpoint: ", (root / "latest").string(), " names ", name,
-              " which does not exist");
-  load_weights(info.dir, model);
-  torch::serialize::InputArchive ar;
-  std::ifstream in(info.dir / "trainer_state.pt", std::ios::binary);
-  TORCH_CHECK(in, "checkpoint: cannot read ", (info.dir / "trainer_state.pt").string());
-  ar.load_from(in);
-  opt.load(ar);
-  torch::Tensor rng;
-  ar.read("rng_cpu", rng);
-  auto gen = at::detail::getDefaultCPUGenerator();
-  gen.set_state(rng);
-  std::ifstream js(info.dir / "state.json");
-  info.state = nlohmann::json::parse(js);
-  info.step = info.state.at("step").get<int64_t>();
-  return info;
+  // Newest first; the one root/latest names is normally the newest (a newer complete folder
+  // exists only when a save was cut short between its rename and the update of latest).
+  auto steps = checkpoint_steps(root);
+  std::error_code ec;
+  if (steps.empty() && !fs::exists(root / "latest", ec)) return std::nullopt;
+  std::string skipped;
+  for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
+    const fs::path dir = checkpoint_dir(root, *it);
+    if (auto damage = checkpoint_damage(dir); !damage.empty()) {
+      skipped += (skipped.empty() ? "" : "; ") + damage;
+      continue;
+    }
+    CheckpointInfo info;
+    info.dir = dir;
+    if (!skipped.empty())
+      info.fallback = fmt::format("skipped damaged checkpoints ({}); resuming from {}", skipped, dir.string());
+    load_weights(info.dir, model);
+    torch::serialize::InputArchive ar;
+    ar.load_from((info.dir / "trainer_state.pt").string());
+    opt.load(ar);
+    torch::Tensor rng;
+    ar.read("rng_cpu", rng);
+    auto gen = at::detail::getDefaultCPUGenerator();
+    gen.set_state(rng);
+    std::ifstream js(info.dir / "state.json");
+    info.state = nlohmann::json::parse(js);
+    info.step = info.state.at("step").get<int64_t>();
+    return info;
+  }
+  throw config::ConfigError(fmt::format("no intact checkpoint under {} to resume from{}", root.string(),
+                                        skipped.empty() ? " (no step folders)" : ": " + skipped));
 }
 
 }  // namespace ts::train

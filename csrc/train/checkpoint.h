@@ -1,7 +1,10 @@
 // Checkpoints: weights (and buffers) as safetensors, optimizer and RNG state as a torch archive,
 // step and run state as JSON. Every file is written atomically (temp file, fsync, rename), and a
 // checkpoint becomes visible only when its folder is complete: a crash mid-write leaves the
-// previous checkpoint intact.
+// previous checkpoint intact. manifest.json, written last, holds every file's size and CRC-32;
+// loading checks them before using anything, so a damaged file (a flipped byte, a truncation, a
+// deletion) is reported naming the file instead of being trained on, and resuming falls back to
+// the newest intact checkpoint.
 #pragma once
 
 #include <torch/torch.h>
@@ -27,7 +30,13 @@ struct CheckpointInfo {
   int64_t step = 0;
   fs::path dir;          // the step folder
   nlohmann::json state;  // state.json
+  std::string fallback;  // when newer checkpoints were damaged: one line saying which and why
 };
+
+// What is wrong with checkpoint folder step_dir ("" when intact): its manifest missing or
+// unreadable, or one of `files` (all of the manifest's when empty) missing, of another size or
+// with another CRC-32 than the manifest records. One line naming the file.
+std::string checkpoint_damage(const fs::path& step_dir, const std::vector<std::string>& files = {});
 
 // Saves under root/step_XXXXXXXX/ and points root/latest at it; keeps the newest `keep` checkpoints.
 void save_checkpoint(const fs::path& root, int64_t step, torch::nn::Module& model, torch::optim::Optimizer& opt,
@@ -35,15 +44,19 @@ void save_checkpoint(const fs::path& root, int64_t step, torch::nn::Module& mode
 
 // Loads the parameters and buffers of checkpoint folder step_dir (root/step_XXXXXXXX) into
 // `model`, tensor `name` from the checkpoint's `prefix + name` (a submodule of the saved module);
-// throws naming the tensor when one is missing or has another shape.
+// throws config::ConfigError when the weights file is damaged (checkpoint_damage), and naming the
+// tensor when one is missing or has another shape.
 void load_weights(const fs::path& step_dir, torch::nn::Module& model, const std::string& prefix = "");
 // The steps of the checkpoint folders under root, ascending; the folder of one; the step root/latest names.
 std::vector<int64_t> checkpoint_steps(const fs::path& root);
 fs::path checkpoint_dir(const fs::path& root, int64_t step);
 std::optional<int64_t> latest_checkpoint_step(const fs::path& root);
 
-// Restores model parameters and buffers, optimizer state and the CPU RNG from the checkpoint that
-// root/latest names. Returns nullopt when there is none. Throws on a corrupt or mismatched one.
+// Restores model parameters and buffers, optimizer state and the CPU RNG from the newest intact
+// checkpoint under root (normally the one root/latest names; a damaged one is skipped and
+// CheckpointInfo::fallback says so). Returns nullopt when there is none at all; throws
+// config::ConfigError, naming each checkpoint and its damage, when there are some but none is
+// intact, and std::runtime_error on a mismatched one.
 std::optional<CheckpointInfo> load_latest_checkpoint(const fs::path& root, torch::nn::Module& model,
                                                      torch::optim::Optimizer& opt);
 

@@ -64,10 +64,12 @@ run::RunOutcome train_loop(Objective& obj, const config::Config& cfg, const std:
   const fs::path ckpt_root = shard.empty() ? folder.checkpoints() : folder.checkpoints() / shard;
   int64_t step = 0;
   Carried carried;
+  std::string resumed_note;  // a fallback past damaged checkpoints, said again beside "resuming at"
   if (resume) {
     if (auto info = load_latest_checkpoint(ckpt_root, obj.module(), *opt)) {
       step = info->step;
       carried.load(info->state);
+      resumed_note = info->fallback;
     }
   } else {
     util::remove_all(ckpt_root);
@@ -87,6 +89,7 @@ run::RunOutcome train_loop(Objective& obj, const config::Config& cfg, const std:
   const std::string label = cfg.name + "/" + variant;
   Progress progress(label, tc.steps, step, /*quiet=*/!lead);
   progress.message(obj.describe() + (step ? fmt::format(", resuming at step {}", step) : ""));
+  if (!resumed_note.empty()) progress.message(label + ": " + resumed_note);
 
   if (carried.tokens < 0) carried.tokens = step * obj.tokens_per_step();
   RunStatus status = RunStatus::kCompleted;
