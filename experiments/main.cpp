@@ -69,6 +69,17 @@ int cmd_run(const std::string& path, const std::vector<std::string>& sets, const
   const fs::path root = run::experiment_dir(first);
   std::signal(SIGINT, on_sigint);
 
+  // --resume: no variant may change what its run is (model, data, ...); other changes are listed.
+  if (resume)
+    for (const auto& v : ex.variants) {
+      const auto changes = run::resume_changes(v, run::RunFolder(root / v.name));
+      if (lead_rank && !changes.empty()) {
+        std::string list;
+        for (const auto& c : changes) list += (list.empty() ? "" : ", ") + c;
+        std::cout << v.config.name << "/" << v.name << ": resuming with changed settings: " << list << "\n";
+      }
+    }
+
   std::vector<fs::path> done;
   int rc = 0;
   for (const auto& v : ex.variants) {

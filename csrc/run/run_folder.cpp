@@ -1,6 +1,10 @@
 #include "csrc/run/run_folder.h"
 
 #include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include <map>
+#include <sstream>
 
 #include "csrc/util/fs.h"
 
@@ -56,6 +60,56 @@ void MetricsLog::write(const json& line) {
   // Invalid UTF-8 in a string (a generated completion, say) is written replaced, never thrown.
   out_ << line.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
   out_.flush();
+}
+
+namespace {
+
+// "a.b.c" -> scalar text of the resolved config (sequences as their flow-style YAML).
+void flatten(const YAML::Node& n, const std::string& prefix, std::map<std::string, std::string>& out) {
+  if (n.IsMap()) {
+    for (const auto& kv : n)
+      flatten(kv.second, prefix.empty() ? kv.first.as<std::string>() : prefix + "." + kv.first.as<std::string>(), out);
+    return;
+  }
+  YAML::Emitter e;
+  e << YAML::Flow << n;
+  out[prefix] = e.c_str();
+}
+
+bool prevents_resume(const std::string& key) {
+  for (const char* p : {"data.", "model.", "precision.", "parallel.", "pipeline.", "task."})
+    if (key.starts_with(p)) return true;
+  return key == "kind" || key == "seed" || key == "grpo.init_from";
+}
+
+}  // namespace
+
+std::vector<std::string> resume_changes(const config::Variant& variant, const RunFolder& folder) {
+  std::ifstream in(folder.config_path());
+  if (!in) return {};
+  std::stringstream text;
+  text << in.rdbuf();
+  std::map<std::string, std::string> before, after;
+  try {
+    flatten(YAML::Load(config::to_yaml(config::parse_config(text.str(), folder.config_path().string()))), "", before);
+  } catch (const std::exception& e) {
+    throw config::ConfigError(folder.config_path().string() + ": cannot resume from this run's config: " + e.what());
+  }
+  flatten(YAML::Load(config::to_yaml(variant.config)), "", after);
+  std::vector<std::string> changes;
+  for (const auto& [key, now] : after) {
+    const auto it = before.find(key);
+    const std::string was = it == before.end() ? "(unset)" : it->second;
+    if (was == now) continue;
+    if (prevents_resume(key))
+      throw config::ConfigError(fmt::format(
+          "{}: --resume: {} is {} here but {} in the run being resumed ({}): a run cannot resume with another "
+          "kind, seed, data, model, precision or parallel layout; start a new run (another name) or keep the "
+          "value",
+          variant.where(key), key, now, was, folder.config_path().string()));
+    changes.push_back(fmt::format("{}: {} -> {}", key, was, now));
+  }
+  return changes;
 }
 
 }  // namespace ts::run

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "csrc/config/config.h"
 
@@ -48,6 +49,14 @@ class RunFolder {
  private:
   std::filesystem::path dir_;
 };
+
+// What --resume of `variant` into `folder` changes against the config the run started with (its
+// config.resolved.yaml): "key: before -> after" for every changed key, sorted. Throws
+// config::ConfigError (at the file:line of the key, when the config sets it) when a changed key
+// makes resuming meaningless: the kind, the seed, the data (data.*), the model (model.*), its
+// precision (precision.*) or how it is split over ranks (parallel.*, pipeline.*), or the task and
+// starting point of a GRPO run (task.*, grpo.init_from). A folder without a config gives no changes.
+std::vector<std::string> resume_changes(const config::Variant& variant, const RunFolder& folder);
 
 // metrics.jsonl, appended line by line. Fresh (keep_through_step < 0): the file starts empty. On
 // resume, lines past the checkpoint's step are dropped first, so the file reads as if the run had

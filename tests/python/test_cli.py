@@ -191,3 +191,33 @@ def test_inputs_that_are_not_one_config_exit_2_in_one_line_and_write_nothing(tmp
         r = run(["run", str(path)], tmp_path)
         assert r.returncode == 2 and message in r.stderr, (path, r.stderr)
     assert not (tmp_path / "runs").exists()
+
+
+def test_resume_refuses_another_model_and_lists_other_changes(tmp_path):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    r = run(["run", str(cfg), "--variant", "small", "--no-report"], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    d = tmp_path / "runs" / "clitest" / "small"
+    before = {p: p.read_bytes() for p in d.rglob("*") if p.is_file()}
+    for key, value in [("model.d_model", "48"), ("data.seq_len", "16"), ("seed", "7")]:
+        r = run(["run", str(cfg), "--variant", "small", "--resume", "--set", f"{key}={value}"], tmp_path)
+        assert r.returncode == 2, r.stdout + r.stderr
+        err = r.stderr.strip().splitlines()
+        assert len(err) == 1 and f"--resume: {key} is {value} here but" in err[0], err
+        assert "(runs/clitest/small/config.resolved.yaml)" in err[0]
+        assert {p: p.read_bytes() for p in d.rglob("*") if p.is_file()} == before  # nothing written
+    # A variant's own override is located at its line in the config.
+    r = run(["run", str(cfg), "--variant", "wide", "--no-report"], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(TINY.replace("wide: {model.d_model: 48}", "wide: {model.d_model: 64}"))
+    r = run(["run", str(edited), "--variant", "wide", "--resume"], tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith(f"error: {edited}:"), r.stderr
+    # Other changes resume, listed in one line.
+    r = run(["run", str(cfg), "--variant", "small", "--resume", "--no-report", "--set", "train.steps=8",
+             "--set", "train.lr=0.001"], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    line = [l for l in r.stdout.splitlines() if "resuming with changed settings" in l]
+    assert len(line) == 1 and "train.steps: 6 -> 8" in line[0] and "train.lr: " in line[0] and "-> 0.001" in line[0]
+    assert "resuming at step 6" in r.stdout
