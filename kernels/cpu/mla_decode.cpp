@@ -38,7 +38,8 @@ inline v8 load8(const float* p) {
 }
 inline void store8(float* p, v8 v) { std::memcpy(p, &v, sizeof(v)); }
 inline v8 splat8(float x) { return v8{} + x; }
-inline v8 max8(v8 a, v8 b) { return a > b ? a : b; }
+// NaN-propagating: a NaN in either operand gives NaN (so a row's running max records a NaN score).
+inline v8 max8(v8 a, v8 b) { return (a > b) | (a != a) ? a : b; }
 
 constexpr int kTile = 64;           // cache positions per tile (may span blocks)
 constexpr int kRowBlock = 16;       // query rows per packed Q^T block (two vectors)
@@ -242,16 +243,17 @@ class Decoder {
   // Merges the n_slots splits of sequence b, row r: rescale each split to the common max.
   void merge_row(int64_t b, int64_t r, int64_t first_slot, int64_t n_slots, const Partials& part,
                  float* scratch) const {
+    // Splits that saw nothing (l == 0) drop out; a NaN split (l or m NaN) makes the row NaN.
     float mx = kNoScore;
     for (int64_t i = 0; i < n_slots; ++i) {
       const int64_t k = (first_slot + i) * R_ + r;
-      if (part.l[k] > 0.0f) mx = std::max(mx, part.m[k]);
+      if (part.l[k] != 0.0f) mx = std::isnan(part.m[k]) || std::isnan(mx) ? NAN : std::max(mx, part.m[k]);
     }
     float lsum = 0.0f;
     std::fill_n(scratch, Dv_, 0.0f);
     for (int64_t i = 0; i < n_slots; ++i) {
       const int64_t k = (first_slot + i) * R_ + r;
-      if (!(part.l[k] > 0.0f)) continue;
+      if (part.l[k] == 0.0f) continue;
       const float w = std::exp2(part.m[k] - mx);
       lsum += w * part.l[k];
       const float* a = part.acc.data() + k * Dv_;
@@ -316,12 +318,19 @@ class Decoder {
     }
   }
 
-  // out[b, s, h, :] = acc / l and lse[b, h, s]; a row that saw nothing gets 0 and -inf.
+  // out[b, s, h, :] = acc / l and lse[b, h, s]; a row that saw nothing (l exactly 0: a visible
+  // position adds at least 2^-126) gets 0 and -inf. As the float64 reference: a NaN score (m NaN)
+  // gives NaN and NaN, a +inf score (m = +inf) NaN and +inf, a NaN or inf value a NaN or inf out.
   void write_row(int64_t b, int64_t r, float m, float l, const float* acc) const {
     const int64_t s = r / p_.H, h = r % p_.H;
     T* out = static_cast<T*>(p_.out) + (b * R_ + r) * Dv_;
     float* lse = p_.lse + (b * p_.H + h) * p_.S_q + s;
-    if (!(l > 0.0f)) {
+    if (std::isnan(m) || m == std::numeric_limits<float>::infinity()) {  // a NaN, or a +inf score
+      for (int64_t c = 0; c < Dv_; ++c) from_float(NAN, out + c);
+      *lse = m;  // NaN, or +inf as log-sum-exp over a +inf score is
+      return;
+    }
+    if (l == 0.0f) {
       for (int64_t c = 0; c < Dv_; ++c) from_float(0.0f, out + c);
       *lse = -std::numeric_limits<float>::infinity();
       return;

@@ -300,7 +300,7 @@ __global__ void __launch_bounds__(kThreads) mla_decode_split_kernel(const Args a
     m_s[sm_row] = m_run;
     l_s[sm_row] = l_run;
     if (dvc == 0 && g_row < a.R) {
-      const float lse = l_run > 0.0f ? (m_run + log2f(l_run)) * kLn2 : -INFINITY;
+      const float lse = l_run != 0.0f ? (m_run + log2f(l_run)) * kLn2 : -INFINITY;  // NaN stays NaN
       if (a.splits == 1) {
         const int s = g_row / H, h = g_row % H;
         p.lse[(static_cast<int64_t>(b) * p.H + h) * p.S_q + s] = lse;
@@ -319,7 +319,7 @@ __global__ void __launch_bounds__(kThreads) mla_decode_split_kernel(const Args a
     for (int half = 0; half < 2; ++half) {
       const int r = mt * 16 + gid + 8 * half, grow = row0 + r;
       if (grow >= a.R) continue;
-      const float inv = l_s[r] > 0.0f ? 1.0f / l_s[r] : 0.0f;
+      const float inv = l_s[r] != 0.0f ? 1.0f / l_s[r] : 0.0f;
       const int64_t base = a.splits == 1 ? (static_cast<int64_t>(b) * a.R + grow) * p.D_v
                                          : ((static_cast<int64_t>(b) * a.splits + split) * a.R + grow) * p.D_v;
 #pragma unroll
@@ -349,13 +349,15 @@ __global__ void __launch_bounds__(128) mla_decode_combine_kernel(const Args a) {
     const int lane = threadIdx.x;
     float v0 = lane < a.splits ? lse_in[static_cast<int64_t>(lane) * a.R] : -INFINITY;
     float v1 = lane + 32 < a.splits ? lse_in[static_cast<int64_t>(lane + 32) * a.R] : -INFINITY;
+    // fmaxf drops NaN: a NaN split is found separately and makes the row NaN.
+    const bool nan = __any_sync(0xffffffffu, isnan(v0) || isnan(v1));
     float mx = fmaxf(v0, v1);
     for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
     float sum = mx == -INFINITY ? 0.0f : expf(v0 - mx) + expf(v1 - mx);
     for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-    const float lse = mx == -INFINITY ? -INFINITY : mx + logf(sum);
-    if (lane < a.splits) w_s[lane] = lse == -INFINITY ? 0.0f : expf(v0 - lse);
-    if (lane + 32 < a.splits) w_s[lane + 32] = lse == -INFINITY ? 0.0f : expf(v1 - lse);
+    const float lse = nan ? NAN : mx == -INFINITY ? -INFINITY : mx + logf(sum);
+    if (lane < a.splits) w_s[lane] = nan ? NAN : lse == -INFINITY ? 0.0f : expf(v0 - lse);
+    if (lane + 32 < a.splits) w_s[lane + 32] = nan ? NAN : lse == -INFINITY ? 0.0f : expf(v1 - lse);
     if (lane == 0) lse_s = lse;
   }
   __syncthreads();
@@ -364,7 +366,7 @@ __global__ void __launch_bounds__(128) mla_decode_combine_kernel(const Args a) {
   for (int c = threadIdx.x; c < p.D_v; c += blockDim.x) {
     float acc = 0.0f;
     for (int i = 0; i < a.splits; ++i)
-      if (w_s[i] > 0.0f) acc += w_s[i] * o_in[static_cast<int64_t>(i) * a.R * p.D_v + c];
+      if (w_s[i] != 0.0f) acc += w_s[i] * o_in[static_cast<int64_t>(i) * a.R * p.D_v + c];
     out[c] = T::from_float(acc);
   }
   if (threadIdx.x == 0) {

@@ -61,6 +61,27 @@ def test_mla_decode_matches_reference(s_q):
     torch.testing.assert_close(lse.double()[fin], ref_lse[fin], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("lens", [[37, 5], [700, 5]])  # 700: split into chunks and merged (2+ threads)
+def test_mla_decode_nan_and_inf_propagate_as_the_reference(lens):
+    q, cache, table, lens_t, d_v, scale = paged_case(lens, s_q=2)
+    q[0, 1, 1, 3] = float("nan")  # one query head of sequence 0
+    blk, row = int(table[0, 10 // 16]), 10 % 16
+    cache[blk, row, 0, d_v + 2] = float("inf")  # a rope column of position 10: +-inf scores for sequence 0
+    q[1, 0, 2, :] = q[1, 0, 2, :].abs()  # sequence 1: head 2 of query 0 gets a +inf score below
+    blk1 = int(table[1, 0])
+    cache[blk1, 1, 0, :] = float("inf")  # position 1 of sequence 1, values included
+    args = (q, cache, table, lens_t, d_v, scale)
+    out, lse = torch.ops.tinyseek.mla_decode(*args)
+    ref_out, ref_lse = reference(*args)
+    assert torch.isnan(ref_out).any() and torch.isfinite(ref_out).any()
+    assert torch.equal(torch.isnan(out), torch.isnan(ref_out))
+    assert torch.equal(torch.isnan(lse), torch.isnan(ref_lse))
+    fin = torch.isfinite(ref_out)
+    torch.testing.assert_close(out.double()[fin], ref_out[fin], rtol=1e-5, atol=1e-5)
+    fin = torch.isfinite(ref_lse)
+    torch.testing.assert_close(lse.double()[fin], ref_lse[fin], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("lens,s_q", [([5, 33], 1), ([17, 64, 3], 3)])
 def test_mla_decode_opcheck(lens, s_q):
     q, cache, table, seq_lens, d_v, scale = paged_case(lens, s_q=s_q, seed=1)
