@@ -24,6 +24,10 @@ Tensor2 CudaKernels::mla_decode(const at::Tensor& q, const at::Tensor& kv_cache,
                ::ts::shape_str(q));
   TS_CHECK_ARG(op, q, q.size(0) <= 65535, "expected at most 65535 sequences on CUDA, got ", q.size(0));
   c10::cuda::CUDAGuard guard(q.device());
+  // The kernel trusts every length and block id it reads (an out-of-range one reads outside the
+  // pool): they are checked on the host as for the CPU twin. The copies wait for the stream, a
+  // few microseconds per call against reading past the cache.
+  check_mla_decode_values(kv_cache, block_table.cpu(), seq_lens.cpu());
   MlaDecodeOperands o(q, kv_cache, block_table, seq_lens, head_dim_v, softmax_scale);
   TS_CHECK_ARG(op, q, reinterpret_cast<uintptr_t>(o.q.data_ptr()) % 16 == 0, "expected 16-byte aligned data");
   TS_CHECK_ARG(op, kv_cache, reinterpret_cast<uintptr_t>(kv_cache.data_ptr()) % 16 == 0,
