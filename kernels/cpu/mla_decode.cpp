@@ -359,7 +359,7 @@ void run(const MlaDecodeParams& p) {
   int64_t slots = 0;
   for (int64_t b = 0; b < p.B; ++b) {
     const int64_t L = p.seq_lens[b];
-    const int64_t n = std::max<int64_t>(1, ceil_div(L, chunk));
+    const int64_t n = L <= chunk ? 1 : ceil_div(L, chunk);  // (chunk may be INT64_MAX: no L + chunk)
     if (n == 1) {
       items.push_back({b, 0, L, -1});
       continue;
