@@ -12,7 +12,8 @@ TORCH_VERSION=2.11.0
 PY_PACKAGES=("torch==${TORCH_VERSION}" "numpy==2.4.6" "pytest==9.2.0" "safetensors==0.8.0" "matplotlib==3.11.2" "pyyaml==6.0.4")
 DEB_PACKAGES=(cmake ninja-build ccache g++ zlib1g-dev libeigen3-dev libyaml-cpp-dev googletest libgtest-dev
               libbenchmark-dev libcli11-dev nlohmann-json3-dev python3-venv
-              libgloo-dev)  # gloo headers only, to compile against torch's ProcessGroupGloo (docs/distributed.md)
+              libgloo-dev   # gloo headers only, to compile against torch's ProcessGroupGloo (docs/distributed.md)
+              clang libclang-rt-14-dev)  # libFuzzer, for scripts/fuzz.sh
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do

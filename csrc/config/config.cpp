@@ -1,5 +1,6 @@
 #include "csrc/config/config.h"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -312,17 +313,41 @@ void check_unique_keys(const YAML::Node& node, const std::string& origin) {
   }
 }
 
+// Counts the documents of a YAML stream and where the second one starts, reading no further.
+// (yaml-cpp's LoadAll never returns on some inputs, e.g. a lone ',': it yields empty documents
+// forever without consuming it; found by fuzz/config_fuzz.cpp.)
+struct DocumentCounter : YAML::EventHandler {
+  int documents = 0;
+  YAML::Mark second;
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    if (++documents == 2) second = mark;
+  }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
 YAML::Node load_yaml(const std::string& text, const std::string& origin) {
-  std::vector<YAML::Node> docs;
+  YAML::Node root;
+  DocumentCounter counter;
   try {
-    docs = YAML::LoadAll(text);
+    std::istringstream in(text);
+    YAML::Parser parser(in);
+    while (counter.documents < 2 && parser.HandleNextDocument(counter)) {
+    }
+    if (counter.documents > 0) root = YAML::Load(text);  // the first document
   } catch (const YAML::Exception& e) {
     throw ConfigError(origin + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg);
   }
-  if (docs.size() > 1)
-    throw ConfigError(origin + ":" + std::to_string(docs[1].Mark().line + 1) +
-                      ": a second YAML document; a config is one document (remove the '---')");
-  YAML::Node root = docs.empty() ? YAML::Node() : docs[0];
+  if (counter.documents > 1)
+    throw ConfigError(origin + ":" + std::to_string(counter.second.line + 1) +
+                      ": a second YAML document; a config is one document (remove the '---', or a stray ',' "
+                      "at the top level)");
   check_unique_keys(root, origin);
   return root;
 }
