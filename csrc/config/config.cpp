@@ -9,6 +9,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 
@@ -344,6 +345,20 @@ YAML::Node load_yaml(const std::string& text, const std::string& origin) {
   } catch (const YAML::Exception& e) {
     throw ConfigError(origin + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg);
   }
+  // Aliases share nodes, so a few lines can stand for billions of values (a "billion laughs"
+  // document); every later walk would expand them. Count the values reached, with a cap.
+  constexpr int64_t kMaxValues = 100000;
+  int64_t values = 0;
+  std::function<void(const YAML::Node&)> count = [&](const YAML::Node& n) {
+    if (++values > kMaxValues)
+      throw ConfigError(origin + ":" + std::to_string(n.Mark().line + 1) + ": more than " + std::to_string(kMaxValues) +
+                        " values (YAML aliases expanding to a huge document?)");
+    if (n.IsMap())
+      for (const auto& kv : n) count(kv.first), count(kv.second);
+    else if (n.IsSequence())
+      for (const auto& e : n) count(e);
+  };
+  count(root);
   if (counter.documents > 1)
     throw ConfigError(origin + ":" + std::to_string(counter.second.line + 1) +
                       ": a second YAML document; a config is one document (remove the '---', or a stray ',' "
@@ -373,6 +388,10 @@ Experiment load_experiment(const std::string& path, const std::vector<std::strin
                       (std::filesystem::is_directory(status) ? "a directory" : "a device, pipe or socket"));
   std::ifstream f(path);
   if (!f) throw ConfigError(path + ": cannot read the config file (missing or unreadable)");
+  // A config is a page of settings; anything this large is not one (and would be parsed whole).
+  constexpr std::uintmax_t kMaxConfigBytes = 1 << 20;
+  if (const auto size = std::filesystem::file_size(path, ec); !ec && size > kMaxConfigBytes)
+    throw ConfigError(path + ": " + std::to_string(size) + " bytes; a config is at most 1 MiB");
   std::stringstream ss;
   ss << f.rdbuf();
   YAML::Node root = load_yaml(ss.str(), path);

@@ -224,7 +224,7 @@ struct TrainConfig {
     v("stop_at", stop_at, Range{0, 1e9});
     v("on_nonfinite", on_nonfinite, OneOf{{"stop", "skip"}});
     v("device", device, OneOf{{"auto", "cpu", "cuda"}});
-    v("threads", threads, Range{0, 4096});
+    v("threads", threads, Range{0, 256});
     v("debug_nan_step", debug_nan_step, Range{-1, 1e9});
   }
 };

@@ -181,6 +181,12 @@ def test_inputs_that_are_not_one_config_exit_2_in_one_line_and_write_nothing(tmp
         "two.yaml": ("name: a\n---\nname: b\n", ":2: a second YAML document"),
         # Found by fuzz/config_fuzz.cpp: yaml-cpp's LoadAll never returned on a lone ','.
         "comma.yaml": (",", ":1: a second YAML document"),
+        # Resource bombs: aliases standing for 10^7 values, a file of 1.1 MB, 4096 threads.
+        "bomb.yaml": ("name: a\nx0: &x0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+                      + "".join(f"x{i}: &x{i} [{', '.join([f'*x{i - 1}'] * 10)}]\n" for i in range(1, 7)),
+                      "more than 100000 values"),
+        "huge.yaml": ("name: a\n" + "# padding\n" * 110000, "bytes; a config is at most 1 MiB"),
+        "threads.yaml": ("name: a\ntrain: {threads: 4096}\n", ":2: train.threads:"),
     }
     for file, (text, message) in cases.items():
         cfg = tmp_path / file
