@@ -133,6 +133,19 @@ run::RunOutcome run_fp8_accumulation(const config::Config& cfg, const std::strin
                  cfg.name, variant, K, r.acc.label, r.promote, pct(cell["max_err_rel"].get<double>()),
                  pct(cell["median_rel"].get<double>()), secs);
       r.cells.push_back(std::move(cell));
+      if (run::interrupt_flag().load()) {  // Ctrl-C: the measured lines stay; a rerun starts over
+        fmt::print("{}/{}: interrupted after {} of {} GEMMs; run again to measure them all\n", cfg.name, variant, line,
+                   static_cast<int64_t>(ks.size() * rows.size()));
+        run::RunOutcome out;
+        out.status = run::RunStatus::kInterrupted;
+        out.summary = {{"name", cfg.name},
+                       {"variant", variant},
+                       {"kind", cfg.kind},
+                       {"status", run::status_name(out.status)},
+                       {"steps", line}};
+        folder.write_summary(out.summary);
+        return out;
+      }
     }
   }
 

@@ -229,3 +229,29 @@ def test_resume_refuses_another_model_and_lists_other_changes(tmp_path):
     line = [l for l in r.stdout.splitlines() if "resuming with changed settings" in l]
     assert len(line) == 1 and "train.steps: 6 -> 8" in line[0] and "train.lr: " in line[0] and "-> 0.001" in line[0]
     assert "resuming at step 6" in r.stdout
+
+
+def test_ctrl_c_stops_the_fp8_accumulation_study(tmp_path):
+    """Ctrl-C ends a study that is not a training loop too: exit 130, the measured lines kept."""
+    import signal
+    import time
+
+    root = Path(__file__).resolve().parents[2]
+    p = subprocess.Popen([tinyseek_bin(), "run", str(root / "configs" / "fp8_accumulation.yaml"), "--set",
+                          f"output.dir={tmp_path / 'runs'}"], cwd=tmp_path, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    metrics = None
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        found = list((tmp_path / "runs").glob("*/*/metrics.jsonl"))
+        if found and found[0].stat().st_size > 0:
+            metrics = found[0]
+            break
+        time.sleep(0.05)
+    assert metrics is not None, "no GEMM measured within 120 s"
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, out + err
+    assert "interrupted after" in out
+    summary = json.loads((metrics.parent / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["steps"] >= 1
