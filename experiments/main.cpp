@@ -49,6 +49,19 @@ std::string outcome_line(const config::Variant& v, const nlohmann::json& s) {
   return line;
 }
 
+// An error message as one printable line: control characters (a value echoed from a config may
+// hold any byte) become \xNN, so the message cannot break lines or move the terminal's cursor.
+std::string one_line(const std::string& msg) {
+  std::string out;
+  for (const unsigned char c : msg) {
+    if (c < 0x20 || c == 0x7f)
+      out += fmt::format("\\x{:02x}", c);
+    else
+      out += static_cast<char>(c);
+  }
+  return out;
+}
+
 int cmd_run(const std::string& path, const std::vector<std::string>& sets, const std::vector<std::string>& only,
             bool resume, bool report) {
   auto ex = config::load_experiment(path, sets);
@@ -142,6 +155,12 @@ int main(int argc, char** argv) {
   bool no_report = false;
   run->add_flag("--no-report", no_report, "Skip report.md and its plots (the run folders are still written)");
 
+  std::string check_path;
+  std::vector<std::string> check_sets;
+  auto* check = app.add_subcommand("check", "Run every check a config's variants get before `run`, write nothing");
+  check->add_option("config", check_path, "YAML config")->required();
+  check->add_option("--set", check_sets, "Override a key, as for run (repeatable)");
+
   std::vector<std::string> report_dirs;
   std::string report_out;
   auto* report = app.add_subcommand("report", "Compare runs: Markdown table and PNG plots");
@@ -158,6 +177,15 @@ int main(int argc, char** argv) {
     if (*run) return cmd_run(config_path, sets, only, resume, !no_report);
     for (const auto& c : commands)
       if (c.app->parsed()) return c.run();
+    if (*check) {
+      const auto ex = config::load_experiment(check_path, check_sets);
+      run::check_experiment(ex, experiments::kinds(), run::launch_world_size());
+      std::string names;
+      for (const auto& v : ex.variants) names += (names.empty() ? "" : ", ") + v.name;
+      std::cout << check_path << ": ok (" << ex.variants.size() << " variant" << (ex.variants.size() == 1 ? "" : "s")
+                << ": " << names << ")\n";
+      return 0;
+    }
     if (*report) {
       std::vector<fs::path> dirs(report_dirs.begin(), report_dirs.end());
       const fs::path out = report_out.empty() ? dirs.front() : fs::path(report_out);
@@ -166,13 +194,13 @@ int main(int argc, char** argv) {
       return 0;
     }
   } catch (const config::ConfigError& e) {
-    std::cerr << "error: " << e.what() << "\n";
+    std::cerr << "error: " << one_line(e.what()) << "\n";
     return 2;
   } catch (const c10::Error& e) {
-    std::cerr << "error: " << e.what_without_backtrace() << "\n";
+    std::cerr << "error: " << one_line(e.what_without_backtrace()) << "\n";
     return 1;
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
+    std::cerr << "error: " << one_line(e.what()) << "\n";
     return 1;
   }
   return 0;
