@@ -300,14 +300,21 @@ Config parse_node(const YAML::Node& root, const Origins& o) {
 }
 
 // A key given twice in one mapping: yaml-cpp keeps both pairs and lookups see the first, so the
-// second would be ignored without a word.
+// second would be ignored without a word. And a key that is not a plain name (YAML allows a list
+// or a mapping as a key: "? [a, b]"), which no setting has (found by fuzz/config_fuzz.cpp).
 void check_unique_keys(const YAML::Node& node, const std::string& origin) {
   if (node.IsSequence())
     for (const auto& item : node) check_unique_keys(item, origin);
   if (!node.IsMap()) return;
   std::set<std::string> keys;
   for (const auto& kv : node) {
-    if (kv.first.IsScalar() && !keys.insert(kv.first.Scalar()).second)
+    if (!kv.first.IsScalar())
+      throw ConfigError(origin + ":" + std::to_string(kv.first.Mark().line + 1) +
+                        ": a key must be a plain name, got a " +
+                        (kv.first.IsSequence() ? "list"
+                         : kv.first.IsMap()    ? "mapping"
+                                               : "null"));
+    if (!keys.insert(kv.first.Scalar()).second)
       throw ConfigError(origin + ":" + std::to_string(kv.first.Mark().line + 1) + ": duplicate key '" +
                         kv.first.Scalar() + "' (it appears earlier in the same mapping)");
     check_unique_keys(kv.second, origin);
