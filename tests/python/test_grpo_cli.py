@@ -132,3 +132,25 @@ def test_nonfinite_loss_stops_with_exit_3_and_the_checkpoint_intact(base):
     r = run(["run", str(cfg), "--variant", "rl", "--no-report", *sets, "--set", "train.on_nonfinite=skip"], root)
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads((root / "nan/rltest/rl/summary.json").read_text())["skipped_steps"] == 1
+
+
+def test_resume_falls_back_past_a_damaged_grpo_checkpoint(base):
+    """GRPO checkpoints carry the manifest too: a damaged newest one is skipped, named, and the run
+    continued from the one before ends as the uninterrupted run does."""
+    root, cfg = base
+    sets = ["--set", "train.steps=6", "--set", "train.checkpoint_every=2", "--set", "train.eval_every=100",
+            "--set", "grpo.eval_k=0", "--set", f"grpo.init_from={root / 'runs/rltest/base'}"]
+    full = run(["run", str(cfg), "--variant", "rl", "--no-report", "--set", "output.dir=dfull", *sets], root)
+    assert full.returncode == 0, full.stdout + full.stderr
+    a = run(["run", str(cfg), "--variant", "rl", "--no-report", "--set", "output.dir=dpart", "--set",
+             "train.stop_at=4", *sets], root)
+    assert a.returncode == 0, a.stdout + a.stderr
+    weights = root / "dpart/rltest/rl/checkpoints/step_00000004/model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    b = run(["run", str(cfg), "--variant", "rl", "--no-report", "--set", "output.dir=dpart", "--resume", *sets], root)
+    assert b.returncode == 0, b.stdout + b.stderr
+    assert "resuming at step 2" in b.stdout and "step_00000004/model.safetensors: CRC-32" in b.stdout
+    ckpt = "checkpoints/step_00000006/model.safetensors"
+    assert (root / "dfull/rltest/rl" / ckpt).read_bytes() == (root / "dpart/rltest/rl" / ckpt).read_bytes()
