@@ -17,13 +17,10 @@ void check_cost_study_config(const config::Config& cfg) { check_attention_ablati
 json counted_costs(const config::Config& cfg) {
   const auto c = nn::model_cost(cfg);
   const int64_t tokens_per_step = cfg.train.batch_size * cfg.data.seq_len;
-  // Cache rows are stored in the activations' dtype on the CPU (fp32) and in bf16 on CUDA
-  // (nn::Decoder); the count here is the CPU's, as the decode numbers beside it.
-  const int64_t kv_bytes = c.kv_values_per_token * 4;
   json j = {{"total_parameters", c.total_parameters},
             {"active_parameters", c.active_parameters},
             {"mtp_parameters", c.mtp_parameters},
-            {"kv_bytes_per_token", kv_bytes},
+            {"kv_values_per_token", c.kv_values_per_token},
             {"forward_flops_per_token", c.forward_flops_per_token},
             {"mtp_forward_flops_per_token", c.mtp_forward_flops_per_token},
             {"train_flops_per_token", c.train_flops_per_token},
@@ -31,10 +28,8 @@ json counted_costs(const config::Config& cfg) {
             {"train_flops_total",
              c.train_flops_per_token * static_cast<double>(tokens_per_step) * static_cast<double>(cfg.train.steps)}};
   const auto& d = cfg.decode_bench;
-  for (int64_t ctx = d.context_min; ctx <= d.context_max; ctx *= d.context_factor) {
-    j["kv_cache_bytes_" + std::to_string(ctx)] = kv_bytes * ctx;  // one sequence
+  for (int64_t ctx = d.context_min; ctx <= d.context_max; ctx *= d.context_factor)
     j["decode_flops_per_token_" + std::to_string(ctx)] = nn::decode_flops_per_token(cfg, ctx);
-  }
   return j;
 }
 
@@ -48,8 +43,11 @@ run::RunOutcome run_cost_study(const config::Config& cfg, const std::string& var
                static_cast<long long>(d.batch_size), static_cast<long long>(d.context_min),
                static_cast<long long>(d.context_max));
   outcome.summary.update(counted_costs(cfg));
-  const json m = measure_decode(cfg);
+  const json m = measure_decode(cfg);  // kv_cache_bytes_per_token: measured on the decoder's cache
   outcome.summary.update(m);
+  const int64_t kv_bytes = m["kv_cache_bytes_per_token"].get<int64_t>();
+  for (int64_t ctx = d.context_min; ctx <= d.context_max; ctx *= d.context_factor)
+    outcome.summary["kv_cache_bytes_" + std::to_string(ctx)] = kv_bytes * ctx;  // one sequence
   json columns = json::array({"active_parameters", "train_flops_per_token"});
   for (const auto& c : m["report_columns"]) columns.push_back(c);
   outcome.summary["report_columns"] = columns;

@@ -220,7 +220,8 @@ std::string cost_section(const std::vector<fs::path>& variant_dirs, const fs::pa
       "actually routed, the attention a causal query sees, MTP; a training step is 3 forward passes); active "
       "parameters are those one token uses (the routed experts it skips left out; MTP modules not counted, as "
       "they do not decode). Speeds and losses are measured in this run; decoding is batch {} with a cache of "
-      "the given context (random contents: time does not depend on them), KV bytes in fp32.\n\n",
+      "the given context (random contents: time does not depend on them); KV bytes as the decoder's cache holds "
+      "them.\n\n",
       subject, sums[0].value("decode_batch_size", int64_t{0}));
   md +=
       "| model | total params | active params | KV bytes/token | train FLOPs/token | training FLOPs | val loss | "
@@ -233,7 +234,7 @@ std::string cost_section(const std::vector<fs::path>& variant_dirs, const fs::pa
     const auto& s = sums[i];
     md += fmt::format("| {} | {} | {} | {:.0f} | {} | {} | {} | {:.0f} |", runs[i].variant,
                       si(number(s, "total_parameters")), si(number(s, "active_parameters")),
-                      number(s, "kv_bytes_per_token"), si(number(s, "train_flops_per_token")),
+                      number(s, "kv_cache_bytes_per_token"), si(number(s, "train_flops_per_token")),
                       si(number(s, "train_flops_per_step") * number(s, "steps")),
                       json_number(s, "final_val_loss", "{:.4f}"), number(s, "tokens_per_s"));
     for (const auto& c : contexts) md += fmt::format(" {:.0f} |", number(s, "decode_tok_s_" + c));
@@ -279,7 +280,7 @@ std::string cost_section(const std::vector<fs::path>& variant_dirs, const fs::pa
                                   ? (at_first ? "<= " : "") + ratio(reach, base_flops)
                                   : fmt::format("not reached (its final {:.4f})", number(sums[0], "final_val_loss"));
     md += fmt::format("| {} | {:.4f} | {} | {} | {} |", runs[i].variant, target, flops,
-                      ratio(number(sums[0], "kv_bytes_per_token"), number(s, "kv_bytes_per_token")),
+                      ratio(number(sums[0], "kv_cache_bytes_per_token"), number(s, "kv_cache_bytes_per_token")),
                       ratio(number(sums[0], "tokens_per_s"), number(s, "tokens_per_s")));
     for (const auto& c : contexts)
       md += " " + ratio(number(sums[0], "decode_tok_s_" + c), number(s, "decode_tok_s_" + c)) + " |";

@@ -316,7 +316,7 @@ struct DecodeBenchConfig {
   int64_t context_min = 512;
   int64_t context_max = 4096;
   int64_t context_factor = 2;  // contexts context_min, * factor, ... up to context_max
-  int64_t block_size = 64;  // rows per cache block (a multiple of 16, as FlashMLA)
+  int64_t block_size = 64;     // rows per cache block (a multiple of 16, as FlashMLA)
   std::string mla_path = "absorbed";
 
   template <class V>

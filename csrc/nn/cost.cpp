@@ -49,7 +49,7 @@ BlockCost block_cost(const config::Config& c, int64_t layer, double keys, bool a
     }
   } else {
     const int64_t dh = m.d_model / m.n_heads;
-    const int64_t kv_heads = a.kind == "mqa" ? 1 : a.kind == "gqa" && a.n_kv_heads > 0 ? a.n_kv_heads : m.n_heads;
+    const int64_t kv_heads = attention_kv_heads(m);
     proj(m.d_model, m.n_heads * dh);     // wq
     proj(m.d_model, 2 * kv_heads * dh);  // wk, wv
     proj(m.n_heads * dh, m.d_model);     // wo

@@ -84,4 +84,11 @@ void check_generate_config(const config::Config& c) {
     throw InvalidKeys({"generate.block_size"}, fmt::format("expected a multiple of 16, got {}", g.block_size));
 }
 
+int64_t attention_kv_heads(const config::ModelConfig& m) {
+  const auto& a = m.attention;
+  if (a.kind == "mqa") return 1;
+  if (a.kind == "gqa" && a.n_kv_heads > 0) return a.n_kv_heads;
+  return m.n_heads;
+}
+
 }  // namespace ts::nn

@@ -21,6 +21,10 @@ void validate_moe_config(const config::MoeConfig& c);
 // The precision knobs alone (every ts::nn::Linear checks them).
 void check_precision_config(const config::PrecisionConfig& p);
 
+// Key/value heads of the MHA family (attention.kind mha, gqa or mqa): n_heads for MHA, 1 for MQA,
+// attention.n_kv_heads for GQA (0: n_heads). make_attention and the cost model both use it.
+int64_t attention_kv_heads(const config::ModelConfig& m);
+
 // The longest sequence the model is trained for and may decode: data.seq_len (the rotary
 // tables of training cover it; positions past it were never seen).
 int64_t model_context(const config::Config& c);

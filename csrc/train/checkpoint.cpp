@@ -196,9 +196,10 @@ std::string checkpoint_damage(const fs::path& step_dir, const std::vector<std::s
   return "";
 }
 
-void load_weights(const fs::path& step_dir, torch::nn::Module& model, const std::string& prefix) {
-  if (auto damage = checkpoint_damage(step_dir, {"model.safetensors"}); !damage.empty())
-    throw config::ConfigError("checkpoint " + damage);
+namespace {
+
+// load_weights after the checkpoint was verified (by the caller).
+void load_verified_weights(const fs::path& step_dir, torch::nn::Module& model, const std::string& prefix) {
   auto tensors = safetensors_load(step_dir / "model.safetensors");
   torch::NoGradGuard ng;
   for (auto& [name, t] : model_tensors(model)) {
@@ -210,6 +211,14 @@ void load_weights(const fs::path& step_dir, torch::nn::Module& model, const std:
                 it->second.sizes(), ", the model expects ", t.sizes());
     t.copy_(it->second);
   }
+}
+
+}  // namespace
+
+void load_weights(const fs::path& step_dir, torch::nn::Module& model, const std::string& prefix) {
+  if (auto damage = checkpoint_damage(step_dir, {"model.safetensors"}); !damage.empty())
+    throw config::ConfigError("checkpoint " + damage);
+  load_verified_weights(step_dir, model, prefix);
 }
 
 std::vector<int64_t> checkpoint_steps(const fs::path& root) {
@@ -256,7 +265,7 @@ std::optional<CheckpointInfo> load_latest_checkpoint(const fs::path& root, torch
     info.dir = dir;
     if (!skipped.empty())
       info.fallback = fmt::format("skipped damaged checkpoints ({}); resuming from {}", skipped, dir.string());
-    load_weights(info.dir, model);
+    load_verified_weights(info.dir, model, "");  // checkpoint_damage read every file above
     torch::serialize::InputArchive ar;
     ar.load_from((info.dir / "trainer_state.pt").string());
     opt.load(ar);

@@ -1,5 +1,6 @@
 #include "csrc/nn/attention/attention.h"
 #include "csrc/nn/attention/mla.h"
+#include "csrc/nn/model_config.h"
 
 namespace ts::nn {
 
@@ -44,13 +45,8 @@ torch::Tensor GroupedQueryAttentionImpl::forward_cached(const torch::Tensor& x, 
 std::shared_ptr<AttentionImpl> make_attention(const config::Config& c) {
   const auto& cfg = c.model;
   const auto& a = cfg.attention;
-  if (a.kind == "mha")
-    return std::make_shared<GroupedQueryAttentionImpl>(cfg.d_model, cfg.n_heads, cfg.n_heads, c.precision);
-  if (a.kind == "mqa") return std::make_shared<GroupedQueryAttentionImpl>(cfg.d_model, cfg.n_heads, 1, c.precision);
-  if (a.kind == "gqa") {
-    const int64_t g = a.n_kv_heads ? a.n_kv_heads : cfg.n_heads;  // divides n_heads (check_model_config)
-    return std::make_shared<GroupedQueryAttentionImpl>(cfg.d_model, cfg.n_heads, g, c.precision);
-  }
+  if (a.kind == "mha" || a.kind == "mqa" || a.kind == "gqa")  // kv heads divide n_heads (check_model_config)
+    return std::make_shared<GroupedQueryAttentionImpl>(cfg.d_model, cfg.n_heads, attention_kv_heads(cfg), c.precision);
   if (a.kind == "mla") return std::make_shared<MultiHeadLatentAttentionImpl>(c);
   throw config::ConfigError("model.attention.kind: unsupported kind '" + a.kind + "'");
 }
