@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 # torch 2.11.0 from PyPI is the CUDA 13.0 build: it matches nvcc 13.0 on this machine and the torch
 # the H200 device machine carries, so one LibTorch ABI serves the CPU build, CI and the GPU check.
 TORCH_VERSION=2.11.0
-PY_PACKAGES=("torch==${TORCH_VERSION}" "numpy==2.4.6" "pytest==9.2.0" "safetensors==0.8.0" "matplotlib==3.11.2" "pyyaml==6.0.4")
+PY_PACKAGES=("torch==${TORCH_VERSION}" "numpy==2.4.6" "pytest==9.2.0" "safetensors==0.8.0" "matplotlib==3.11.2" "pyyaml==6.0.4"
+             "transformers==5.25.0")  # Hugging Face interop tests (docs/interop.md)
 DEB_PACKAGES=(cmake ninja-build ccache g++ zlib1g-dev libeigen3-dev libyaml-cpp-dev googletest libgtest-dev
               libbenchmark-dev libcli11-dev nlohmann-json3-dev python3-venv
               libgloo-dev   # gloo headers only, to compile against torch's ProcessGroupGloo (docs/distributed.md)
