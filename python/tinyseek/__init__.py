@@ -1,7 +1,8 @@
 """tinyseek from Python: `import tinyseek` loads libtinyseek.so, which registers torch.ops.tinyseek.*.
 
-The library is looked up in $TINYSEEK_LIBRARY, then in the build folders of the source tree
-this package sits in (build/ first).
+The library is looked up in $TINYSEEK_LIBRARY, then in this package's own folder (where
+`pip install` puts it), then in the build folders of the source tree this package sits in
+(build/ first).
 """
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-_ROOT = Path(__file__).resolve().parents[2]
+_HERE = Path(__file__).resolve().parent
+_ROOT = _HERE.parents[1]
 
 
 def _find_library() -> Path:
@@ -20,6 +22,9 @@ def _find_library() -> Path:
         if not p.is_file():
             raise ImportError(f"tinyseek: TINYSEEK_LIBRARY={env} is not a file")
         return p
+    installed = _HERE / "libtinyseek.so"
+    if installed.is_file():
+        return installed
     for build in ["build", *sorted(p.name for p in _ROOT.glob("build*") if p.name != "build")]:
         p = _ROOT / build / "libtinyseek.so"
         if p.is_file():
