@@ -19,7 +19,6 @@
 #include "csrc/util/fs.h"
 #include "experiments/commands.h"
 #include "experiments/python_module.h"
-#include "tinyseek_paths.h"
 
 namespace ts::experiments {
 
@@ -95,7 +94,7 @@ int show(const PipelineArgs& a) {
   util::atomic_write(js, to_json(s, tl));
   std::cout << "wrote " << svg.string() << "\nwrote " << js.string() << "\n";
   if (run_python_module("pipeline_chart", {js.string(), png.string()}) != 0) {
-    std::cerr << "error: the PNG needs matplotlib in " << TINYSEEK_PYTHON << " (`make setup`): python -m "
+    std::cerr << "error: the PNG needs matplotlib in " << python_executable() << " (`make setup`): python -m "
               << "tinyseek.pipeline_chart " << js.string() << " " << png.string() << " failed\n";
     return 1;
   }
