@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 # the H200 device machine carries, so one LibTorch ABI serves the CPU build, CI and the GPU check.
 TORCH_VERSION=2.11.0
 PY_PACKAGES=("torch==${TORCH_VERSION}" "numpy==2.4.6" "pytest==9.2.0" "safetensors==0.8.0" "matplotlib==3.11.2" "pyyaml==6.0.4"
-             "transformers==5.25.0")  # Hugging Face interop tests (docs/interop.md)
+             "transformers==5.25.0"   # Hugging Face interop tests (docs/interop.md)
+             "scikit-build-core==1.1.2")  # `pip install --no-build-isolation .` (pyproject.toml)
 DEB_PACKAGES=(cmake ninja-build ccache g++ zlib1g-dev libeigen3-dev libyaml-cpp-dev googletest libgtest-dev
               libbenchmark-dev libcli11-dev nlohmann-json3-dev python3-venv
               libgloo-dev   # gloo headers only, to compile against torch's ProcessGroupGloo (docs/distributed.md)
@@ -50,6 +51,8 @@ if [ "$(readlink .venv 2>/dev/null)" != "$VENV" ]; then
     ln -sfn "$VENV" .venv
   fi
 fi
-# `import tinyseek` from the venv finds this checkout's python/ (the library is found relative to it).
+# The venv is shared by every checkout, so it must not point `import tinyseek` at one of them: an
+# earlier setup wrote tinyseek-src.pth for the checkout that ran it last; remove it. A checkout's
+# package is imported with PYTHONPATH=<checkout>/python; an installed one with `pip install`.
 site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-[ "$(cat "$site/tinyseek-src.pth" 2>/dev/null)" = "$(pwd)/python" ] || echo "$(pwd)/python" > "$site/tinyseek-src.pth"
+rm -f "$site/tinyseek-src.pth"
