@@ -20,5 +20,7 @@ Command add_launch_command(CLI::App& app);
 Command add_pipeline_command(CLI::App& app);
 // `tinyseek generate RUN_DIR[/VARIANT] --prompt TEXT ...` (generate_cli.cpp).
 Command add_generate_command(CLI::App& app);
+// `tinyseek export RUN_DIR[/VARIANT] [--step N] --format hf --out DIR` (export_cli.cpp).
+Command add_export_command(CLI::App& app);
 
 }  // namespace ts::experiments

@@ -141,7 +141,8 @@ int main(int argc, char** argv) {
   if (std::getenv("RANK")) std::setvbuf(stdout, nullptr, _IOLBF, 0);  // ranks' output through pipes, line by line
   const std::vector<experiments::Command> commands = {experiments::add_launch_command(app),
                                                       experiments::add_pipeline_command(app),
-                                                      experiments::add_generate_command(app)};
+                                                      experiments::add_generate_command(app),
+                                                      experiments::add_export_command(app)};
 
   std::string config_path;
   std::vector<std::string> sets;

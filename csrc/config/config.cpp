@@ -464,4 +464,23 @@ std::string to_yaml(const Config& c) {
   return std::string(e.c_str()) + "\n";
 }
 
+namespace {
+void flatten(const YAML::Node& n, const std::string& prefix, std::map<std::string, std::string>& out) {
+  if (n.IsMap()) {
+    for (const auto& kv : n)
+      flatten(kv.second, prefix.empty() ? kv.first.as<std::string>() : prefix + "." + kv.first.as<std::string>(), out);
+    return;
+  }
+  YAML::Emitter e;
+  e << YAML::Flow << n;
+  out[prefix] = e.c_str();
+}
+}  // namespace
+
+std::map<std::string, std::string> flat_values(const Config& c) {
+  std::map<std::string, std::string> out;
+  flatten(YAML::Load(to_yaml(c)), "", out);
+  return out;
+}
+
 }  // namespace ts::config

@@ -204,6 +204,10 @@ struct TrainConfig {
   std::string device = "auto";        // auto | cpu | cuda
   int64_t threads = 0;                // intra-op threads; 0 = torch's default
   int64_t debug_nan_step = -1;        // fault injection for tests: make this step's loss NaN
+  // Start from these weights instead of a random initialisation (kind pretrain): a trained run,
+  // RUN_DIR[/VARIANT] (its latest checkpoint), or hf:DIR, a Hugging Face checkpoint folder
+  // (csrc/train/hf.h). The configured model must be the stored one; "" = random.
+  std::string init_from;
 
   template <class V>
   void visit(V& v) {
@@ -226,6 +230,7 @@ struct TrainConfig {
     v("device", device, OneOf{{"auto", "cpu", "cuda"}});
     v("threads", threads, Range{0, 256});
     v("debug_nan_step", debug_nan_step, Range{-1, 1e9});
+    v("init_from", init_from, NoCheck{});
   }
 };
 
@@ -576,6 +581,9 @@ Config parse_config(const std::string& yaml_text, const std::string& origin = "<
 
 // The resolved config as YAML (every field, defaults included).
 std::string to_yaml(const Config& c);
+
+// Every field of the resolved config as "a.b.c" -> its value's YAML text (sequences in flow style).
+std::map<std::string, std::string> flat_values(const Config& c);
 
 // Edit distance, for "did you mean" suggestions.
 size_t edit_distance(const std::string& a, const std::string& b);

@@ -11,6 +11,7 @@
 #include "csrc/ops/grpo.h"
 #include "csrc/run/device.h"
 #include "csrc/run/run_folder.h"
+#include "csrc/train/hf.h"
 #include "csrc/train/trainer.h"
 
 namespace ts::rl {
@@ -387,7 +388,7 @@ run::RunOutcome train_grpo(const config::Config& cfg, const std::string& variant
   const std::string& from = cfg.grpo.init_from;
   std::error_code ec;
   fs::path path = from;
-  if (!fs::is_directory(path, ec)) {
+  if (!train::is_hf_ref(from) && !fs::is_directory(path, ec)) {
     const fs::path sibling = run_dir.parent_path() / from;
     if (!fs::is_directory(sibling, ec))
       throw config::ConfigError(

@@ -64,18 +64,6 @@ void MetricsLog::write(const json& line) {
 
 namespace {
 
-// "a.b.c" -> scalar text of the resolved config (sequences as their flow-style YAML).
-void flatten(const YAML::Node& n, const std::string& prefix, std::map<std::string, std::string>& out) {
-  if (n.IsMap()) {
-    for (const auto& kv : n)
-      flatten(kv.second, prefix.empty() ? kv.first.as<std::string>() : prefix + "." + kv.first.as<std::string>(), out);
-    return;
-  }
-  YAML::Emitter e;
-  e << YAML::Flow << n;
-  out[prefix] = e.c_str();
-}
-
 bool prevents_resume(const std::string& key) {
   for (const char* p : {"data.", "model.", "precision.", "parallel.", "pipeline.", "task."})
     if (key.starts_with(p)) return true;
@@ -91,11 +79,11 @@ std::vector<std::string> resume_changes(const config::Variant& variant, const Ru
   text << in.rdbuf();
   std::map<std::string, std::string> before, after;
   try {
-    flatten(YAML::Load(config::to_yaml(config::parse_config(text.str(), folder.config_path().string()))), "", before);
+    before = config::flat_values(config::parse_config(text.str(), folder.config_path().string()));
   } catch (const std::exception& e) {
     throw config::ConfigError(folder.config_path().string() + ": cannot resume from this run's config: " + e.what());
   }
-  flatten(YAML::Load(config::to_yaml(variant.config)), "", after);
+  after = config::flat_values(variant.config);
   std::vector<std::string> changes;
   for (const auto& [key, now] : after) {
     const auto it = before.find(key);

@@ -8,6 +8,7 @@
 
 #include "csrc/run/run_folder.h"
 #include "csrc/train/checkpoint.h"
+#include "csrc/train/hf.h"
 
 namespace ts::train {
 
@@ -39,6 +40,15 @@ fs::path variant_dir(const std::string& arg) {
 
 TrainedRun resolve_run(const RunRef& ref) {
   TrainedRun r;
+  if (is_hf_ref(ref.dir)) {
+    if (ref.step >= 0)
+      throw ConfigError(fmt::format("--step {}: {} is one checkpoint, with no steps", ref.step, ref.dir));
+    r.hf = true;
+    r.dir = hf_ref_path(ref.dir);
+    r.config_path = (r.dir / "config.json").string();
+    r.config = hf_load_config(r.dir);
+    return r;
+  }
   r.dir = variant_dir(ref.dir);
   r.config_path = (r.dir / run::kConfigFile).string();
   std::ifstream in(r.config_path);
@@ -70,8 +80,63 @@ TrainedRun resolve_run(const RunRef& ref) {
 
 nn::Transformer load_model(const TrainedRun& run) {
   nn::Transformer model(run.config);
-  load_weights(run.step_dir, *model, run.weights_prefix);
+  if (run.hf)
+    load_hf_state(*model, run.config, hf_load_tensors(run.dir), "hf:" + run.dir.string());
+  else
+    load_weights(run.step_dir, *model, run.weights_prefix);
   return model;
+}
+
+namespace {
+TrainedRun checked_init(const std::string& from, const config::Config& c, const std::string& key) {
+  TrainedRun init;
+  try {
+    init = resolve_run({from, -1});
+  } catch (const ConfigError& e) {
+    throw ConfigError(fmt::format("{}: {}", key, e.what()));
+  }
+  const auto diff = model_differences(c.model, init.config.model);
+  if (!diff.empty()) {
+    std::string list;
+    for (const auto& d : diff) list += (list.empty() ? "" : "; ") + d;
+    throw ConfigError(
+        fmt::format("{}: the configured model is not the one in {} (here vs there: {})", key, from, list));
+  }
+  return init;
+}
+}  // namespace
+
+void check_init_from(const std::string& from, const config::Config& c, const std::string& key) {
+  checked_init(from, c, key);
+}
+
+void init_weights_from(const std::string& from, const config::Config& c, nn::TransformerImpl& model,
+                       const std::string& key) {
+  const TrainedRun init = checked_init(from, c, key);
+  try {
+    if (init.hf) {
+      load_hf_state(model, c, hf_load_tensors(init.dir), from);
+      return;
+    }
+    // Same architecture: copy tensor by tensor (MTP modules the source lacks keep their values).
+    nn::Transformer src = load_model(init);
+    std::map<std::string, torch::Tensor> have;
+    for (const auto& p : src->named_parameters()) have[p.key()] = p.value();
+    for (const auto& b : src->named_buffers()) have[b.key()] = b.value();
+    torch::NoGradGuard ng;
+    auto copy = [&](const std::string& name, torch::Tensor& dst) {
+      const auto it = have.find(name);
+      if (it == have.end()) {
+        if (name.starts_with("mtp.") || name.ends_with("expert_bias") || name.ends_with("fp8_amax_history")) return;
+        throw ConfigError(fmt::format("{}: {} has no tensor '{}'", key, from, name));
+      }
+      dst.copy_(it->second);
+    };
+    for (auto& p : model.named_parameters()) copy(p.key(), p.value());
+    for (auto& b : model.named_buffers()) copy(b.key(), b.value());
+  } catch (const ConfigError& e) {
+    throw ConfigError(fmt::format("{}: {}", key, e.what()));
+  }
 }
 
 }  // namespace ts::train

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "csrc/run/device.h"
+#include "csrc/train/trained_run.h"
 
 namespace ts::train {
 
@@ -21,6 +22,7 @@ void check_pretrain_config(const config::Config& cfg) {
   if (cfg.precision.kind == "bf16" && !run::pick_device(cfg.train).is_cuda())
     throw config::InvalidKeys({"precision.kind", "train.device"},
                               "'bf16' runs as autocast on CUDA; this run is on CPU (use fp32)");
+  if (!cfg.train.init_from.empty()) check_init_from(cfg.train.init_from, cfg, "train.init_from");
 }
 
 namespace {
@@ -42,6 +44,8 @@ LanguageModelObjective::LanguageModelObjective(const config::Config& cfg, const 
                                                                 data_.max_token, data_.max_token));
   torch::manual_seed(static_cast<uint64_t>(cfg.seed));
   model_ = nn::Transformer(cfg);
+  // A resumed run overwrites these weights with its checkpoint's.
+  if (!cfg.train.init_from.empty()) init_weights_from(cfg.train.init_from, cfg, *model_, "train.init_from");
   model_->to(device_);
   model_->train();
 }

@@ -39,5 +39,6 @@ ops = torch.ops.tinyseek
 
 from . import nn  # noqa: E402  (modules need the ops registered first)
 from . import rl  # noqa: E402
+from .model import Model, load  # noqa: E402
 
-__all__ = ["ops", "nn", "rl", "library_path"]
+__all__ = ["ops", "nn", "rl", "library_path", "Model", "load"]

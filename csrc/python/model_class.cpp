@@ -1,0 +1,175 @@
+// torch.classes.tinyseek.Model: the C++ transformer as a TorchScript custom class, so Python drives
+// the one model implementation (python/tinyseek/model.py wraps it as a torch.nn.Module). The
+// tensors it hands out are the model's own (parameters and buffers, not copies): an optimizer in
+// Python updates what the C++ forward computes with, and autograd runs through the C++ forward.
+#include <torch/custom_class.h>
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "csrc/config/config.h"
+#include "csrc/nn/generate.h"
+#include "csrc/nn/model_config.h"
+#include "csrc/train/hf.h"
+#include "csrc/train/trained_run.h"
+
+namespace ts::python {
+
+namespace {
+
+struct Model : torch::CustomClassHolder {
+  config::Config cfg;
+  nn::Transformer model{nullptr};
+  std::string source;
+
+  // source "run": text is RUN_DIR[/VARIANT] or hf:DIR (step < 0: the latest checkpoint);
+  // source "config": text is a YAML config whose model section is built, randomly initialised
+  // from its seed.
+  Model(const std::string& kind, const std::string& text, int64_t step) {
+    if (kind == "run") {
+      const auto run = train::resolve_run({text, step});
+      cfg = run.config;
+      model = train::load_model(run);
+      source = run.hf ? text : run.dir.string();
+    } else if (kind == "config") {
+      cfg = config::parse_config(text, "<tinyseek.Model config>");
+      nn::check_model_config(cfg);
+      torch::manual_seed(static_cast<uint64_t>(cfg.seed));
+      model = nn::Transformer(cfg);
+      source = "config";
+    } else {
+      throw config::ConfigError("tinyseek.Model: source must be 'run' or 'config', got '" + kind + "'");
+    }
+    model->eval();
+  }
+
+  std::vector<std::string> names(bool buffers) const {
+    std::vector<std::string> out;
+    if (buffers)
+      for (const auto& b : model->named_buffers()) out.push_back(b.key());
+    else
+      for (const auto& p : model->named_parameters()) out.push_back(p.key());
+    return out;
+  }
+  std::vector<torch::Tensor> tensors(bool buffers) const {
+    std::vector<torch::Tensor> out;
+    if (buffers)
+      for (const auto& b : model->named_buffers()) out.push_back(b.value());
+    else
+      for (const auto& p : model->named_parameters()) out.push_back(p.value());
+    return out;
+  }
+
+  void check_tokens(const torch::Tensor& tokens) const {
+    TORCH_CHECK(tokens.dim() == 2, "tinyseek.Model: tokens must be [batch, time], got ", tokens.dim(), " dims");
+    TORCH_CHECK(tokens.scalar_type() == torch::kLong, "tinyseek.Model: tokens must be int64, got ",
+                tokens.scalar_type());
+    TORCH_CHECK(tokens.size(1) >= 1 && tokens.size(1) <= model->max_seq_len(), "tinyseek.Model: ", tokens.size(1),
+                " tokens per sequence; the model takes 1..", model->max_seq_len(), " (data.seq_len)");
+    if (tokens.numel() > 0) {
+      const auto lo = tokens.min().item<int64_t>(), hi = tokens.max().item<int64_t>();
+      TORCH_CHECK(lo >= 0 && hi < cfg.model.vocab_size, "tinyseek.Model: token ids must be in [0, ",
+                  cfg.model.vocab_size, "), got ", lo < 0 ? lo : hi);
+    }
+  }
+
+  torch::Tensor forward(const torch::Tensor& tokens) {
+    check_tokens(tokens);
+    return model->forward(tokens);
+  }
+
+  // [main logits, depth-1 logits, ...] (the MTP depths' logits, [B, T-k, V]).
+  std::vector<torch::Tensor> forward_mtp(const torch::Tensor& tokens) {
+    check_tokens(tokens);
+    auto out = model->forward_outputs(tokens);
+    std::vector<torch::Tensor> all{out.logits};
+    for (auto& t : out.mtp_logits) all.push_back(t);
+    return all;
+  }
+
+  // The MoE balance losses of the last training-mode forward (0 when none).
+  torch::Tensor aux_loss() const {
+    auto a = model->aux_loss();
+    return a.defined() ? a : torch::zeros({}, torch::kFloat);
+  }
+
+  std::vector<std::vector<int64_t>> generate(const std::vector<std::vector<int64_t>>& prompts, int64_t max_new_tokens,
+                                             double temperature, int64_t top_k, double top_p, int64_t seed,
+                                             bool speculative) {
+    TORCH_CHECK(!prompts.empty(), "tinyseek.Model.generate: no prompts");
+    TORCH_CHECK(seed >= 0, "tinyseek.Model.generate: seed must be >= 0, got ", seed);
+    nn::GenerateOptions o;
+    o.max_new_tokens = max_new_tokens;
+    o.sampling.temperature = temperature;
+    o.sampling.top_k = top_k;
+    o.sampling.top_p = top_p;
+    o.speculative = speculative;
+    o.block_size = cfg.generate.block_size;
+    std::vector<nn::GenerateRequest> reqs;
+    for (size_t i = 0; i < prompts.size(); ++i) reqs.push_back({prompts[i], static_cast<uint64_t>(seed) + i});
+    const bool was_training = model->is_training();
+    model->eval();
+    torch::NoGradGuard ng;
+    auto res = nn::generate(model, reqs, o);
+    model->train(was_training);
+    std::vector<std::vector<int64_t>> out;
+    for (auto& c : res.completions) out.push_back(std::move(c.tokens));
+    return out;
+  }
+
+  void export_hf(const std::string& out) { train::export_hf(*model, cfg, out, {{"run", source}}); }
+};
+
+// Exceptions leave as RuntimeError with the message alone (config errors name the key).
+template <class F>
+auto guarded(F f) {
+  return [f](auto&&... args) {
+    try {
+      return f(std::forward<decltype(args)>(args)...);
+    } catch (const config::ConfigError& e) {
+      TORCH_CHECK(false, e.what());
+    }
+  };
+}
+
+const auto registration =
+    torch::class_<Model>("tinyseek", "Model")
+        .def(torch::init([](const std::string& kind, const std::string& text, int64_t step) {
+          try {
+            return c10::make_intrusive<Model>(kind, text, step);
+          } catch (const config::ConfigError& e) {
+            TORCH_CHECK(false, e.what());
+          }
+        }))
+        .def("parameter_names", [](const c10::intrusive_ptr<Model>& m) { return m->names(false); })
+        .def("parameters", [](const c10::intrusive_ptr<Model>& m) { return m->tensors(false); })
+        .def("buffer_names", [](const c10::intrusive_ptr<Model>& m) { return m->names(true); })
+        .def("buffers", [](const c10::intrusive_ptr<Model>& m) { return m->tensors(true); })
+        .def("forward", [](const c10::intrusive_ptr<Model>& m, const torch::Tensor& t) { return m->forward(t); })
+        .def("forward_mtp",
+             [](const c10::intrusive_ptr<Model>& m, const torch::Tensor& t) { return m->forward_mtp(t); })
+        .def("aux_loss", [](const c10::intrusive_ptr<Model>& m) { return m->aux_loss(); })
+        .def("after_optimizer_step", [](const c10::intrusive_ptr<Model>& m) { m->model->after_optimizer_step(); })
+        .def("set_training", [](const c10::intrusive_ptr<Model>& m, bool on) { m->model->train(on); })
+        .def("to_device",
+             [](const c10::intrusive_ptr<Model>& m, const std::string& d) { m->model->to(torch::Device(d)); })
+        .def("config_yaml", [](const c10::intrusive_ptr<Model>& m) { return config::to_yaml(m->cfg); })
+        .def("mtp_depth", [](const c10::intrusive_ptr<Model>& m) { return m->model->mtp_depth(); })
+        .def("max_seq_len", [](const c10::intrusive_ptr<Model>& m) { return m->model->max_seq_len(); })
+        .def("vocab_size", [](const c10::intrusive_ptr<Model>& m) { return m->cfg.model.vocab_size; })
+        .def("mtp_loss_weight",
+             [](const c10::intrusive_ptr<Model>& m, int64_t step) { return m->model->mtp_loss_weight(step); })
+        .def("generate",
+             [](const c10::intrusive_ptr<Model>& m, const std::vector<std::vector<int64_t>>& prompts, int64_t max_new,
+                double temperature, int64_t top_k, double top_p, int64_t seed, bool speculative) {
+               return guarded(
+                   [&] { return m->generate(prompts, max_new, temperature, top_k, top_p, seed, speculative); })();
+             })
+        .def("export_hf",
+             [](const c10::intrusive_ptr<Model>& m, const std::string& out) { guarded([&] { m->export_hf(out); })(); });
+
+}  // namespace
+
+}  // namespace ts::python
