@@ -105,7 +105,8 @@ GrpoStateImpl::GrpoStateImpl(nn::Transformer policy_, nn::Transformer reference_
 }
 
 GrpoObjective::GrpoObjective(const config::Config& cfg, const std::string& variant, const train::TrainedRun& init)
-    : GrpoObjective(cfg, variant, train::load_model(init), fmt::format("{} (step {})", init.dir.string(), init.step)) {}
+    : GrpoObjective(cfg, variant, train::load_model(init),
+                    init.hf ? "hf:" + init.dir.string() : fmt::format("{} (step {})", init.dir.string(), init.step)) {}
 
 GrpoObjective::GrpoObjective(const config::Config& cfg, const std::string& variant, nn::Transformer policy,
                              std::string init_desc)
