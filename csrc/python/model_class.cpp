@@ -12,6 +12,8 @@
 #include "csrc/config/config.h"
 #include "csrc/nn/generate.h"
 #include "csrc/nn/model_config.h"
+#include "csrc/nn/moe.h"
+#include "csrc/nn/moe_router.h"
 #include "csrc/train/hf.h"
 #include "csrc/train/trained_run.h"
 
@@ -122,6 +124,39 @@ struct Model : torch::CustomClassHolder {
   void export_hf(const std::string& out) { train::export_hf(*model, cfg, out, {{"run", source}}); }
 };
 
+// torch.classes.tinyseek.MoELayer: the C++ DeepSeekMoE layer (csrc/nn/moe.h) built from a config's
+// model section (d_model, init_std, moe.*, precision), for tinyseek.nn.MoE. Initialised from
+// torch's default generator (the one Python's torch.manual_seed sets).
+struct MoELayer : torch::CustomClassHolder {
+  config::Config cfg;
+  nn::MoE moe{nullptr};
+
+  explicit MoELayer(const std::string& yaml) {
+    cfg = config::parse_config(yaml, "<tinyseek.nn.MoE>");
+    nn::validate_moe_config(cfg.model.moe);
+    moe = nn::MoE(cfg);
+  }
+
+  std::vector<std::string> names(bool buffers) const {
+    std::vector<std::string> out;
+    for (const auto& t : buffers ? moe->named_buffers() : moe->named_parameters()) out.push_back(t.key());
+    return out;
+  }
+  std::vector<torch::Tensor> tensors(bool buffers) const {
+    std::vector<torch::Tensor> out;
+    for (const auto& t : buffers ? moe->named_buffers() : moe->named_parameters()) out.push_back(t.value());
+    return out;
+  }
+  // The routing of tokens h [T, C] as the layer's forward computes it: (topk_ids, topk_weights, scores).
+  std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> route(const torch::Tensor& h) const {
+    TORCH_CHECK(h.dim() == 2 && h.size(1) == cfg.model.d_model, "tinyseek.nn.MoE.route: h must be [T, ",
+                cfg.model.d_model, "], got ", h.sizes());
+    auto r = nn::route(torch::matmul(h.to(torch::kFloat), moe->router.t()),
+                       cfg.model.moe.loss_free ? moe->expert_bias : torch::Tensor(), cfg.model.moe);
+    return {r.topk_ids, r.topk_weights, r.scores};
+  }
+};
+
 // Exceptions leave as RuntimeError with the message alone (config errors name the key).
 template <class F>
 auto guarded(F f) {
@@ -169,6 +204,42 @@ const auto registration =
              })
         .def("export_hf",
              [](const c10::intrusive_ptr<Model>& m, const std::string& out) { guarded([&] { m->export_hf(out); })(); });
+
+using MoEPtr = c10::intrusive_ptr<MoELayer>;
+const auto moe_registration =
+    torch::class_<MoELayer>("tinyseek", "MoELayer")
+        .def(torch::init([](const std::string& yaml) {
+          try {
+            return c10::make_intrusive<MoELayer>(yaml);
+          } catch (const config::ConfigError& e) {
+            TORCH_CHECK_VALUE(false, e.what());
+          }
+        }))
+        .def("parameter_names", [](const MoEPtr& m) { return m->names(false); })
+        .def("parameters", [](const MoEPtr& m) { return m->tensors(false); })
+        .def("buffer_names", [](const MoEPtr& m) { return m->names(true); })
+        .def("buffers", [](const MoEPtr& m) { return m->tensors(true); })
+        .def("forward", [](const MoEPtr& m, const torch::Tensor& x) { return m->moe->forward(x); })
+        .def("route", [](const MoEPtr& m, const torch::Tensor& h) { return m->route(h); })
+        .def("aux_loss",
+             [](const MoEPtr& m) -> std::optional<torch::Tensor> {
+               const auto& a = m->moe->aux_loss();
+               return a.defined() ? std::optional<torch::Tensor>(a) : std::nullopt;
+             })
+        .def("step_load",
+             [](const MoEPtr& m) -> std::optional<torch::Tensor> {
+               const auto& l = m->moe->step_load();
+               return l.defined() ? std::optional<torch::Tensor>(l.clone()) : std::nullopt;
+             })
+        .def("update_bias", [](const MoEPtr& m) { m->moe->update_bias(); })
+        .def("take_load",
+             [](const MoEPtr& m) {
+               auto l = m->moe->take_load();
+               auto tokens =
+                   l.tokens.defined() ? l.tokens : torch::zeros({m->cfg.model.moe.n_routed_experts}, torch::kLong);
+               return std::make_tuple(tokens, l.dropped);
+             })
+        .def("set_training", [](const MoEPtr& m, bool on) { m->moe->train(on); });
 
 }  // namespace
 

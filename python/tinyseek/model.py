@@ -24,6 +24,27 @@ def _as_parameter(t: torch.Tensor) -> torch.nn.Parameter:
     return t
 
 
+def _owner(root: torch.nn.Module, dotted: str) -> tuple[torch.nn.Module, str]:
+    *path, leaf = dotted.split(".")
+    m = root
+    for part in path:
+        if part not in m._modules:
+            m.add_module(part, torch.nn.Module())
+        m = m._modules[part]
+    return m, leaf
+
+
+def _register(root: torch.nn.Module, handle) -> None:
+    """Registers a C++ module's parameters and buffers (handle: a tinyseek custom class) on root
+    under their C++ names, nesting containers for the dots ("blocks.0.attn.wq.weight")."""
+    for name, t in zip(handle.parameter_names(), handle.parameters()):
+        owner, leaf = _owner(root, name)
+        owner.register_parameter(leaf, _as_parameter(t))
+    for name, t in zip(handle.buffer_names(), handle.buffers()):
+        owner, leaf = _owner(root, name)
+        owner.register_buffer(leaf, t)
+
+
 class Model(torch.nn.Module):
     """A tinyseek transformer. forward(tokens [B, T] int64) -> logits [B, T, vocab].
 
@@ -34,26 +55,12 @@ class Model(torch.nn.Module):
     def __init__(self, handle: "torch.ScriptObject"):
         super().__init__()
         object.__setattr__(self, "_handle", handle)  # not a submodule: no parameters of its own
-        for name, t in zip(handle.parameter_names(), handle.parameters()):
-            owner, leaf = self._owner(name)
-            owner.register_parameter(leaf, _as_parameter(t))
-        for name, t in zip(handle.buffer_names(), handle.buffers()):
-            owner, leaf = self._owner(name)
-            owner.register_buffer(leaf, t)
+        _register(self, handle)
         self.config = yaml.safe_load(handle.config_yaml())
         self.vocab_size = handle.vocab_size()
         self.max_seq_len = handle.max_seq_len()
         self.mtp_depth = handle.mtp_depth()
         self.eval()
-
-    def _owner(self, dotted: str) -> tuple[torch.nn.Module, str]:
-        *path, leaf = dotted.split(".")
-        m: torch.nn.Module = self
-        for part in path:
-            if part not in m._modules:
-                m.add_module(part, torch.nn.Module())
-            m = m._modules[part]
-        return m, leaf
 
     @classmethod
     def from_config(cls, config: Union[str, os.PathLike, dict], **overrides) -> "Model":

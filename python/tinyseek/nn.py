@@ -71,114 +71,65 @@ class FP8Linear(torch.nn.Module):
 
 
 class MoE(torch.nn.Module):
-    """DeepSeekMoE feed-forward: shared experts plus fine-grained routed SwiGLU experts, top-k routing.
+    """DeepSeekMoE feed-forward: the C++ layer ts::nn::MoE (csrc/nn/moe.h, config section model.moe)
+    driven from Python, so there is one implementation of routing, experts and balancing.
 
-    Same semantics as the C++ ts::nn::MoE (csrc/nn/moe.h, config section model.moe). Routed experts
-    run through torch.ops.tinyseek.moe_permute -> grouped_gemm -> SwiGLU -> grouped_gemm ->
-    moe_unpermute. score_func "softmax" (V2: softmax over all experts, the top-k probabilities as
-    gate weights, renormalized only with norm_topk_prob) or "sigmoid" (V3: the chosen sigmoids
-    normalized to sum 1); gate weights times routed_scaling_factor. n_group > 1: only the
-    topk_group groups with the highest sum of their two best scores are eligible.
-    Balancing: after a training forward `aux_loss` holds aux_loss_alpha * (expert-level loss) +
-    seq_aux_loss_alpha * (sequence-wise loss) (None when both are 0); with loss_free the buffer
-    `expert_bias` shifts the choice only, and update_bias() (call it after optimizer.step())
-    moves it by bias_update_speed * sign(mean load - load). `take_load()` returns the tokens per
-    expert routed since its last call.
+    Shared experts plus fine-grained routed SwiGLU experts, top-k routing: score_func "softmax"
+    (V2) or "sigmoid" (V3, the chosen sigmoids normalized to sum 1), gate weights times
+    routed_scaling_factor, group-limited routing with n_group > 1, capacity_factor > 0 drops the
+    slots past each expert's capacity in training. Parameters (C++ names): router [E, C],
+    w13.weight [E, 2F, C] (gate rows first), w2.weight [E, C, F], shared.w1/w3/w2.weight; buffer
+    expert_bias with loss_free. After a training forward `aux_loss` holds the balance losses (None
+    when none is configured); update_bias() (after optimizer.step()) applies the loss-free bias
+    update; take_load() returns the slots routed per expert since its last call. Initialised from
+    torch's default generator (torch.manual_seed applies).
     """
 
     def __init__(self, dim: int, n_routed_experts: int = 8, top_k: int = 2, expert_hidden: int = 88,
                  n_shared_experts: int = 1, score_func: str = "softmax", norm_topk_prob: bool = False,
                  routed_scaling_factor: float = 1.0, n_group: int = 1, topk_group: int = 1,
                  aux_loss_alpha: float = 0.0, seq_aux_loss_alpha: float = 0.0, loss_free: bool = False,
-                 bias_update_speed: float = 1e-3, init_std: float = 0.02):
+                 bias_update_speed: float = 1e-3, init_std: float = 0.02, capacity_factor: float = 0.0):
         super().__init__()
-        E, F = n_routed_experts, expert_hidden
-        if score_func not in ("softmax", "sigmoid"):
-            raise ValueError(f"MoE: score_func must be 'softmax' or 'sigmoid', got {score_func!r}")
-        if E % n_group or topk_group > n_group or top_k > topk_group * (E // n_group):
-            raise ValueError(f"MoE: impossible routing: {E} experts, n_group={n_group}, topk_group={topk_group}, "
-                             f"top_k={top_k}")
-        self.E, self.K, self.F, self.G, self.topk_group = E, top_k, F, n_group, topk_group
-        self.score_func, self.norm_topk_prob, self.scale = score_func, norm_topk_prob, routed_scaling_factor
-        self.aux_loss_alpha, self.seq_aux_loss_alpha = aux_loss_alpha, seq_aux_loss_alpha
-        self.loss_free, self.bias_update_speed = loss_free, bias_update_speed
-        self.router = torch.nn.Parameter(torch.randn(E, dim) * init_std)
-        self.w13 = torch.nn.Parameter(torch.randn(E, 2 * F, dim) * init_std)  # gate rows [:F], up rows [F:]
-        self.w2 = torch.nn.Parameter(torch.randn(E, dim, F) * init_std)
-        S = n_shared_experts * F
-        self.shared_w13 = torch.nn.Parameter(torch.randn(2 * S, dim) * init_std) if S else None
-        self.shared_w2 = torch.nn.Parameter(torch.randn(dim, S) * init_std) if S else None
-        if loss_free:
-            self.register_buffer("expert_bias", torch.zeros(E))
-        self.aux_loss = None
-        self._load = None       # since take_load()
-        self._step_load = None  # training forwards since update_bias()
-
-    def route(self, h: torch.Tensor):
-        """h [T, C] -> (topk_ids [T, K] int64, topk_weights [T, K] fp32, scores [T, E] fp32)."""
-        logits = h.float() @ self.router.t()
-        scores = torch.sigmoid(logits) if self.score_func == "sigmoid" else torch.softmax(logits, -1)
-        choice = scores.detach()
-        if self.loss_free:
-            choice = choice + self.expert_bias
-        if self.G > 1 and self.topk_group < self.G:
-            T = choice.shape[0]
-            grouped = choice.view(T, self.G, -1)
-            gscore = grouped.topk(2, -1).values.sum(-1) if grouped.shape[-1] >= 2 else grouped[..., 0]
-            keep = torch.zeros(T, self.G, dtype=torch.bool, device=h.device)
-            keep.scatter_(1, gscore.topk(self.topk_group, -1).indices, True)
-            choice = choice.masked_fill(~keep.repeat_interleave(self.E // self.G, 1), float("-inf"))
-        ids = choice.topk(self.K, -1).indices
-        weights = scores.gather(1, ids)
-        if self.score_func == "sigmoid" or self.norm_topk_prob:
-            weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
-        return ids, weights * self.scale, scores
+        moe = dict(n_routed_experts=n_routed_experts, top_k=top_k, expert_hidden=expert_hidden,
+                   n_shared_experts=n_shared_experts, score_func=score_func, norm_topk_prob=norm_topk_prob,
+                   routed_scaling_factor=routed_scaling_factor, n_group=n_group, topk_group=topk_group,
+                   aux_loss_alpha=aux_loss_alpha, seq_aux_loss_alpha=seq_aux_loss_alpha, loss_free=loss_free,
+                   bias_update_speed=bias_update_speed, capacity_factor=capacity_factor)
+        cfg = {"model": {"d_model": dim, "init_std": init_std, "ffn": "moe", "moe": moe}}
+        import yaml  # noqa: PLC0415 (only needed here)
+        handle = torch.classes.tinyseek.MoELayer(yaml.safe_dump(cfg))
+        object.__setattr__(self, "_handle", handle)
+        self.E, self.K, self.F = n_routed_experts, top_k, expert_hidden
+        from .model import _register  # noqa: PLC0415 (model imports this module's siblings)
+        _register(self, handle)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        C, F = x.shape[-1], self.F
-        h = x.reshape(-1, C)
-        ids, weights, scores = self.route(h)
-        xs, s2t, offs = torch.ops.tinyseek.moe_permute(h, ids, self.E)
-        gu = torch.ops.tinyseek.grouped_gemm(xs, self.w13.to(xs.dtype), offs)
-        act = torch.nn.functional.silu(gu[:, :F]) * gu[:, F:]
-        ys = torch.ops.tinyseek.grouped_gemm(act.contiguous(), self.w2.to(xs.dtype), offs)
-        y = torch.ops.tinyseek.moe_unpermute(ys, s2t, weights.float())
-        if self.shared_w13 is not None:
-            g, u = (h @ self.shared_w13.t()).chunk(2, -1)
-            y = y + (torch.nn.functional.silu(g) * u) @ self.shared_w2.t()
-        with torch.no_grad():
-            counts = offs[1:] - offs[:-1]
-            self._load = counts.clone() if self._load is None else self._load + counts
-            if self.training:
-                self._step_load = counts.clone() if self._step_load is None else self._step_load + counts
-        self.aux_loss = None
-        if self.training and torch.is_grad_enabled() and (self.aux_loss_alpha > 0 or self.seq_aux_loss_alpha > 0):
-            sn = scores if self.score_func == "softmax" else scores / (scores.sum(-1, keepdim=True) + 1e-20)
-            T, E, K = ids.shape[0], self.E, self.K
-            loss = scores.new_zeros(())
-            if self.aux_loss_alpha > 0:
-                f = torch.bincount(ids.flatten(), minlength=E).float() * (E / (K * T))
-                loss = loss + self.aux_loss_alpha * (f * sn.mean(0)).sum()
-            if self.seq_aux_loss_alpha > 0:
-                B = x.shape[0] if x.dim() == 3 else 1
-                S = T // B
-                cnt = torch.zeros(B, E, device=x.device).scatter_add_(
-                    1, ids.view(B, S * K), torch.ones(B, S * K, device=x.device))
-                f = cnt * (E / (K * S))
-                loss = loss + self.seq_aux_loss_alpha * (f * sn.view(B, S, E).mean(1)).sum(-1).mean()
-            self.aux_loss = loss
-        return y.view(x.shape).to(x.dtype)
+        return self._handle.forward(x)
+
+    def route(self, h: torch.Tensor):
+        """h [T, C] -> (topk_ids [T, K] int64, topk_weights [T, K] fp32, scores [T, E] fp32), as forward routes."""
+        return self._handle.route(h)
+
+    @property
+    def aux_loss(self):
+        return self._handle.aux_loss()
+
+    def train(self, mode: bool = True) -> "MoE":
+        super().train(mode)
+        self._handle.set_training(mode)
+        return self
+
+    def step_load(self):
+        """Slots per expert of the training forwards since the last update_bias() (None when none)."""
+        return self._handle.step_load()
 
     @torch.no_grad()
     def update_bias(self) -> None:
-        if self.loss_free and self._step_load is not None:
-            load = self._step_load.float()
-            self.expert_bias += self.bias_update_speed * torch.sign(load.mean() - load)
-        self._step_load = None
+        self._handle.update_bias()
 
     def take_load(self) -> torch.Tensor:
-        load = self._load if self._load is not None else torch.zeros(self.E, dtype=torch.long)
-        self._load = None
+        load, _dropped = self._handle.take_load()
         return load
 
     @staticmethod

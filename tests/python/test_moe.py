@@ -112,14 +112,16 @@ def test_opcheck(case):
 
 
 def dense_reference(m, x):
+    """Every expert on every token, weighted by the layer's own gates (C++ parameter names)."""
     h = x.reshape(-1, x.shape[-1])
     ids, weights, _ = m.route(h)
     gates = torch.zeros(h.shape[0], m.E).scatter(1, ids, weights)
-    g, u = (h @ m.shared_w13.t()).chunk(2, -1)
-    y = (torch.nn.functional.silu(g) * u) @ m.shared_w2.t()
+    sh = m.shared
+    y = (torch.nn.functional.silu(h @ sh.w1.weight.t()) * (h @ sh.w3.weight.t())) @ sh.w2.weight.t()
+    w13, w2 = m.w13.weight, m.w2.weight
     for e in range(m.E):
-        gu = h @ m.w13[e].t()
-        y = y + gates[:, e:e + 1] * ((torch.nn.functional.silu(gu[:, :m.F]) * gu[:, m.F:]) @ m.w2[e].t())
+        gu = h @ w13[e].t()
+        y = y + gates[:, e:e + 1] * ((torch.nn.functional.silu(gu[:, :m.F]) * gu[:, m.F:]) @ w2[e].t())
     return y.view(x.shape)
 
 
@@ -145,7 +147,7 @@ def test_module_trains_balances_and_updates_bias():
         assert m.aux_loss is not None and m.aux_loss.item() > 0
         (loss + m.aux_loss).backward()
         opt.step()
-        load = m._step_load.float()
+        load = m.step_load().float()
         before = m.expert_bias.clone()
         m.update_bias()
         torch.testing.assert_close(m.expert_bias - before, 0.01 * torch.sign(load.mean() - load))
@@ -172,3 +174,26 @@ def test_meta_backward_kernels_check_their_inputs():
         ys, s2t, tw = torch.empty(6, 8), torch.empty(6, dtype=torch.long), torch.empty(3, 2)
         with pytest.raises(RuntimeError, match=r"moe_unpermute_bwd: argument 'grad_y': expected shape \[3, 8\]"):
             ops.moe_unpermute_bwd(torch.empty(4, 8), ys, s2t, tw)
+
+
+def test_module_is_the_cpp_layer_capacity_factor_included():
+    # tinyseek.nn.MoE drives the C++ layer: capacity_factor (which the former Python copy lacked)
+    # drops slots in training only, and the parameters are the C++ layer's own tensors.
+    torch.manual_seed(13)
+    m = tinyseek.nn.MoE(16, n_routed_experts=4, top_k=2, expert_hidden=8, init_std=0.3, capacity_factor=0.5)
+    x = torch.randn(2, 16, 16)
+    m.eval()
+    y_eval = m(x)
+    m.train()
+    y_train = m(x)
+    assert not torch.allclose(y_eval, y_train)  # half the capacity: some slots dropped
+    m.train(False)
+    torch.testing.assert_close(m(x), y_eval)
+    assert set(dict(m.named_parameters())) == {"router", "w13.weight", "w2.weight", "shared.w1.weight",
+                                               "shared.w3.weight", "shared.w2.weight"}
+    with torch.no_grad():
+        m.w2.weight.zero_()
+        m.shared.w2.weight.zero_()
+    assert m(x).abs().max().item() == 0.0  # the C++ forward reads the tensors Python holds
+    with pytest.raises(ValueError, match="top_k"):
+        tinyseek.nn.MoE(16, n_routed_experts=4, top_k=5)
