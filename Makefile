@@ -9,7 +9,7 @@ export CCACHE_BASEDIR = $(CURDIR)
 export CCACHE_SLOPPINESS = pch_defines,time_macros,include_file_mtime,include_file_ctime
 export CCACHE_MAXSIZE = 5G
 
-.PHONY: all setup configure build run test bench gpu-check clean
+.PHONY: all setup configure build run test bench gpu-check pip-check clean
 all: build
 
 setup:
@@ -34,6 +34,11 @@ bench: build
 
 gpu-check:
 	scripts/gpu-check.sh
+
+# `pip install --no-build-isolation` of a clean copy into a fresh venv, then the installed package
+# and command tested from another folder (scripts/pip-check.sh).
+pip-check: setup
+	scripts/pip-check.sh
 
 clean:
 	rm -rf $(BUILD)
