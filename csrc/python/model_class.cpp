@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "csrc/config/config.h"
+#include "csrc/nn/attention/mla.h"
 #include "csrc/nn/generate.h"
 #include "csrc/nn/model_config.h"
 #include "csrc/nn/moe.h"
@@ -157,6 +158,26 @@ struct MoELayer : torch::CustomClassHolder {
   }
 };
 
+// torch.classes.tinyseek.AttentionLayer: one C++ attention module (make_attention: MHA/GQA/MQA or
+// MLA) with rotary tables for data.seq_len positions, for tinyseek.nn's attention modules.
+struct AttentionLayer : torch::CustomClassHolder {
+  config::Config cfg;
+  std::shared_ptr<nn::AttentionImpl> attn;
+  nn::Rope rope;
+
+  explicit AttentionLayer(const std::string& yaml) {
+    cfg = config::parse_config(yaml, "<tinyseek.nn attention>");
+    nn::check_model_config(cfg);
+    attn = nn::make_attention(cfg);
+    rope = nn::Rope::make(attn->rope_dim(), nn::model_context(cfg), cfg.model.rope_theta, torch::kCPU);
+  }
+  nn::MultiHeadLatentAttentionImpl& mla() const {
+    auto* m = dynamic_cast<nn::MultiHeadLatentAttentionImpl*>(attn.get());
+    TORCH_CHECK(m, "decode: only multi-head latent attention decodes over a paged latent cache");
+    return *m;
+  }
+};
+
 // Exceptions leave as RuntimeError with the message alone (config errors name the key).
 template <class F>
 auto guarded(F f) {
@@ -240,6 +261,45 @@ const auto moe_registration =
                return std::make_tuple(tokens, l.dropped);
              })
         .def("set_training", [](const MoEPtr& m, bool on) { m->moe->train(on); });
+
+using AttnPtr = c10::intrusive_ptr<AttentionLayer>;
+std::vector<std::string> attn_names(const AttnPtr& m) {
+  std::vector<std::string> out;
+  for (const auto& p : m->attn->named_parameters()) out.push_back(p.key());
+  return out;
+}
+std::vector<torch::Tensor> attn_tensors(const AttnPtr& m) {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : m->attn->named_parameters()) out.push_back(p.value());
+  return out;
+}
+const auto attention_registration =
+    torch::class_<AttentionLayer>("tinyseek", "AttentionLayer")
+        .def(torch::init([](const std::string& yaml) {
+          try {
+            return c10::make_intrusive<AttentionLayer>(yaml);
+          } catch (const config::ConfigError& e) {
+            TORCH_CHECK_VALUE(false, e.what());
+          }
+        }))
+        .def("parameter_names", [](const AttnPtr& m) { return attn_names(m); })
+        .def("parameters", [](const AttnPtr& m) { return attn_tensors(m); })
+        .def("buffer_names", [](const AttnPtr&) { return std::vector<std::string>{}; })
+        .def("buffers", [](const AttnPtr&) { return std::vector<torch::Tensor>{}; })
+        .def("forward",
+             [](const AttnPtr& m, const torch::Tensor& x) {
+               TORCH_CHECK(x.dim() == 3 && x.size(1) <= m->rope.cos.size(0),
+                           "attention: x must be [B, T, C] with T <= ", m->rope.cos.size(0), " (max_len)");
+               return m->attn->forward(x, m->rope);
+             })
+        .def("decode",
+             [](const AttnPtr& m, const torch::Tensor& x, const torch::Tensor& cache, const torch::Tensor& table,
+                const torch::Tensor& lens) {
+               auto [y, n] = m->mla().decode_paged(x, m->rope, cache, table, lens);
+               return std::make_tuple(y, n);
+             })
+        .def("kv_cache_values_per_token", [](const AttnPtr& m) { return m->attn->kv_cache_values_per_token(); })
+        .def("set_training", [](const AttnPtr& m, bool on) { m->attn->train(on); });
 
 }  // namespace
 

@@ -140,122 +140,74 @@ class MoE(torch.nn.Module):
         return (load.max().item() - mean) / mean if mean > 0 else 0.0
 
 
-def _rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
-    """Rotary embedding of x [B, T, H, D] at positions [B, T] (or [T]); pairs (x[2i], x[2i+1]),
-    the tables computed in float64 and rounded to fp32 like the C++ Rope."""
-    d = x.shape[-1]
-    inv = theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
-    ang = positions.to(device="cpu", dtype=torch.float64)[..., None] * inv
-    cos = torch.cos(ang).to(torch.float32).to(device=x.device, dtype=x.dtype)
-    sin = torch.sin(ang).to(torch.float32).to(device=x.device, dtype=x.dtype)
-    if positions.dim() == 1:
-        cos, sin = cos[None], sin[None]
-    cos, sin = cos[:, :, None, :], sin[:, :, None, :]
-    x0, x1 = x.unflatten(-1, (d // 2, 2)).unbind(-1)
-    return torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), -1).flatten(-2)
+class _Attention(torch.nn.Module):
+    """A C++ attention module (csrc/nn/attention) driven from Python: one implementation."""
 
-
-def _linear(i: int, o: int) -> torch.nn.Linear:
-    return torch.nn.Linear(i, o, bias=False)
-
-
-class GroupedQueryAttention(torch.nn.Module):
-    """Causal self-attention with n_kv_heads key/value heads shared by consecutive query heads:
-    MHA (n_kv_heads = n_heads), GQA, MQA (n_kv_heads = 1). Rotary positions on the whole head.
-    Same parameters (wq, wk, wv, wo) and semantics as the C++ GroupedQueryAttentionImpl, so a
-    checkpoint's blocks.<i>.attn.* loads with load_state_dict."""
-
-    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None = None, rope_theta: float = 10000.0):
+    def __init__(self, d_model: int, n_heads: int, attention: dict, rope_theta: float, norm_eps: float,
+                 max_len: int):
         super().__init__()
+        cfg = {"model": {"d_model": d_model, "n_heads": n_heads, "rope_theta": rope_theta, "norm_eps": norm_eps,
+                         "attention": attention},
+               "data": {"seq_len": max_len}}
+        import yaml  # noqa: PLC0415 (only needed here)
+        handle = torch.classes.tinyseek.AttentionLayer(yaml.safe_dump(cfg))
+        object.__setattr__(self, "_handle", handle)
+        from .model import _register  # noqa: PLC0415
+        _register(self, handle)
+        self.n_heads, self.max_len = n_heads, max_len
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, T, C] -> [B, T, C], causal, rotary positions 0..T-1 (T <= max_len)."""
+        return self._handle.forward(x)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._handle.set_training(mode)
+        return self
+
+    def kv_cache_values_per_token(self) -> int:
+        return self._handle.kv_cache_values_per_token()
+
+
+class GroupedQueryAttention(_Attention):
+    """Causal self-attention with n_kv_heads key/value heads shared by consecutive query heads:
+    MHA (n_kv_heads = n_heads), GQA, MQA (n_kv_heads = 1), rotary positions on the whole head: the
+    C++ GroupedQueryAttentionImpl, its parameters wq, wk, wv, wo (a checkpoint's
+    blocks.<i>.attn.* loads with load_state_dict)."""
+
+    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None = None, rope_theta: float = 10000.0,
+                 max_len: int = 4096):
         n_kv_heads = n_kv_heads or n_heads
         if d_model % n_heads or n_heads % n_kv_heads:
             raise ValueError(f"GroupedQueryAttention: need n_heads | d_model and n_kv_heads | n_heads, got "
                              f"d_model={d_model}, n_heads={n_heads}, n_kv_heads={n_kv_heads}")
-        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, d_model // n_heads
-        self.rope_theta = rope_theta
-        self.wq = _linear(d_model, n_heads * self.head_dim)
-        self.wk = _linear(d_model, n_kv_heads * self.head_dim)
-        self.wv = _linear(d_model, n_kv_heads * self.head_dim)
-        self.wo = _linear(n_heads * self.head_dim, d_model)
-
-    def kv_cache_values_per_token(self) -> int:
-        return 2 * self.n_kv_heads * self.head_dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, _ = x.shape
-        pos = torch.arange(T)
-        q = _rope(self.wq(x).view(B, T, self.n_heads, self.head_dim), pos, self.rope_theta)
-        k = _rope(self.wk(x).view(B, T, self.n_kv_heads, self.head_dim), pos, self.rope_theta)
-        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
-        o = torch.nn.functional.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
-            enable_gqa=self.n_kv_heads != self.n_heads)
-        return self.wo(o.transpose(1, 2).reshape(B, T, -1))
+        super().__init__(d_model, n_heads, {"kind": "gqa", "n_kv_heads": n_kv_heads}, rope_theta, 1e-6, max_len)
+        self.n_kv_heads, self.head_dim = n_kv_heads, d_model // n_heads
 
 
-class MultiHeadLatentAttention(torch.nn.Module):
-    """Multi-head latent attention (DeepSeek-V2 §2.1, V3 §2.1), the Python twin of the C++
-    MultiHeadLatentAttentionImpl (csrc/nn/attention/mla.h; same parameter names and layout).
+class MultiHeadLatentAttention(_Attention):
+    """Multi-head latent attention (DeepSeek-V2 §2.1, V3 §2.1): the C++ MultiHeadLatentAttentionImpl
+    (csrc/nn/attention/mla.h; parameters wq or wq_a/q_norm/wq_b, wkv_a, kv_norm, wkv_b, wo).
 
     The KV cache holds per token only [c_KV ; k_R]: the RMS-normed latent (kv_lora_rank) and one
     rotary key shared by all heads (qk_rope_head_dim). forward() trains or prefills (naive:
-    decompress keys and values, causal SDPA; autograd through everything); decode() appends tokens
+    decompressed keys and values, causal SDPA; autograd through everything); decode() appends tokens
     to a paged latent cache and attends with W_UK absorbed into the query and W_UV into the output,
     through torch.ops.tinyseek.mla_decode (inference only)."""
 
     def __init__(self, d_model: int, n_heads: int, kv_lora_rank: int = 64, qk_nope_head_dim: int = 32,
                  qk_rope_head_dim: int = 16, v_head_dim: int = 32, q_lora_rank: int = 0,
-                 softmax_scale: float = 0.0, rope_theta: float = 10000.0, norm_eps: float = 1e-6):
-        super().__init__()
+                 softmax_scale: float = 0.0, rope_theta: float = 10000.0, norm_eps: float = 1e-6,
+                 max_len: int = 4096):
         if qk_rope_head_dim % 2:
             raise ValueError(f"MultiHeadLatentAttention: qk_rope_head_dim must be even, got {qk_rope_head_dim}")
-        self.n_heads, self.kv_lora_rank, self.q_lora_rank = n_heads, kv_lora_rank, q_lora_rank
+        attention = {"kind": "mla", "kv_lora_rank": kv_lora_rank, "q_lora_rank": q_lora_rank,
+                     "qk_nope_head_dim": qk_nope_head_dim, "qk_rope_head_dim": qk_rope_head_dim,
+                     "v_head_dim": v_head_dim, "softmax_scale": softmax_scale}
+        super().__init__(d_model, n_heads, attention, rope_theta, norm_eps, max_len)
+        self.kv_lora_rank, self.q_lora_rank = kv_lora_rank, q_lora_rank
         self.qk_nope_head_dim, self.qk_rope_head_dim, self.v_head_dim = qk_nope_head_dim, qk_rope_head_dim, v_head_dim
         self.softmax_scale = softmax_scale or (qk_nope_head_dim + qk_rope_head_dim) ** -0.5
-        self.rope_theta = rope_theta
-        d_qk = qk_nope_head_dim + qk_rope_head_dim
-        if q_lora_rank:
-            self.wq_a = _linear(d_model, q_lora_rank)
-            self.q_norm = RMSNorm(q_lora_rank, norm_eps)
-            self.wq_b = _linear(q_lora_rank, n_heads * d_qk)
-        else:
-            self.wq = _linear(d_model, n_heads * d_qk)
-        self.wkv_a = _linear(d_model, kv_lora_rank + qk_rope_head_dim)
-        self.kv_norm = RMSNorm(kv_lora_rank, norm_eps)
-        self.wkv_b = _linear(kv_lora_rank, n_heads * (qk_nope_head_dim + v_head_dim))
-        self.wo = _linear(n_heads * v_head_dim, d_model)
-
-    def kv_cache_values_per_token(self) -> int:
-        return self.kv_lora_rank + self.qk_rope_head_dim
-
-    def _queries(self, x, pos):
-        B, T, _ = x.shape
-        q = self.wq_b(self.q_norm(self.wq_a(x))) if self.q_lora_rank else self.wq(x)
-        q = q.view(B, T, self.n_heads, -1)
-        dn = self.qk_nope_head_dim
-        return q[..., :dn], _rope(q[..., dn:], pos, self.rope_theta)
-
-    def latent_rows(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """The cache rows [c_KV ; k_R] of x [B, T, C] at positions pos: [B, T, kv_lora_rank + qk_rope_head_dim]."""
-        B, T, _ = x.shape
-        kv = self.wkv_a(x)
-        c = self.kv_norm(kv[..., :self.kv_lora_rank])
-        k_pe = _rope(kv[..., self.kv_lora_rank:].reshape(B, T, 1, -1), pos, self.rope_theta)
-        return torch.cat((c, k_pe[:, :, 0]), -1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, _ = x.shape
-        H, dn, dv, dc = self.n_heads, self.qk_nope_head_dim, self.v_head_dim, self.kv_lora_rank
-        pos = torch.arange(T)
-        q_nope, q_pe = self._queries(x, pos)
-        rows = self.latent_rows(x, pos)
-        kvb = self.wkv_b(rows[..., :dc]).view(B, T, H, dn + dv)
-        k = torch.cat((kvb[..., :dn], rows[:, :, None, dc:].expand(B, T, H, -1)), -1)
-        q = torch.cat((q_nope, q_pe), -1)
-        o = torch.nn.functional.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), kvb[..., dn:].transpose(1, 2), is_causal=True,
-            scale=self.softmax_scale)
-        return self.wo(o.transpose(1, 2).reshape(B, T, H * dv))
 
     @torch.no_grad()
     def decode(self, x: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tensor,
@@ -266,21 +218,7 @@ class MultiHeadLatentAttention(torch.nn.Module):
         block_table [B, max_blocks] int32, seq_lens [B] int32: tokens cached BEFORE this call (the
         new ones take positions seq_lens[b] .. seq_lens[b] + S - 1). Returns (y [B, S, C], the new
         seq_lens)."""
-        B, S, _ = x.shape
-        H, dn, dv, dc = self.n_heads, self.qk_nope_head_dim, self.v_head_dim, self.kv_lora_rank
-        bs = kv_cache.shape[1]
-        pos = seq_lens.long()[:, None] + torch.arange(S, device=x.device)  # [B, S]
-        q_nope, q_pe = self._queries(x, pos)
-        slots = block_table.long().gather(1, pos // bs) * bs + pos % bs
-        kv_cache.view(-1, kv_cache.shape[-1])[slots.flatten()] = self.latent_rows(x, pos).reshape(B * S, -1).to(
-            kv_cache.dtype)
-        w = self.wkv_b.weight.view(H, dn + dv, dc)
-        q_lat = torch.einsum("bshd,hdc->bshc", q_nope, w[:, :dn])
-        q = torch.cat((q_lat, q_pe), -1).to(kv_cache.dtype).contiguous()
-        new_lens = (seq_lens + S).to(torch.int32)
-        out, _ = torch.ops.tinyseek.mla_decode(q, kv_cache, block_table, new_lens, dc, self.softmax_scale)
-        o = torch.einsum("bshc,hvc->bshv", out.to(x.dtype), w[:, dn:])
-        return self.wo(o.reshape(B, S, H * dv)), new_lens
+        return self._handle.decode(x, kv_cache, block_table, seq_lens)
 
 
 __all__ = ["RMSNorm", "FP8Linear", "MoE", "GroupedQueryAttention", "MultiHeadLatentAttention"]

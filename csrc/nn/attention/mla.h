@@ -40,6 +40,15 @@ class MultiHeadLatentAttentionImpl : public AttentionImpl {
   MlaDecodePath decode_path = MlaDecodePath::kAbsorbed;
   double softmax_scale() const { return scale_; }
 
+  // Absorbed decoding over a caller-held paged latent cache (torch.ops.tinyseek.mla_decode's
+  // layout; tinyseek.nn.MultiHeadLatentAttention.decode): sequence b of x [B, S, C] appends its S
+  // tokens after the seq_lens[b] [B] int32 tokens cached, at positions seq_lens[b] .. + S - 1;
+  // their rows are written into kv_cache [NB, BS, 1, d_c + d_R] through block_table [B, MB]
+  // int32. Returns (y [B, S, C], seq_lens + S). Inference only.
+  std::pair<torch::Tensor, torch::Tensor> decode_paged(const torch::Tensor& x, const Rope& rope,
+                                                       const torch::Tensor& kv_cache, const torch::Tensor& block_table,
+                                                       const torch::Tensor& seq_lens);
+
   // Query projection (wq, or wq_a -> q_norm -> wq_b), KV down-projection, norm, up-projection, output.
   Linear wq{nullptr}, wq_a{nullptr}, wq_b{nullptr};
   RMSNorm q_norm{nullptr};
@@ -49,10 +58,16 @@ class MultiHeadLatentAttentionImpl : public AttentionImpl {
 
  private:
   // q_nope [B, S, H, d_n] and the rotated q_pe [B, S, H, d_R], at the cache step's positions
-  // (or 0..S-1 without a cache).
-  std::pair<torch::Tensor, torch::Tensor> queries(const torch::Tensor& x, const Rope& rope, const KVCache* cache);
+  // (or 0..S-1 without a cache), or at `positions` [B, S] when given.
+  std::pair<torch::Tensor, torch::Tensor> queries(const torch::Tensor& x, const Rope& rope, const KVCache* cache,
+                                                  const torch::Tensor& positions = {});
   // The cache rows [c ; k^R] of x, [B, S, 1, d_c + d_R].
-  torch::Tensor latent_rows(const torch::Tensor& x, const Rope& rope, const KVCache* cache);
+  torch::Tensor latent_rows(const torch::Tensor& x, const Rope& rope, const KVCache* cache,
+                            const torch::Tensor& positions = {});
+  // W_UK folded into the queries: [B, S, H, d_c + d_R] in `dtype`; W_UV applied to the latent
+  // outputs [B, S, H, d_c] -> [B, S, H, d_v]. Both use the fp32 master weight of wkv_b.
+  torch::Tensor absorbed_queries(const torch::Tensor& q_nope, const torch::Tensor& q_pe, torch::ScalarType dtype);
+  torch::Tensor absorbed_values(const torch::Tensor& out);
   torch::Tensor decode_naive(const torch::Tensor& q_nope, const torch::Tensor& q_pe, KVCache& cache, int64_t layer);
   torch::Tensor decode_absorbed(const torch::Tensor& q_nope, const torch::Tensor& q_pe, KVCache& cache, int64_t layer);
 
