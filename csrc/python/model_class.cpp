@@ -12,6 +12,7 @@
 #include "csrc/config/config.h"
 #include "csrc/nn/attention/mla.h"
 #include "csrc/nn/generate.h"
+#include "csrc/nn/linear.h"
 #include "csrc/nn/model_config.h"
 #include "csrc/nn/moe.h"
 #include "csrc/nn/moe_router.h"
@@ -178,6 +179,17 @@ struct AttentionLayer : torch::CustomClassHolder {
   }
 };
 
+// torch.classes.tinyseek.LinearLayer: the C++ projection ts::nn::Linear in a config's precision
+// (precision.kind fp8 with its recipe and accumulator knobs), for tinyseek.nn.FP8Linear.
+struct LinearLayer : torch::CustomClassHolder {
+  nn::Linear lin{nullptr};
+  LinearLayer(int64_t in, int64_t out, const std::string& precision_yaml) {
+    const auto cfg = config::parse_config(precision_yaml, "<tinyseek.nn.FP8Linear>");
+    nn::check_precision_config(cfg.precision);
+    lin = nn::Linear(in, out, cfg.precision);
+  }
+};
+
 // Exceptions leave as RuntimeError with the message alone (config errors name the key).
 template <class F>
 auto guarded(F f) {
@@ -261,6 +273,31 @@ const auto moe_registration =
                return std::make_tuple(tokens, l.dropped);
              })
         .def("set_training", [](const MoEPtr& m, bool on) { m->moe->train(on); });
+
+using LinPtr = c10::intrusive_ptr<LinearLayer>;
+const auto linear_registration =
+    torch::class_<LinearLayer>("tinyseek", "LinearLayer")
+        .def(torch::init([](int64_t in, int64_t out, const std::string& yaml) {
+          try {
+            return c10::make_intrusive<LinearLayer>(in, out, yaml);
+          } catch (const config::ConfigError& e) {
+            TORCH_CHECK_VALUE(false, e.what());
+          }
+        }))
+        .def("parameter_names", [](const LinPtr&) { return std::vector<std::string>{"weight"}; })
+        .def("parameters", [](const LinPtr& m) { return std::vector<torch::Tensor>{m->lin->weight}; })
+        .def("buffer_names",
+             [](const LinPtr& m) {
+               return m->lin->amax_history.defined() ? std::vector<std::string>{"fp8_amax_history"}
+                                                     : std::vector<std::string>{};
+             })
+        .def("buffers",
+             [](const LinPtr& m) {
+               return m->lin->amax_history.defined() ? std::vector<torch::Tensor>{m->lin->amax_history}
+                                                     : std::vector<torch::Tensor>{};
+             })
+        .def("forward", [](const LinPtr& m, const torch::Tensor& x) { return m->lin->forward(x); })
+        .def("set_training", [](const LinPtr& m, bool on) { m->lin->train(on); });
 
 using AttnPtr = c10::intrusive_ptr<AttentionLayer>;
 std::vector<std::string> attn_names(const AttnPtr& m) {
