@@ -35,8 +35,12 @@ torch::Tensor GroupedQueryAttentionImpl::forward_cached(const torch::Tensor& x, 
                                                         int64_t layer) {
   const int64_t B = x.size(0), S = x.size(1);
   auto q = rope_at(rope, wq(x).view({B, S, n_heads_, head_dim_}), cache);
-  cache.write(layer, 0, rope_at(rope, wk(x).view({B, S, n_kv_heads_, head_dim_}), cache));
-  cache.write(layer, 1, wv(x).view({B, S, n_kv_heads_, head_dim_}));
+  auto k = rope_at(rope, wk(x).view({B, S, n_kv_heads_, head_dim_}), cache);
+  auto v = wv(x).view({B, S, n_kv_heads_, head_dim_});
+  cache.write(layer, 0, k);
+  cache.write(layer, 1, v);
+  // A prefill of equal prompts: causal SDPA over the step's rows (the decode kernel is for few queries).
+  if (cache.fresh_uniform()) return wo(causal_attention(q, k, v, std::nullopt));
   const int64_t L = cache.max_total();
   auto o = attend_over_cache(q, cache.gather(layer, 0, L), cache.gather(layer, 1, L), cache, std::nullopt);
   return wo(o.reshape({B, S, n_heads_ * head_dim_}));

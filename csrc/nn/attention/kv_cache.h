@@ -65,7 +65,10 @@ class KVCache {
   // During a step:
   int64_t step_len() const { return step_len_; }  // S, the width of the step's inputs
   const std::vector<int64_t>& n_new() const { return n_new_; }
-  bool uniform() const { return uniform_; }         // every sequence has the same length and n_new == S
+  bool uniform() const { return uniform_; }  // every sequence has the same length and n_new == S
+  // A uniform step into empty sequences (a prompt prefill of equal lengths): its attention is plain
+  // causal attention over the step's own rows, which attention kinds compute without the cache.
+  bool fresh_uniform() const { return uniform_ && !lengths_.empty() && lengths_[0] == 0; }
   int64_t max_total() const { return max_total_; }  // max over b of lengths + n_new
   // The step's index tensors, each built on first use in the step (a decode step is short, and
   // not every attention kind reads every one).

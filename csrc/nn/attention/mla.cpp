@@ -60,9 +60,13 @@ torch::Tensor MultiHeadLatentAttentionImpl::latent_rows(const torch::Tensor& x, 
 }
 
 torch::Tensor MultiHeadLatentAttentionImpl::forward(const torch::Tensor& x, const Rope& rope) {
-  const int64_t B = x.size(0), T = x.size(1), H = n_heads_;
   auto [q_nope, q_pe] = queries(x, rope, nullptr);
-  auto rows = latent_rows(x, rope, nullptr);
+  return causal_naive(q_nope, q_pe, latent_rows(x, rope, nullptr));
+}
+
+torch::Tensor MultiHeadLatentAttentionImpl::causal_naive(const torch::Tensor& q_nope, const torch::Tensor& q_pe,
+                                                         const torch::Tensor& rows) {
+  const int64_t B = rows.size(0), T = rows.size(1), H = n_heads_;
   auto kvb = wkv_b(rows.narrow(-1, 0, d_c_).squeeze(2)).view({B, T, H, d_n_ + d_v_});
   auto k = torch::cat({kvb.narrow(-1, 0, d_n_), rows.narrow(-1, d_c_, d_r_).expand({B, T, H, d_r_})}, -1);
   auto q = torch::cat({q_nope, q_pe}, -1);
@@ -74,7 +78,11 @@ torch::Tensor MultiHeadLatentAttentionImpl::forward_cached(const torch::Tensor& 
                                                            int64_t layer) {
   const int64_t B = x.size(0), S = x.size(1);
   auto [q_nope, q_pe] = queries(x, rope, &cache);
-  cache.write(layer, 0, latent_rows(x, rope, &cache));
+  auto rows = latent_rows(x, rope, &cache);
+  cache.write(layer, 0, rows);
+  // A prefill of equal prompts: the training forward's causal attention over the step's rows
+  // (the absorbed decode kernel is for few queries per sequence).
+  if (cache.fresh_uniform()) return causal_naive(q_nope, q_pe, rows.to(q_nope.scalar_type()));
   auto o = decode_path == MlaDecodePath::kAbsorbed ? decode_absorbed(q_nope, q_pe, cache, layer)
                                                    : decode_naive(q_nope, q_pe, cache, layer);
   return wo(o.reshape({B, S, n_heads_ * d_v_}));

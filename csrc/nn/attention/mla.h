@@ -68,6 +68,9 @@ class MultiHeadLatentAttentionImpl : public AttentionImpl {
   // outputs [B, S, H, d_c] -> [B, S, H, d_v]. Both use the fp32 master weight of wkv_b.
   torch::Tensor absorbed_queries(const torch::Tensor& q_nope, const torch::Tensor& q_pe, torch::ScalarType dtype);
   torch::Tensor absorbed_values(const torch::Tensor& out);
+  // Causal attention of the queries over the decompressed rows [B, T, 1, d_c + d_R] of the same
+  // T positions (training, and a prefill into empty caches) -> [B, T, C].
+  torch::Tensor causal_naive(const torch::Tensor& q_nope, const torch::Tensor& q_pe, const torch::Tensor& rows);
   torch::Tensor decode_naive(const torch::Tensor& q_nope, const torch::Tensor& q_pe, KVCache& cache, int64_t layer);
   torch::Tensor decode_absorbed(const torch::Tensor& q_nope, const torch::Tensor& q_pe, KVCache& cache, int64_t layer);
 
