@@ -49,22 +49,7 @@ struct Model : torch::CustomClassHolder {
     model->eval();
   }
 
-  std::vector<std::string> names(bool buffers) const {
-    std::vector<std::string> out;
-    if (buffers)
-      for (const auto& b : model->named_buffers()) out.push_back(b.key());
-    else
-      for (const auto& p : model->named_parameters()) out.push_back(p.key());
-    return out;
-  }
-  std::vector<torch::Tensor> tensors(bool buffers) const {
-    std::vector<torch::Tensor> out;
-    if (buffers)
-      for (const auto& b : model->named_buffers()) out.push_back(b.value());
-    else
-      for (const auto& p : model->named_parameters()) out.push_back(p.value());
-    return out;
-  }
+  torch::nn::Module& module() { return *model; }
 
   void check_tokens(const torch::Tensor& tokens) const {
     TORCH_CHECK(tokens.dim() == 2, "tinyseek.Model: tokens must be [batch, time], got ", tokens.dim(), " dims");
@@ -139,16 +124,7 @@ struct MoELayer : torch::CustomClassHolder {
     moe = nn::MoE(cfg);
   }
 
-  std::vector<std::string> names(bool buffers) const {
-    std::vector<std::string> out;
-    for (const auto& t : buffers ? moe->named_buffers() : moe->named_parameters()) out.push_back(t.key());
-    return out;
-  }
-  std::vector<torch::Tensor> tensors(bool buffers) const {
-    std::vector<torch::Tensor> out;
-    for (const auto& t : buffers ? moe->named_buffers() : moe->named_parameters()) out.push_back(t.value());
-    return out;
-  }
+  torch::nn::Module& module() { return *moe; }
   // The routing of tokens h [T, C] as the layer's forward computes it: (topk_ids, topk_weights, scores).
   std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> route(const torch::Tensor& h) const {
     TORCH_CHECK(h.dim() == 2 && h.size(1) == cfg.model.d_model, "tinyseek.nn.MoE.route: h must be [T, ",
@@ -172,6 +148,7 @@ struct AttentionLayer : torch::CustomClassHolder {
     attn = nn::make_attention(cfg);
     rope = nn::Rope::make(attn->rope_dim(), nn::model_context(cfg), cfg.model.rope_theta, torch::kCPU);
   }
+  torch::nn::Module& module() { return *attn; }
   nn::MultiHeadLatentAttentionImpl& mla() const {
     auto* m = dynamic_cast<nn::MultiHeadLatentAttentionImpl*>(attn.get());
     TORCH_CHECK(m, "decode: only multi-head latent attention decodes over a paged latent cache");
@@ -188,7 +165,35 @@ struct LinearLayer : torch::CustomClassHolder {
     nn::check_precision_config(cfg.precision);
     lin = nn::Linear(in, out, cfg.precision);
   }
+  torch::nn::Module& module() { return *lin; }
 };
+
+// A module's parameters or buffers: their names, and the tensors themselves (not copies: Python
+// registers them as its own, python/tinyseek/model.py _register).
+std::vector<std::string> names_of(torch::nn::Module& m, bool buffers) {
+  std::vector<std::string> out;
+  for (const auto& t : buffers ? m.named_buffers() : m.named_parameters()) out.push_back(t.key());
+  return out;
+}
+std::vector<torch::Tensor> tensors_of(torch::nn::Module& m, bool buffers) {
+  std::vector<torch::Tensor> out;
+  for (const auto& t : buffers ? m.named_buffers() : m.named_parameters()) out.push_back(t.value());
+  return out;
+}
+
+// torch.classes.tinyseek.<name> with what every class here has: parameter_names, parameters,
+// buffer_names, buffers and set_training over T::module().
+template <class T>
+torch::class_<T> module_class(const std::string& name) {
+  using P = c10::intrusive_ptr<T>;
+  torch::class_<T> c("tinyseek", name);
+  c.def("parameter_names", [](const P& m) { return names_of(m->module(), false); })
+      .def("parameters", [](const P& m) { return tensors_of(m->module(), false); })
+      .def("buffer_names", [](const P& m) { return names_of(m->module(), true); })
+      .def("buffers", [](const P& m) { return tensors_of(m->module(), true); })
+      .def("set_training", [](const P& m, bool on) { m->module().train(on); });
+  return c;
+}
 
 // Exceptions leave as RuntimeError with the message alone (config errors name the key).
 template <class F>
@@ -203,7 +208,7 @@ auto guarded(F f) {
 }
 
 const auto registration =
-    torch::class_<Model>("tinyseek", "Model")
+    module_class<Model>("Model")
         .def(torch::init([](const std::string& kind, const std::string& text, int64_t step) {
           try {
             return c10::make_intrusive<Model>(kind, text, step);
@@ -211,16 +216,11 @@ const auto registration =
             TORCH_CHECK(false, e.what());
           }
         }))
-        .def("parameter_names", [](const c10::intrusive_ptr<Model>& m) { return m->names(false); })
-        .def("parameters", [](const c10::intrusive_ptr<Model>& m) { return m->tensors(false); })
-        .def("buffer_names", [](const c10::intrusive_ptr<Model>& m) { return m->names(true); })
-        .def("buffers", [](const c10::intrusive_ptr<Model>& m) { return m->tensors(true); })
         .def("forward", [](const c10::intrusive_ptr<Model>& m, const torch::Tensor& t) { return m->forward(t); })
         .def("forward_mtp",
              [](const c10::intrusive_ptr<Model>& m, const torch::Tensor& t) { return m->forward_mtp(t); })
         .def("aux_loss", [](const c10::intrusive_ptr<Model>& m) { return m->aux_loss(); })
         .def("after_optimizer_step", [](const c10::intrusive_ptr<Model>& m) { m->model->after_optimizer_step(); })
-        .def("set_training", [](const c10::intrusive_ptr<Model>& m, bool on) { m->model->train(on); })
         .def("to_device",
              [](const c10::intrusive_ptr<Model>& m, const std::string& d) { m->model->to(torch::Device(d)); })
         .def("config_yaml", [](const c10::intrusive_ptr<Model>& m) { return config::to_yaml(m->cfg); })
@@ -240,7 +240,7 @@ const auto registration =
 
 using MoEPtr = c10::intrusive_ptr<MoELayer>;
 const auto moe_registration =
-    torch::class_<MoELayer>("tinyseek", "MoELayer")
+    module_class<MoELayer>("MoELayer")
         .def(torch::init([](const std::string& yaml) {
           try {
             return c10::make_intrusive<MoELayer>(yaml);
@@ -248,10 +248,6 @@ const auto moe_registration =
             TORCH_CHECK_VALUE(false, e.what());
           }
         }))
-        .def("parameter_names", [](const MoEPtr& m) { return m->names(false); })
-        .def("parameters", [](const MoEPtr& m) { return m->tensors(false); })
-        .def("buffer_names", [](const MoEPtr& m) { return m->names(true); })
-        .def("buffers", [](const MoEPtr& m) { return m->tensors(true); })
         .def("forward", [](const MoEPtr& m, const torch::Tensor& x) { return m->moe->forward(x); })
         .def("route", [](const MoEPtr& m, const torch::Tensor& h) { return m->route(h); })
         .def("aux_loss",
@@ -265,18 +261,15 @@ const auto moe_registration =
                return l.defined() ? std::optional<torch::Tensor>(l.clone()) : std::nullopt;
              })
         .def("update_bias", [](const MoEPtr& m) { m->moe->update_bias(); })
-        .def("take_load",
-             [](const MoEPtr& m) {
-               auto l = m->moe->take_load();
-               auto tokens =
-                   l.tokens.defined() ? l.tokens : torch::zeros({m->cfg.model.moe.n_routed_experts}, torch::kLong);
-               return std::make_tuple(tokens, l.dropped);
-             })
-        .def("set_training", [](const MoEPtr& m, bool on) { m->moe->train(on); });
+        .def("take_load", [](const MoEPtr& m) {
+          auto l = m->moe->take_load();
+          auto tokens = l.tokens.defined() ? l.tokens : torch::zeros({m->cfg.model.moe.n_routed_experts}, torch::kLong);
+          return std::make_tuple(tokens, l.dropped);
+        });
 
 using LinPtr = c10::intrusive_ptr<LinearLayer>;
 const auto linear_registration =
-    torch::class_<LinearLayer>("tinyseek", "LinearLayer")
+    module_class<LinearLayer>("LinearLayer")
         .def(torch::init([](int64_t in, int64_t out, const std::string& yaml) {
           try {
             return c10::make_intrusive<LinearLayer>(in, out, yaml);
@@ -284,34 +277,11 @@ const auto linear_registration =
             TORCH_CHECK_VALUE(false, e.what());
           }
         }))
-        .def("parameter_names", [](const LinPtr&) { return std::vector<std::string>{"weight"}; })
-        .def("parameters", [](const LinPtr& m) { return std::vector<torch::Tensor>{m->lin->weight}; })
-        .def("buffer_names",
-             [](const LinPtr& m) {
-               return m->lin->amax_history.defined() ? std::vector<std::string>{"fp8_amax_history"}
-                                                     : std::vector<std::string>{};
-             })
-        .def("buffers",
-             [](const LinPtr& m) {
-               return m->lin->amax_history.defined() ? std::vector<torch::Tensor>{m->lin->amax_history}
-                                                     : std::vector<torch::Tensor>{};
-             })
-        .def("forward", [](const LinPtr& m, const torch::Tensor& x) { return m->lin->forward(x); })
-        .def("set_training", [](const LinPtr& m, bool on) { m->lin->train(on); });
+        .def("forward", [](const LinPtr& m, const torch::Tensor& x) { return m->lin->forward(x); });
 
 using AttnPtr = c10::intrusive_ptr<AttentionLayer>;
-std::vector<std::string> attn_names(const AttnPtr& m) {
-  std::vector<std::string> out;
-  for (const auto& p : m->attn->named_parameters()) out.push_back(p.key());
-  return out;
-}
-std::vector<torch::Tensor> attn_tensors(const AttnPtr& m) {
-  std::vector<torch::Tensor> out;
-  for (const auto& p : m->attn->named_parameters()) out.push_back(p.value());
-  return out;
-}
 const auto attention_registration =
-    torch::class_<AttentionLayer>("tinyseek", "AttentionLayer")
+    module_class<AttentionLayer>("AttentionLayer")
         .def(torch::init([](const std::string& yaml) {
           try {
             return c10::make_intrusive<AttentionLayer>(yaml);
@@ -319,10 +289,6 @@ const auto attention_registration =
             TORCH_CHECK_VALUE(false, e.what());
           }
         }))
-        .def("parameter_names", [](const AttnPtr& m) { return attn_names(m); })
-        .def("parameters", [](const AttnPtr& m) { return attn_tensors(m); })
-        .def("buffer_names", [](const AttnPtr&) { return std::vector<std::string>{}; })
-        .def("buffers", [](const AttnPtr&) { return std::vector<torch::Tensor>{}; })
         .def("forward",
              [](const AttnPtr& m, const torch::Tensor& x) {
                TORCH_CHECK(x.dim() == 3 && x.size(1) <= m->rope.cos.size(0),
@@ -335,8 +301,7 @@ const auto attention_registration =
                auto [y, n] = m->mla().decode_paged(x, m->rope, cache, table, lens);
                return std::make_tuple(y, n);
              })
-        .def("kv_cache_values_per_token", [](const AttnPtr& m) { return m->attn->kv_cache_values_per_token(); })
-        .def("set_training", [](const AttnPtr& m, bool on) { m->attn->train(on); });
+        .def("kv_cache_values_per_token", [](const AttnPtr& m) { return m->attn->kv_cache_values_per_token(); });
 
 }  // namespace
 

@@ -195,24 +195,24 @@ json tokenizer_json(int64_t vocab) {
             {"merges", json::array()}}}};
 }
 
-int64_t get_int(const json& j, const char* key, const fs::path& file, std::optional<int64_t> fallback = {}) {
+// config.json's `key` as T (int64_t or double), or `fallback` when it is missing or null.
+template <class T>
+T get(const json& j, const char* key, const fs::path& file, std::optional<T> fallback = {}) {
   if (!j.contains(key) || j[key].is_null()) {
     if (fallback) return *fallback;
     throw ConfigError(fmt::format("{}: '{}' is missing", file.string(), key));
   }
-  if (!j[key].is_number_integer())
-    throw ConfigError(fmt::format("{}: '{}' must be an integer, got {}", file.string(), key, j[key].dump()));
-  return j[key].get<int64_t>();
+  const bool ok = std::is_integral_v<T> ? j[key].is_number_integer() : j[key].is_number();
+  if (!ok)
+    throw ConfigError(fmt::format("{}: '{}' must be {}, got {}", file.string(), key,
+                                  std::is_integral_v<T> ? "an integer" : "a number", j[key].dump()));
+  return j[key].get<T>();
 }
-
+int64_t get_int(const json& j, const char* key, const fs::path& file, std::optional<int64_t> fallback = {}) {
+  return get<int64_t>(j, key, file, fallback);
+}
 double get_num(const json& j, const char* key, const fs::path& file, std::optional<double> fallback = {}) {
-  if (!j.contains(key) || j[key].is_null()) {
-    if (fallback) return *fallback;
-    throw ConfigError(fmt::format("{}: '{}' is missing", file.string(), key));
-  }
-  if (!j[key].is_number())
-    throw ConfigError(fmt::format("{}: '{}' must be a number, got {}", file.string(), key, j[key].dump()));
-  return j[key].get<double>();
+  return get<double>(j, key, file, fallback);
 }
 
 void expect(bool ok, const fs::path& file, const std::string& what) {
