@@ -89,6 +89,10 @@ class Model(torch.nn.Module):
         """[main logits [B, T, V], depth-1 logits [B, T-1, V], ...]: depth k at position i predicts token i+k+1."""
         return self._handle.forward_mtp(tokens)
 
+    def mtp_loss_weight(self, step: int) -> float:
+        """lambda at training step `step`: model.mtp.loss_weight, or switch_loss_weight from switch_step on."""
+        return self._handle.mtp_loss_weight(int(step))
+
     def aux_loss(self) -> torch.Tensor:
         """The MoE balance losses of the last training-mode forward (0 for a dense model); add it to the loss."""
         return self._handle.aux_loss()
