@@ -3,7 +3,7 @@ pretrain, C++) against the same architecture in transformers (the model exported
 export --format hf`: LlamaForCausalLM for the dense model, DeepseekV3ForCausalLM for tiny-V3, pure
 PyTorch, eager) and against torch.compile of it. Same initial weights, batch (16 x 128 bytes of the
 same synthetic corpus), AdamW (lr 3e-3, betas 0.9/0.95, weight decay 0.1, eps 1e-8), gradient
-clipping at 1.0, threads. tinyseek's number is its trainer's tokens/s (summary.json: training
+clipping at 1.0, threads; no MTP module (transformers has none). tinyseek's number is its trainer's tokens/s (summary.json: training
 steps only); the PyTorch loops time `--steps` steps after `--warmup` untimed ones. Prints a table,
 writes JSON.
 
@@ -71,6 +71,8 @@ def main() -> None:
             c.pop("variants", None)
             c.update(kind="pretrain", name=name, output={"dir": str(tmp / "runs")})
             c["data"] = {"source": "synthetic", "seq_len": T}
+            # transformers builds no MTP module: both sides train the main model alone.
+            c["model"].setdefault("mtp", {})["depth"] = 0
             c["train"] = {"steps": a.steps + a.warmup, "batch_size": B, "lr": 3e-3, "warmup_steps": 0,
                           "min_lr_ratio": 1.0, "weight_decay": 0.1, "grad_clip": 1.0, "eval_every": 10 ** 6,
                           "eval_batches": 1, "checkpoint_every": 10 ** 6, "log_every": 10 ** 6,
