@@ -139,10 +139,9 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "tinyseek 0.1");
   if (std::getenv("RANK")) std::setvbuf(stdout, nullptr, _IOLBF, 0);  // ranks' output through pipes, line by line
-  const std::vector<experiments::Command> commands = {experiments::add_launch_command(app),
-                                                      experiments::add_pipeline_command(app),
-                                                      experiments::add_generate_command(app),
-                                                      experiments::add_export_command(app)};
+  const std::vector<experiments::Command> commands = {
+      experiments::add_launch_command(app), experiments::add_pipeline_command(app),
+      experiments::add_generate_command(app), experiments::add_export_command(app)};
 
   std::string config_path;
   std::vector<std::string> sets;
