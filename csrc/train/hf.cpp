@@ -484,7 +484,8 @@ std::set<std::string> hf_tensor_names(const fs::path& dir) {
   std::string header(n, '\0');
   in.read(header.data(), static_cast<std::streamsize>(n));
   try {
-    for (const auto& [name, v] : json::parse(header).items())
+    const json j = json::parse(header);  // a named object: items() must not outlive it
+    for (const auto& [name, v] : j.items())
       if (name != "__metadata__") names.insert(name);
   } catch (const json::exception& e) {
     throw ConfigError(fmt::format("{}: not a safetensors file ({})", single.string(), e.what()));
