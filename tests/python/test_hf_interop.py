@@ -269,3 +269,16 @@ def test_export_refuses_an_occupied_folder_and_bad_references(trained, tmp_path)
     (bad / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     with pytest.raises(RuntimeError, match="model_type"):
         tinyseek.load(f"hf:{bad}")
+
+
+def test_kinds_that_ignore_train_init_from_refuse_it(tmp_path):
+    # GRPO starts from grpo.init_from, fp8_accumulation builds no model: train.init_from would be
+    # ignored there, so it is an exit-2 error naming the key, before anything is written.
+    for kind, extra in [("grpo", {"grpo": {"init_from": "base"}}), ("fp8_accumulation", {})]:
+        c = {"kind": kind, "name": f"no_{kind}", "train": {"init_from": "hf:/somewhere"},
+             "output": {"dir": str(tmp_path / "runs")}, **extra}
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump(c))
+        r = run(["run", "c.yaml"], tmp_path)
+        assert r.returncode == 2 and "train.init_from" in r.stderr and f"kind {kind} does not read it" in r.stderr, \
+            r.stderr
+        assert not (tmp_path / "runs").exists()
