@@ -23,12 +23,11 @@ struct ExportArgs {
 
 int export_command(const ExportArgs& a) {
   const train::TrainedRun trained = train::resolve_run(a.run);
-  train::hf_architecture(trained.config);  // exit 2 before loading anything when it cannot be written
+  const std::string arch = train::hf_architecture(trained.config);  // exit 2 before loading anything
   nn::Transformer model = train::load_model(trained);
   const nlohmann::json provenance = {{"run", a.run.dir}, {"step", trained.step}, {"version", "0.1"}};
   train::export_hf(*model, trained.config, a.out, provenance);
-  std::cout << fmt::format("{} (step {}) -> {}: {} ({}), {} parameters\n", trained.dir.string(), trained.step, a.out,
-                           train::hf_architecture(trained.config), "config.json, model.safetensors, tokenizer",
+  std::cout << fmt::format("{} (step {}) -> {}: {}, {} parameters\n", trained.dir.string(), trained.step, a.out, arch,
                            model->num_parameters());
   return 0;
 }

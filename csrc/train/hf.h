@@ -85,9 +85,6 @@ std::map<std::string, torch::Tensor> hf_load_tensors(const std::filesystem::path
 std::set<std::string> hf_tensor_names(const std::filesystem::path& dir);
 int64_t stored_mtp_depth(const std::set<std::string>& names, int64_t n_layers);
 
-// A model built from hf_load_config(dir) with DIR's weights.
-nn::Transformer hf_load_model(const std::filesystem::path& dir);
-
 // The keys of model sections `a` and `b` whose values differ, as "model.key: a vs b" lines
 // (init_from checks that the configured model is the one the checkpoint holds).
 std::vector<std::string> model_differences(const config::ModelConfig& a, const config::ModelConfig& b);
