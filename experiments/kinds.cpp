@@ -25,10 +25,12 @@ void reject_init_from(const config::Config& c, const char* instead = "") {
 
 const std::vector<run::Kind>& kinds() {
   static const std::vector<run::Kind> k = {
-      {"pretrain", "train the transformer on next-token prediction (csrc/train/trainer.h)", &train::train_variant,
-       /*distributed=*/false, /*builds_model=*/true, /*trains=*/true,
-       [](const config::Config& c, int) {
-         train::check_pretrain_config(c);
+      {"pretrain",
+       "train the transformer on next-token prediction (csrc/train/trainer.h); data- and expert-parallel under "
+       "tinyseek launch or torchrun",
+       &train::train_variant, /*distributed=*/true, /*builds_model=*/true, /*trains=*/true,
+       [](const config::Config& c, int world) {
+         train::check_pretrain_config(c, world);
          train::check_data_config(c);
        }},
       {"grpo", "GRPO with rule rewards from a trained run (grpo.init_from; csrc/rl/grpo.h)", &rl::train_grpo, false,

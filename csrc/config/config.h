@@ -486,13 +486,20 @@ struct PipelineConfig {
 
 // How a multi-process job (`tinyseek launch --nproc W`) splits the work.
 struct ParallelConfig {
-  // Expert parallelism (kind moe_ep; csrc/parallel/expert_parallel.h): the routed experts are
-  // split over groups of `expert` consecutive ranks, and the W / expert groups are data-parallel
-  // replicas of each other. 0 = one group of all W ranks. Must divide W.
+  // Data parallelism (kind pretrain; csrc/parallel/data_parallel.h): every rank trains on
+  // train.batch_size / W sequences of each step's batch and the gradients are averaged, so the
+  // run's losses do not depend on the rank count. 0 = the job's world size W; otherwise it must
+  // equal W (pretraining has no other process dimension).
+  int64_t data = 0;
+  // Expert parallelism (kinds pretrain and moe_ep; csrc/parallel/expert_parallel.h): the routed
+  // experts are split over groups of `expert` consecutive ranks, and the W / expert groups are
+  // data-parallel replicas of each other. moe_ep: 0 = one group of all W ranks; pretrain: 0 or 1
+  // = no expert parallelism. Must divide W.
   int64_t expert = 0;
 
   template <class V>
   void visit(V& v) {
+    v("data", data, Range{0, 1 << 16});
     v("expert", expert, Range{0, 1 << 16});
   }
 };

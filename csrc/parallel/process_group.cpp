@@ -340,11 +340,15 @@ void Dist::wait(const c10::intrusive_ptr<c10d::Work>& work, const std::string& w
   if (!ok) throw DistError(explain(what, err));
 }
 
-void Dist::all_reduce(std::vector<at::Tensor>& tensors, c10d::ReduceOp op, const Group* g) {
+c10::intrusive_ptr<c10d::Work> Dist::iall_reduce(std::vector<at::Tensor>& tensors, c10d::ReduceOp op, const Group* g) {
   c10d::AllreduceOptions o;
   o.reduceOp = op;
   o.timeout = options_.timeout;
-  wait(post("all_reduce", [&] { return pick(g).backend->allreduce(tensors, o); }), "all_reduce");
+  return post("all_reduce", [&] { return pick(g).backend->allreduce(tensors, o); });
+}
+
+void Dist::all_reduce(std::vector<at::Tensor>& tensors, c10d::ReduceOp op, const Group* g) {
+  wait(iall_reduce(tensors, op, g), "all_reduce");
 }
 
 void Dist::broadcast(std::vector<at::Tensor>& tensors, int root, const Group* g) {

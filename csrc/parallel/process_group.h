@@ -114,6 +114,10 @@ class Dist {
   // watchdog could tell within dead_after) and `what` this rank was doing.
   void wait(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what);
 
+  // Non-blocking all-reduce (pass the Work to wait()); the tensors must stay alive and untouched
+  // until then. `g` defaults to the world.
+  c10::intrusive_ptr<c10d::Work> iall_reduce(std::vector<at::Tensor>& tensors, c10d::ReduceOp op = c10d::ReduceOp::SUM,
+                                             const Group* g = nullptr);
   // Blocking collectives; `g` defaults to the world.
   void all_reduce(std::vector<at::Tensor>& tensors, c10d::ReduceOp op = c10d::ReduceOp::SUM, const Group* g = nullptr);
   void broadcast(std::vector<at::Tensor>& tensors, int root, const Group* g = nullptr);

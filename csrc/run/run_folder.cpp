@@ -64,7 +64,9 @@ void MetricsLog::write(const json& line) {
 
 namespace {
 
-bool prevents_resume(const std::string& key) {
+bool prevents_resume(const std::string& key, const std::string& kind) {
+  // Pretraining's checkpoints are sharded by name and load into any data/expert-parallel layout.
+  if (kind == "pretrain" && key.starts_with("parallel.")) return false;
   for (const char* p : {"data.", "model.", "precision.", "parallel.", "pipeline.", "task."})
     if (key.starts_with(p)) return true;
   return key == "kind" || key == "seed" || key == "grpo.init_from";
@@ -89,7 +91,7 @@ std::vector<std::string> resume_changes(const config::Variant& variant, const Ru
     const auto it = before.find(key);
     const std::string was = it == before.end() ? "(unset)" : it->second;
     if (was == now) continue;
-    if (prevents_resume(key))
+    if (prevents_resume(key, variant.config.kind))
       throw config::ConfigError(fmt::format(
           "{}: --resume: {} is {} here but {} in the run being resumed ({}): a run cannot resume with another "
           "kind, seed, data, model, precision or parallel layout; start a new run (another name) or keep the "

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "csrc/config/config.h"
@@ -129,9 +130,108 @@ std::vector<std::pair<std::string, torch::Tensor>> model_tensors(torch::nn::Modu
 
 }  // namespace
 
+namespace {
+
+std::string shard_file(int64_t g, const char* what) { return fmt::format("shard{}.{}.safetensors", g, what); }
+
+// Atomically writes `files` into step folder `dir` with state.json and, last, the manifest.
+void write_manifest(const fs::path& dir, int64_t step, const std::vector<std::pair<std::string, std::string>>& files) {
+  nlohmann::json manifest = {{"step", step}, {"files", nlohmann::json::object()}};
+  for (const auto& [name, bytes] : files) manifest["files"][name] = {{"bytes", bytes.size()}, {"crc32", crc32_hex(bytes)}};
+  util::atomic_write(dir / kManifest, manifest.dump(2) + "\n");  // last: the folder is complete
+}
+
+// Makes tmp_dir the step folder root/step_XXXXXXXX, points root/latest at it and keeps the newest `keep`.
+void publish(const fs::path& root, const fs::path& tmp_dir, int64_t step, int keep) {
+  const fs::path final_dir = root / step_name(step);
+  ts::util::remove_all(final_dir);
+  fs::rename(tmp_dir, final_dir);
+  util::fsync_path(root, /*directory=*/true);
+  util::atomic_write(root / "latest", step_name(step) + "\n");
+  std::vector<fs::path> steps;
+  for (const auto& e : fs::directory_iterator(root))
+    if (e.is_directory() && e.path().filename().string().starts_with("step_")) steps.push_back(e.path());
+  std::sort(steps.begin(), steps.end());
+  for (size_t i = 0; i + keep < steps.size(); ++i) ts::util::remove_all(steps[i]);
+}
+
+std::map<const void*, std::string> parameter_names(torch::nn::Module& model) {
+  std::map<const void*, std::string> out;
+  for (const auto& p : model.named_parameters()) out[p.value().unsafeGetTensorImpl()] = p.key();
+  return out;
+}
+
+// The whole tensors of a sharded checkpoint's `what` files: a tensor several shards hold (a split
+// one) is their slices concatenated along dim 0 in shard order.
+std::map<std::string, torch::Tensor> load_shards(const fs::path& dir, const nlohmann::json& shards, const char* what) {
+  const int64_t S = shards.at("count").get<int64_t>();
+  std::map<std::string, std::vector<torch::Tensor>> parts;
+  for (int64_t g = 0; g < S; ++g)
+    for (auto& [name, t] : safetensors_load(dir / shard_file(g, what))) parts[name].push_back(t);
+  std::map<std::string, torch::Tensor> out;
+  for (auto& [name, v] : parts) out[name] = v.size() > 1 && v[0].dim() > 0 ? torch::cat(v, 0) : v[0];
+  return out;
+}
+
+// This process's part of a whole checkpoint tensor for `local` (the same shape, or slice `shard`
+// of dim 0 for a split tensor).
+torch::Tensor local_part(const torch::Tensor& whole, const torch::Tensor& local, int shard, const std::string& what) {
+  if (whole.sizes() == local.sizes()) return whole;
+  const bool sliceable = whole.dim() == local.dim() && whole.dim() > 0 && local.size(0) > 0 &&
+                         whole.size(0) % local.size(0) == 0 && (shard + 1) * local.size(0) <= whole.size(0) &&
+                         whole.sizes().slice(1) == local.sizes().slice(1);
+  TORCH_CHECK(sliceable, "checkpoint: '", what, "' has shape ", whole.sizes(), ", and this process holds ",
+              local.sizes(), " (slice ", shard, "): written by a different model config?");
+  return whole.narrow(0, shard * local.size(0), local.size(0));
+}
+
+nlohmann::json read_json_file(const fs::path& p) {
+  std::ifstream in(p);
+  TORCH_CHECK(in, "checkpoint: cannot read ", p.string());
+  return nlohmann::json::parse(in);
+}
+
+// Loads a verified sharded checkpoint's weights (prefix as in load_weights) and, with opt, the
+// AdamW state and the CPU RNG, into slice `shard`.
+void load_sharded(const fs::path& dir, torch::nn::Module& model, const std::string& prefix,
+                  torch::optim::Optimizer* opt, int shard) {
+  const auto state = read_json_file(dir / "state.json");
+  TORCH_CHECK(state.contains("shards"), "checkpoint ", dir.string(), ": state.json lacks \"shards\"");
+  const auto& shards = state["shards"];
+  {
+    auto weights = load_shards(dir, shards, "model");
+    torch::NoGradGuard ng;
+    for (auto& [name, t] : model_tensors(model)) {
+      auto it = weights.find(prefix + name);
+      TORCH_CHECK(it != weights.end(), "checkpoint ", dir.string(), " lacks tensor '", prefix + name,
+                  "' (was it written by a different model config?)");
+      t.copy_(local_part(it->second, t, shard, prefix + name));
+    }
+  }
+  if (!opt) return;
+  auto* adamw = dynamic_cast<torch::optim::AdamW*>(opt);
+  TORCH_CHECK(adamw, "checkpoint: sharded optimizer state is AdamW's");
+  auto st = load_shards(dir, shards, "optim");
+  const auto names = parameter_names(model);
+  for (auto& group : adamw->param_groups())
+    for (auto& p : group.params()) {
+      const auto& name = names.at(p.unsafeGetTensorImpl());
+      auto step = st.find("step/" + name);
+      if (step == st.end()) continue;  // no update yet when saved
+      auto s = std::make_unique<torch::optim::AdamWParamState>();
+      s->step(step->second.item<int64_t>());
+      s->exp_avg(local_part(st.at("exp_avg/" + name), p, shard, "exp_avg/" + name).clone().to(p.device()));
+      s->exp_avg_sq(local_part(st.at("exp_avg_sq/" + name), p, shard, "exp_avg_sq/" + name).clone().to(p.device()));
+      adamw->state()[p.unsafeGetTensorImpl()] = std::move(s);
+    }
+  auto gen = at::detail::getDefaultCPUGenerator();
+  gen.set_state(st.at("rng_cpu"));
+}
+
+}  // namespace
+
 void save_checkpoint(const fs::path& root, int64_t step, torch::nn::Module& model, torch::optim::Optimizer& opt,
                      const nlohmann::json& state, int keep) {
-  const fs::path final_dir = root / step_name(step);
   const fs::path tmp_dir = root / (".tmp_" + step_name(step));
   ts::util::remove_all(tmp_dir);
   fs::create_directories(tmp_dir);
@@ -148,23 +248,70 @@ void save_checkpoint(const fs::path& root, int64_t step, torch::nn::Module& mode
   nlohmann::json st = state;
   st["step"] = step;
   files.emplace_back("state.json", st.dump(2) + "\n");
-  nlohmann::json manifest = {{"step", step}, {"files", nlohmann::json::object()}};
-  for (const auto& [name, bytes] : files) {
-    util::atomic_write(tmp_dir / name, bytes);
-    manifest["files"][name] = {{"bytes", bytes.size()}, {"crc32", crc32_hex(bytes)}};
-  }
-  util::atomic_write(tmp_dir / kManifest, manifest.dump(2) + "\n");  // last: the folder is complete
-  ts::util::remove_all(final_dir);
-  fs::rename(tmp_dir, final_dir);
-  util::fsync_path(root, /*directory=*/true);
-  util::atomic_write(root / "latest", step_name(step) + "\n");
+  for (const auto& [name, bytes] : files) util::atomic_write(tmp_dir / name, bytes);
+  write_manifest(tmp_dir, step, files);
+  publish(root, tmp_dir, step, keep);
+}
 
-  // Retention: the newest `keep` step folders stay.
-  std::vector<fs::path> steps;
-  for (const auto& e : fs::directory_iterator(root))
-    if (e.is_directory() && e.path().filename().string().starts_with("step_")) steps.push_back(e.path());
-  std::sort(steps.begin(), steps.end());
-  for (size_t i = 0; i + keep < steps.size(); ++i) ts::util::remove_all(steps[i]);
+
+void save_sharded_checkpoint(const fs::path& root, int64_t step, torch::nn::Module& model, torch::optim::AdamW& opt,
+                             const nlohmann::json& state, const ShardLayout& layout,
+                             const std::function<void()>& barrier, int keep) {
+  const fs::path tmp_dir = root / (".tmp_" + step_name(step));
+  barrier();
+  if (layout.rank == 0) {
+    ts::util::remove_all(tmp_dir);
+    fs::create_directories(tmp_dir);
+  }
+  barrier();
+  if (layout.rank < layout.shards) {
+    const std::set<std::string> split(layout.split.begin(), layout.split.end());
+    const bool lead = layout.rank == 0;
+    std::vector<std::pair<std::string, torch::Tensor>> weights, optim;
+    for (auto& [name, t] : model_tensors(model))
+      if (lead || split.count(name)) weights.emplace_back(name, t);
+    const auto names = parameter_names(model);
+    for (auto& group : opt.param_groups())
+      for (auto& p : group.params()) {
+        const auto& name = names.at(p.unsafeGetTensorImpl());
+        auto it = opt.state().find(p.unsafeGetTensorImpl());
+        if ((!lead && !split.count(name)) || it == opt.state().end()) continue;
+        auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
+        optim.emplace_back("exp_avg/" + name, s.exp_avg());
+        optim.emplace_back("exp_avg_sq/" + name, s.exp_avg_sq());
+        optim.emplace_back("step/" + name, torch::tensor(s.step(), torch::kLong));
+      }
+    if (lead) optim.emplace_back("rng_cpu", at::detail::getDefaultCPUGenerator().get_state());
+    util::atomic_write(tmp_dir / shard_file(layout.rank, "model"), safetensors_serialize(weights, {{"format", "pt"}}));
+    util::atomic_write(tmp_dir / shard_file(layout.rank, "optim"), safetensors_serialize(optim));
+  }
+  barrier();
+  if (layout.rank == 0) {
+    nlohmann::json st = state;
+    st["step"] = step;
+    st["shards"] = {{"count", layout.shards}, {"split", layout.split}};
+    std::vector<std::pair<std::string, std::string>> files;
+    for (int g = 0; g < layout.shards; ++g)
+      for (const char* what : {"model", "optim"}) {
+        const std::string name = shard_file(g, what);
+        auto bytes = read_file(tmp_dir / name);
+        TORCH_CHECK(bytes, "checkpoint: rank ", g, " did not write ", (tmp_dir / name).string());
+        files.emplace_back(name, std::move(*bytes));
+      }
+    files.emplace_back("state.json", st.dump(2) + "\n");
+    util::atomic_write(tmp_dir / "state.json", files.back().second);
+    write_manifest(tmp_dir, step, files);
+    publish(root, tmp_dir, step, keep);
+  }
+  barrier();
+}
+
+bool is_sharded_checkpoint(const fs::path& step_dir) {
+  const auto text = read_file(step_dir / kManifest);
+  if (!text) return false;
+  const auto m = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  return !m.is_discarded() && m.contains("files") && m["files"].is_object() &&
+         m["files"].contains(shard_file(0, "model"));
 }
 
 std::string checkpoint_damage(const fs::path& step_dir, const std::vector<std::string>& files) {
@@ -200,6 +347,7 @@ namespace {
 
 // load_weights after the checkpoint was verified (by the caller).
 void load_verified_weights(const fs::path& step_dir, torch::nn::Module& model, const std::string& prefix) {
+  if (is_sharded_checkpoint(step_dir)) return load_sharded(step_dir, model, prefix, nullptr, 0);
   auto tensors = safetensors_load(step_dir / "model.safetensors");
   torch::NoGradGuard ng;
   for (auto& [name, t] : model_tensors(model)) {
@@ -216,7 +364,13 @@ void load_verified_weights(const fs::path& step_dir, torch::nn::Module& model, c
 }  // namespace
 
 void load_weights(const fs::path& step_dir, torch::nn::Module& model, const std::string& prefix) {
-  if (auto damage = checkpoint_damage(step_dir, {"model.safetensors"}); !damage.empty())
+  std::vector<std::string> files = {"model.safetensors"};
+  if (is_sharded_checkpoint(step_dir)) {  // every shard's weights, and state.json for the layout
+    const int64_t S = read_json_file(step_dir / "state.json").at("shards").at("count").get<int64_t>();
+    files = {"state.json"};
+    for (int64_t g = 0; g < S; ++g) files.push_back(shard_file(g, "model"));
+  }
+  if (auto damage = checkpoint_damage(step_dir, files); !damage.empty())
     throw config::ConfigError("checkpoint " + damage);
   load_verified_weights(step_dir, model, prefix);
 }
@@ -248,7 +402,7 @@ std::optional<int64_t> latest_checkpoint_step(const fs::path& root) {
 }
 
 std::optional<CheckpointInfo> load_latest_checkpoint(const fs::path& root, torch::nn::Module& model,
-                                                     torch::optim::Optimizer& opt) {
+                                                     torch::optim::Optimizer& opt, const ShardLayout& layout) {
   // Newest first; the one root/latest names is normally the newest (a newer complete folder
   // exists only when a save was cut short between its rename and the update of latest).
   auto steps = checkpoint_steps(root);
@@ -265,14 +419,24 @@ std::optional<CheckpointInfo> load_latest_checkpoint(const fs::path& root, torch
     info.dir = dir;
     if (!skipped.empty())
       info.fallback = fmt::format("skipped damaged checkpoints ({}); resuming from {}", skipped, dir.string());
-    load_verified_weights(info.dir, model, "");  // checkpoint_damage read every file above
-    torch::serialize::InputArchive ar;
-    ar.load_from((info.dir / "trainer_state.pt").string());
-    opt.load(ar);
-    torch::Tensor rng;
-    ar.read("rng_cpu", rng);
-    auto gen = at::detail::getDefaultCPUGenerator();
-    gen.set_state(rng);
+    // checkpoint_damage read every file above
+    if (is_sharded_checkpoint(dir)) {
+      load_sharded(dir, model, "", &opt, layout.shard);
+    } else {
+      if (layout.shards > 1)
+        throw config::ConfigError(fmt::format(
+            "checkpoint {} was written by one process; an expert-parallel run ({} shards) resumes only from a "
+            "multi-rank checkpoint (its optimizer state is stored by name); resume it on one process, or start anew",
+            dir.string(), layout.shards));
+      load_verified_weights(info.dir, model, "");
+      torch::serialize::InputArchive ar;
+      ar.load_from((info.dir / "trainer_state.pt").string());
+      opt.load(ar);
+      torch::Tensor rng;
+      ar.read("rng_cpu", rng);
+      auto gen = at::detail::getDefaultCPUGenerator();
+      gen.set_state(rng);
+    }
     std::ifstream js(info.dir / "state.json");
     info.state = nlohmann::json::parse(js);
     info.step = info.state.at("step").get<int64_t>();

@@ -66,14 +66,15 @@ run::RunOutcome train_loop(Objective& obj, const config::Config& cfg, const std:
   Carried carried;
   std::string resumed_note;  // a fallback past damaged checkpoints, said again beside "resuming at"
   if (resume) {
-    if (auto info = load_latest_checkpoint(ckpt_root, obj.module(), *opt)) {
+    if (auto info = obj.load_checkpoint(ckpt_root, *opt)) {
       step = info->step;
       carried.load(info->state);
       resumed_note = info->fallback;
     }
   } else {
-    util::remove_all(ckpt_root);
+    if (lead || !shard.empty()) util::remove_all(ckpt_root);  // a shared folder: its lead's to clear
     if (lead) fs::remove(folder.summary_path());
+    obj.barrier();
   }
   if (auto [lo, hi] = obj.min_max(step); lo != hi)
     throw std::runtime_error(fmt::format(
@@ -94,7 +95,7 @@ run::RunOutcome train_loop(Objective& obj, const config::Config& cfg, const std:
   if (carried.tokens < 0) carried.tokens = step * obj.tokens_per_step();
   RunStatus status = RunStatus::kCompleted;
   std::string nonfinite_msg;
-  auto checkpoint = [&] { save_checkpoint(ckpt_root, step, obj.module(), *opt, carried.save(cfg, variant)); };
+  auto checkpoint = [&] { obj.save_checkpoint(ckpt_root, step, *opt, carried.save(cfg, variant)); };
   auto run_eval = [&] {
     auto ev = obj.evaluate();
     if (!ev) return;

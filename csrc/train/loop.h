@@ -21,6 +21,7 @@
 #include "csrc/config/config.h"
 #include "csrc/run/outcome.h"
 #include "csrc/run/run_folder.h"
+#include "csrc/train/checkpoint.h"
 
 namespace ts::train {
 
@@ -65,6 +66,16 @@ class Objective {
   virtual std::string checkpoint_shard() const { return ""; }
   virtual bool any(bool local) { return local; }                             // logical or over ranks
   virtual std::pair<int64_t, int64_t> min_max(int64_t v) { return {v, v}; }  // over ranks
+  virtual void barrier() {}                                                  // every rank arrives
+  // Checkpoints of module() and the optimizer under root (checkpoint.h); data-parallel
+  // objectives write and read them sharded across their ranks.
+  virtual void save_checkpoint(const std::filesystem::path& root, int64_t step, torch::optim::AdamW& opt,
+                               const nlohmann::json& state) {
+    train::save_checkpoint(root, step, module(), opt, state);
+  }
+  virtual std::optional<CheckpointInfo> load_checkpoint(const std::filesystem::path& root, torch::optim::AdamW& opt) {
+    return load_latest_checkpoint(root, module(), opt);
+  }
 };
 
 // Trains `objective` for cfg.train.steps steps into folder (resume: from its latest checkpoint).

@@ -3,22 +3,49 @@
 #include <ATen/autocast_mode.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 
+#include "csrc/parallel/data_parallel.h"
+#include "csrc/parallel/expert_parallel.h"
+#include "csrc/parallel/pipeline_train.h"
 #include "csrc/run/device.h"
+#include "csrc/run/kinds.h"
+#include "csrc/train/optim.h"
 #include "csrc/train/trained_run.h"
 
 namespace ts::train {
 
 using nlohmann::json;
 
-void check_pretrain_config(const config::Config& cfg) {
-  if (cfg.parallel.expert > 1)
-    throw config::InvalidKeys({"parallel.expert"},
-                              fmt::format("{} needs several processes; kind pretrain trains on one (expert "
-                                          "parallelism runs in kind moe_ep: tinyseek launch --nproc N "
-                                          "configs/moe_ep_parity.yaml)",
-                                          cfg.parallel.expert));
+void check_pretrain_config(const config::Config& cfg, int world) {
+  const auto& p = cfg.parallel;
+  if (p.data != 0 && p.data != world)
+    throw config::InvalidKeys({"parallel.data"},
+                              fmt::format("{} data-parallel ranks, but this job has {} (WORLD_SIZE); pretraining is "
+                                          "data-parallel over all of them (0 = the world size)",
+                                          p.data, world));
+  const int64_t ep = std::max<int64_t>(p.expert, 1);
+  if (ep > 1) {
+    if (cfg.model.ffn != "moe")
+      throw config::InvalidKeys({"parallel.expert", "model.ffn"},
+                                "expert parallelism splits the routed experts; model.ffn is '" + cfg.model.ffn + "'");
+    if (world % ep)
+      throw config::InvalidKeys(
+          {"parallel.expert"},
+          world == 1 ? fmt::format("{} needs a job of a multiple of {} ranks: tinyseek launch --nproc N CONFIG, or "
+                                   "torchrun --nproc-per-node N --no-python tinyseek run CONFIG",
+                                   ep, ep)
+                     : fmt::format("{} does not divide the {} ranks of this job", ep, world));
+    if (cfg.model.moe.n_routed_experts % ep)
+      throw config::InvalidKeys({"model.moe.n_routed_experts", "parallel.expert"},
+                                fmt::format("expert parallelism over {} ranks needs a multiple of {}, got {}", ep, ep,
+                                            cfg.model.moe.n_routed_experts));
+  }
+  if (world > 1 && cfg.train.batch_size % world)
+    throw config::InvalidKeys({"train.batch_size"}, fmt::format("{} sequences do not split over the {} ranks of this "
+                                                                "job (each trains on batch_size / ranks)",
+                                                                cfg.train.batch_size, world));
   if (cfg.precision.kind == "bf16" && !run::pick_device(cfg.train).is_cuda())
     throw config::InvalidKeys({"precision.kind", "train.device"},
                               "'bf16' runs as autocast on CUDA; this run is on CPU (use fp32)");
@@ -38,7 +65,13 @@ LanguageModelObjective::LanguageModelObjective(const config::Config& cfg, const 
       device_(configured_device(cfg)),
       autocast_(cfg.precision.kind == "bf16"),
       data_(load_data(cfg)) {
-  check_pretrain_config(cfg);
+  world_ = run::launch_world_size();
+  check_pretrain_config(cfg, world_);
+  if (world_ > 1) {
+    dist_ = parallel::process_dist(cfg);
+    rank_ = dist_->rank();
+    device_ = dist_->device();
+  }
   if (data_.max_token >= cfg.model.vocab_size)
     throw config::InvalidKeys({"model.vocab_size"}, fmt::format("the data holds token id {}, expected vocab_size > {}",
                                                                 data_.max_token, data_.max_token));
@@ -48,6 +81,124 @@ LanguageModelObjective::LanguageModelObjective(const config::Config& cfg, const 
   if (!cfg.train.init_from.empty()) init_weights_from(cfg.train.init_from, cfg, *model_, "train.init_from");
   model_->to(device_);
   model_->train();
+  if (dist_) setup_parallel();
+}
+
+LanguageModelObjective::~LanguageModelObjective() = default;
+
+void LanguageModelObjective::setup_parallel() {
+  ep_ = std::max<int64_t>(cfg_.parallel.expert, 1);
+  const int n = static_cast<int>(ep_);
+  const parallel::Group* replicas = nullptr;  // the ranks holding the same experts
+  if (ep_ > 1) {
+    // Expert-parallel groups of n consecutive ranks, as kind moe_ep: rank r holds slice r % n.
+    std::vector<int> ep_ranks, replica_ranks;
+    for (int r = (rank_ / n) * n; r < (rank_ / n + 1) * n; ++r) ep_ranks.push_back(r);
+    for (int r = rank_ % n; r < world_; r += n) replica_ranks.push_back(r);
+    ep_group_ = &dist_->group(ep_ranks);
+    replicas = &dist_->group(replica_ranks);
+    for (const auto& moe : model_->moe_layers()) {
+      parallel::shard_experts(*moe, *dist_, *ep_group_);
+      expert_params_.insert(moe->w13->weight.unsafeGetTensorImpl());
+      expert_params_.insert(moe->w2->weight.unsafeGetTensorImpl());
+    }
+  }
+  std::vector<parallel::SyncedParam> params;
+  for (const auto& p : model_->named_parameters()) {
+    const bool expert = expert_params_.count(p.value().unsafeGetTensorImpl()) > 0;
+    if (expert) expert_names_.push_back(p.key());
+    params.push_back({p.value(), expert ? replicas : nullptr});
+  }
+  sync_ = std::make_unique<parallel::GradSync>(*dist_, std::move(params), 1.0 / world_);
+}
+
+torch::Tensor LanguageModelObjective::my_rows(const torch::Tensor& batch) const {
+  if (!dist_) return batch;
+  const int64_t rows = batch.size(0) / world_;
+  return batch.narrow(0, rank_ * rows, rows);
+}
+
+std::vector<double> LanguageModelObjective::mean_over_ranks(std::vector<double> values) {
+  if (!dist_ || values.empty()) return values;
+  std::vector<at::Tensor> t{torch::tensor(values, torch::kDouble).to(device_)};
+  dist_->all_reduce(t);
+  auto sum = t[0].cpu();
+  for (size_t i = 0; i < values.size(); ++i) values[i] = sum[static_cast<int64_t>(i)].item<double>() / world_;
+  return values;
+}
+
+bool LanguageModelObjective::any(bool local) {
+  if (!dist_) return local;
+  std::vector<at::Tensor> t{torch::tensor({local ? 1 : 0}, torch::kInt).to(device_)};
+  dist_->all_reduce(t, c10d::ReduceOp::MAX);
+  return t[0].item<int>() != 0;
+}
+
+std::pair<int64_t, int64_t> LanguageModelObjective::min_max(int64_t v) {
+  if (!dist_) return {v, v};
+  std::vector<at::Tensor> t{torch::tensor({-v, v}, torch::kLong).to(device_)};
+  dist_->all_reduce(t, c10d::ReduceOp::MAX);
+  auto c = t[0].cpu();
+  return {-c[0].item<int64_t>(), c[1].item<int64_t>()};
+}
+
+void LanguageModelObjective::barrier() {
+  if (dist_) dist_->barrier();
+}
+
+int64_t LanguageModelObjective::parameters() const {
+  int64_t n = model_->num_parameters();  // this rank's: its slice of the routed experts
+  for (const auto& p : model_->parameters())
+    if (expert_params_.count(p.unsafeGetTensorImpl())) n += (ep_ - 1) * p.numel();
+  return n;
+}
+
+ShardLayout LanguageModelObjective::shard_layout() const {
+  ShardLayout l;
+  l.rank = rank_;
+  l.shards = static_cast<int>(ep_);
+  l.shard = static_cast<int>(rank_ % ep_);
+  l.split = expert_names_;
+  return l;
+}
+
+void LanguageModelObjective::save_checkpoint(const std::filesystem::path& root, int64_t step,
+                                             torch::optim::AdamW& opt, const nlohmann::json& state) {
+  if (!dist_) return Objective::save_checkpoint(root, step, opt, state);
+  save_sharded_checkpoint(root, step, *model_, opt, state, shard_layout(), [this] { dist_->barrier(); });
+}
+
+std::optional<CheckpointInfo> LanguageModelObjective::load_checkpoint(const std::filesystem::path& root,
+                                                                      torch::optim::AdamW& opt) {
+  return load_latest_checkpoint(root, *model_, opt, shard_layout());
+}
+
+double LanguageModelObjective::grad_norm() {
+  if (!dist_ || ep_ == 1) return Objective::grad_norm();  // the averaged gradients are the same on every rank
+  // Replicated gradients are the same everywhere; each rank of an expert-parallel group holds its
+  // own experts' share of the norm.
+  std::vector<torch::Tensor> replicated, experts;
+  for (const auto& p : model_->parameters())
+    (expert_params_.count(p.unsafeGetTensorImpl()) ? experts : replicated).push_back(p);
+  std::vector<at::Tensor> t{torch::tensor({grad_sq_norm(experts)}, torch::kDouble).to(device_)};
+  dist_->all_reduce(t, c10d::ReduceOp::SUM, ep_group_);
+  return std::sqrt(grad_sq_norm(replicated) + t[0].item<double>());
+}
+
+void LanguageModelObjective::after_optimizer_step() {
+  if (dist_ && cfg_.model.ffn == "moe" && cfg_.model.moe.loss_free) {
+    // The loss-free bias follows the load of the whole batch: every rank's routing, summed.
+    auto layers = model_->moe_layers();
+    std::vector<torch::Tensor> loads;
+    for (const auto& m : layers)
+      loads.push_back(m->step_load().defined() ? m->step_load()
+                                               : torch::zeros({cfg_.model.moe.n_routed_experts},
+                                                              torch::TensorOptions(torch::kLong).device(device_)));
+    std::vector<at::Tensor> t{torch::stack(loads)};
+    dist_->all_reduce(t);
+    for (size_t i = 0; i < layers.size(); ++i) layers[i]->set_step_load(t[0][static_cast<int64_t>(i)]);
+  }
+  model_->after_optimizer_step();
 }
 
 nn::ModelOutputs LanguageModelObjective::forward(const torch::Tensor& inputs) {
@@ -61,26 +212,39 @@ nn::ModelOutputs LanguageModelObjective::forward(const torch::Tensor& inputs) {
 StepResult LanguageModelObjective::step(int64_t step, bool inject_nan) {
   const auto& tc = cfg_.train;
   auto batch = train_batch(data_.train, tc.batch_size, cfg_.data.seq_len, static_cast<uint64_t>(cfg_.seed), step);
-  const auto inputs = batch.inputs.to(device_);
+  const auto inputs = my_rows(batch.inputs).to(device_);
   at::autocast::set_autocast_enabled(at::kCUDA, autocast_);
   if (autocast_) at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
   nn::LmLoss parts;
   auto h = model_->run_blocks(model_->embed_tokens(inputs), 0, model_->n_layers());
-  auto loss = model_->head_objective(h, inputs, batch.targets.to(device_), model_->mtp_loss_weight(step), &parts);
+  auto loss =
+      model_->head_objective(h, inputs, my_rows(batch.targets).to(device_), model_->mtp_loss_weight(step), &parts);
   at::autocast::set_autocast_enabled(at::kCUDA, false);
   if (inject_nan) loss = loss * std::nan("");
+  auto aux = model_->aux_loss(0, model_->n_layers());  // the main blocks' MoE balance losses, if any
+  // The step's numbers, averaged over the ranks of a data-parallel job (one all-reduce): the
+  // objective, the main loss, the balance losses, the MTP losses per depth.
+  std::vector<double> v = {loss.item<double>(), parts.main.item<double>(),
+                           (aux.defined() ? aux.item<double>() : 0.0) +
+                               (parts.mtp_aux.defined() ? parts.mtp_aux.item<double>() : 0.0)};
+  for (const auto& d : parts.depth) v.push_back(d.item<double>());
+  v = mean_over_ranks(std::move(v));
   StepResult r;
   // "loss" is the main next-token loss, comparable with and without MTP; what is minimized adds
-  // the MTP losses, and a non-finite value of that is what the loop sees.
-  const double objective = loss.item<double>();
-  r.loss = std::isfinite(objective) ? parts.main.item<double>() : objective;
-  auto aux = model_->aux_loss(0, model_->n_layers());  // the main blocks' MoE balance losses, if any
-  if (std::isfinite(r.loss)) (aux.defined() ? loss + aux : loss).backward();
-  if (aux.defined() || parts.mtp_aux.defined())
-    r.metrics["aux_loss"] =
-        (aux.defined() ? aux.item<double>() : 0.0) + (parts.mtp_aux.defined() ? parts.mtp_aux.item<double>() : 0.0);
-  for (size_t k = 0; k < parts.depth.size(); ++k)
-    r.metrics[fmt::format("mtp_loss/{}", k + 1)] = parts.depth[k].item<double>();
+  // the MTP losses, and a non-finite value of that is what the loop sees (on every rank alike).
+  r.loss = std::isfinite(v[0]) ? v[1] : v[0];
+  if (std::isfinite(r.loss)) {
+    if (sync_) sync_->begin();
+    (aux.defined() ? loss + aux : loss).backward();
+    if (sync_) {
+      sync_->finish();
+      sync_wait_s_ += sync_->last().wait_s;
+      sync_overlapped_ += sync_->last().launched_in_backward;
+      ++sync_steps_;
+    }
+  }
+  if (aux.defined() || parts.mtp_aux.defined()) r.metrics["aux_loss"] = v[2];
+  for (size_t k = 0; k < parts.depth.size(); ++k) r.metrics[fmt::format("mtp_loss/{}", k + 1)] = v[3 + k];
   if (!parts.depth.empty()) r.metrics["mtp_loss_weight"] = model_->mtp_loss_weight(step);
   r.metrics.update(nn::take_moe_stats(model_->moe_layers(), "maxvio_batch", true));
   return r;
@@ -95,8 +259,8 @@ std::optional<StepResult> LanguageModelObjective::evaluate() {
   std::vector<double> depth_loss(static_cast<size_t>(D)), depth_acc(static_cast<size_t>(D));
   for (int64_t i = 0; i < n; ++i) {
     auto b = val_batch(data_.val, cfg_.train.batch_size, cfg_.data.seq_len, i, n);
-    const auto targets = b.targets.to(device_);
-    const auto out = forward(b.inputs);
+    const auto targets = my_rows(b.targets).to(device_);
+    const auto out = forward(my_rows(b.inputs));
     const auto losses = nn::TransformerImpl::lm_loss(out, targets);
     total += losses.main.item<double>();
     const int64_t T = targets.size(1);
@@ -107,6 +271,14 @@ std::optional<StepResult> LanguageModelObjective::evaluate() {
     }
   }
   model_->train();
+  {  // means over the ranks' rows
+    std::vector<double> v = {total};
+    v.insert(v.end(), depth_loss.begin(), depth_loss.end());
+    v.insert(v.end(), depth_acc.begin(), depth_acc.end());
+    v = mean_over_ranks(std::move(v));
+    total = v[0];
+    for (int64_t k = 0; k < D; ++k) depth_loss[k] = v[1 + k], depth_acc[k] = v[1 + D + k];
+  }
   StepResult r;
   r.loss = total / n;
   r.metrics = nn::take_moe_stats(model_->moe_layers(), "maxvio_global", false);
@@ -121,12 +293,16 @@ std::optional<StepResult> LanguageModelObjective::evaluate() {
 }
 
 std::string LanguageModelObjective::describe() const {
-  return fmt::format("{}: {} parameters, data: {}, device {}, unigram entropy {:.4f} nats", label_,
-                     model_->num_parameters(), data_.description, device_.str(), data_.unigram_entropy);
+  std::string ranks;
+  if (dist_)
+    ranks = fmt::format(", {} ranks ({} sequences each{})", world_, cfg_.train.batch_size / world_,
+                        ep_ > 1 ? fmt::format(", experts split over groups of {}", ep_) : "");
+  return fmt::format("{}: {} parameters, data: {}, device {}{}, unigram entropy {:.4f} nats", label_,
+                     parameters(), data_.description, device_.str(), ranks, data_.unigram_entropy);
 }
 
 json LanguageModelObjective::summary() {
-  json s = {{"parameters", model_->num_parameters()},
+  json s = {{"parameters", parameters()},
             {"unigram_entropy", data_.unigram_entropy},
             {"kv_cache_values_per_token", model_->kv_cache_values_per_token()},
             {"device", device_.str()},
@@ -142,6 +318,14 @@ json LanguageModelObjective::summary() {
     s["report_columns"].push_back(key);
   }
   if (model_->mtp_depth() > 0) s["plot_keys"].push_back("mtp_loss/1");
+  if (dist_) {
+    s["ranks"] = world_;
+    s["expert_parallel"] = ep_;
+    s["grad_sync"] = {{"buckets", sync_->last().buckets},
+                      {"wait_ms_per_step", sync_steps_ ? 1e3 * sync_wait_s_ / static_cast<double>(sync_steps_) : 0.0},
+                      {"buckets_reduced_during_backward_per_step",
+                       sync_steps_ ? static_cast<double>(sync_overlapped_) / static_cast<double>(sync_steps_) : 0.0}};
+  }
   return s;
 }
 
