@@ -448,6 +448,10 @@ struct DistConfig {
   double timeout_s = 60;         // rendezvous, collectives and point-to-point
   double heartbeat_s = 0.5;      // watchdog period
   double dead_after_s = 5;       // a rank silent this long is reported dead and the job stops
+  // Data parallelism's gradient all-reduce (csrc/parallel/data_parallel.h): bucket size, and
+  // whether buckets are reduced during the backward (false: all after it, for comparison).
+  double grad_bucket_mb = 1;
+  bool overlap_grad_sync = true;
 
   template <class V>
   void visit(V& v) {
@@ -455,6 +459,8 @@ struct DistConfig {
     v("timeout_s", timeout_s, Range{1, 86400});
     v("heartbeat_s", heartbeat_s, Range{0.05, 60});
     v("dead_after_s", dead_after_s, Range{0.5, 3600});
+    v("grad_bucket_mb", grad_bucket_mb, Range{0.001, 4096});
+    v("overlap_grad_sync", overlap_grad_sync, NoCheck{});
   }
 };
 

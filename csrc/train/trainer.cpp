@@ -109,7 +109,10 @@ void LanguageModelObjective::setup_parallel() {
     if (expert) expert_names_.push_back(p.key());
     params.push_back({p.value(), expert ? replicas : nullptr});
   }
-  sync_ = std::make_unique<parallel::GradSync>(*dist_, std::move(params), 1.0 / world_);
+  parallel::GradSyncOptions o;
+  o.bucket_bytes = static_cast<int64_t>(cfg_.dist.grad_bucket_mb * (1 << 20));
+  o.overlap = cfg_.dist.overlap_grad_sync;
+  sync_ = std::make_unique<parallel::GradSync>(*dist_, std::move(params), 1.0 / world_, o);
 }
 
 torch::Tensor LanguageModelObjective::my_rows(const torch::Tensor& batch) const {
