@@ -86,11 +86,23 @@ struct StepContext {
   Clock::time_point t0;
 };
 
-PipelineExecutor::PipelineExecutor(Dist& dist, Schedule schedule, nn::Transformer model, ExecutorOptions options)
-    : dist_(dist), schedule_(std::move(schedule)), model_(std::move(model)), options_(std::move(options)) {
-  if (schedule_.ranks != dist_.world_size())
-    throw std::invalid_argument(fmt::format("pipeline: schedule {} has {} ranks but the job has {} (WORLD_SIZE)",
-                                            schedule_kind_name(schedule_.kind), schedule_.ranks, dist_.world_size()));
+PipelineExecutor::PipelineExecutor(Dist& dist, Schedule schedule, nn::Transformer model, ExecutorOptions options,
+                                   std::vector<int> pipeline_ranks)
+    : dist_(dist),
+      schedule_(std::move(schedule)),
+      ranks_(std::move(pipeline_ranks)),
+      model_(std::move(model)),
+      options_(std::move(options)) {
+  if (ranks_.empty())
+    for (int r = 0; r < dist_.world_size(); ++r) ranks_.push_back(r);
+  if (schedule_.ranks != static_cast<int>(ranks_.size()))
+    throw std::invalid_argument(fmt::format("pipeline: schedule {} has {} ranks but the pipeline has {}",
+                                            schedule_kind_name(schedule_.kind), schedule_.ranks, ranks_.size()));
+  const auto it = std::find(ranks_.begin(), ranks_.end(), dist_.rank());
+  if (it == ranks_.end())
+    throw std::invalid_argument(fmt::format("pipeline: rank {} is not one of the pipeline's ranks", dist_.rank()));
+  me_ = static_cast<int>(it - ranks_.begin());
+  if (static_cast<int>(ranks_.size()) != dist_.world_size()) pipe_ = &dist_.group(ranks_);
   const auto report = validate(schedule_);
   if (!report.ok) throw std::invalid_argument("pipeline: invalid schedule:\n" + report.summary());
   if (options_.p2p == "auto") {
@@ -101,7 +113,7 @@ PipelineExecutor::PipelineExecutor(Dist& dist, Schedule schedule, nn::Transforme
     throw std::invalid_argument("pipeline.p2p: expected auto, per_op or batched, got '" + options_.p2p + "'");
   }
   ranges_ = split_stages(model_->n_layers(), schedule_.stages);
-  for (const Action& a : schedule_.actions[dist_.rank()]) {
+  for (const Action& a : schedule_.actions[me_]) {
     if (!a.is_compute()) continue;
     for (int s : {a.unit.stage, a.op == OpKind::kFB ? a.bwd.stage : a.unit.stage})
       if (std::find(held_.begin(), held_.end(), s) == held_.end()) held_.push_back(s);
@@ -110,7 +122,7 @@ PipelineExecutor::PipelineExecutor(Dist& dist, Schedule schedule, nn::Transforme
   for (int s : held_) {
     const int owner = schedule_.rank_of(schedule_.unit(0, s));
     for (const auto& p : model_->named_parameters())
-      if (stage_of_parameter(p.key(), ranges_) == s) params_.push_back({p.key(), p.value(), s, owner == dist_.rank()});
+      if (stage_of_parameter(p.key(), ranges_) == s) params_.push_back({p.key(), p.value(), s, owner == me_});
   }
   // The MTP modules on the last stage embed tokens with the first stage's embedding. Where the
   // two stages live on different ranks (1F1B, ZB1P), both ranks train a copy of the embedding and
@@ -179,7 +191,7 @@ void PipelineExecutor::forward(const Unit& u, StepContext& ctx) {
     st.input = st.embed_out.detach().requires_grad_(true);
   } else {
     const Unit prev = schedule_.unit(u.mb, u.stage - 1);
-    if (schedule_.rank_of(prev) == dist_.rank()) {
+    if (schedule_.rank_of(prev) == me_) {
       st.input = ctx.units.at(detail::unit_id(schedule_, prev)).output.detach().requires_grad_(true);
     } else {
       auto it = ctx.recvs.find(detail::message_id(schedule_, Payload::kActivation, prev));
@@ -203,9 +215,9 @@ void PipelineExecutor::forward(const Unit& u, StepContext& ctx) {
 
 void PipelineExecutor::wait_inputs(const Action& a, StepContext& ctx) {
   std::vector<detail::Need> needs;
-  detail::needs(schedule_, dist_.rank(), a, &needs);
+  detail::needs(schedule_, me_, a, &needs);
   for (const auto& n : needs) {
-    if (n.from_rank == dist_.rank()) continue;
+    if (n.from_rank == me_) continue;
     auto it = ctx.recvs.find(detail::message_id(schedule_, detail::payload_of(n.what), n.unit));
     if (it == ctx.recvs.end()) throw std::logic_error("pipeline: no RECV posted before " + describe(a));
     if (it->second.work) dist_.wait(it->second.work, it->second.what);
@@ -217,7 +229,7 @@ at::Tensor PipelineExecutor::backward_root_grad(const Unit& u, StepContext& ctx)
   auto& st = ctx.units.at(detail::unit_id(schedule_, u));
   if (ranges_[u.stage].last) return torch::full({}, 1.0 / schedule_.microbatches, st.output.options());
   const Unit next = schedule_.unit(u.mb, u.stage + 1);
-  if (schedule_.rank_of(next) == dist_.rank()) return ctx.units.at(detail::unit_id(schedule_, next)).d_input;
+  if (schedule_.rank_of(next) == me_) return ctx.units.at(detail::unit_id(schedule_, next)).d_input;
   auto it = ctx.recvs.find(detail::message_id(schedule_, Payload::kGradient, next));
   if (it == ctx.recvs.end())
     throw std::logic_error("pipeline: no gradient RECV posted for " + describe(Action{OpKind::kB, u}));
@@ -253,7 +265,7 @@ void PipelineExecutor::weight(const Unit& u, StepContext& ctx) {
 }
 
 StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& targets) {
-  const int M = schedule_.microbatches, me = dist_.rank();
+  const int M = schedule_.microbatches, me = me_;
   TORCH_CHECK(inputs.size(0) % M == 0, "pipeline: batch of ", inputs.size(0), " rows does not split into ", M,
               " micro-batches");
   StepContext ctx;
@@ -277,7 +289,7 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
     ctx.batch_what.clear();
   };
 
-  dist_.barrier();
+  dist_.barrier(pipe_);
   ctx.t0 = Clock::now();
   const double process_cpu0 = process_cpu_s(), thread_cpu0 = thread_cpu_s();
   for (size_t i = 0; i < list.size(); ++i) {
@@ -303,13 +315,13 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
         t = torch::empty({b, T, C}, act_options);
       }
       if (batched_) {
-        ctx.batch.push_back({a.op == OpKind::kSend, t, a.peer, tag});
+        ctx.batch.push_back({a.op == OpKind::kSend, t, ranks_[a.peer], tag});
         ctx.batch_what.push_back(what);
         if (a.op == OpKind::kRecv) ctx.recvs[id] = {c10::intrusive_ptr<c10d::Work>(), t, what};
       } else if (a.op == OpKind::kSend) {
-        ctx.sends.push_back({dist_.isend(t, a.peer, tag), t, what});
+        ctx.sends.push_back({dist_.isend(t, ranks_[a.peer], tag), t, what});
       } else {
-        ctx.recvs[id] = {dist_.irecv(t, a.peer, tag), t, what};
+        ctx.recvs[id] = {dist_.irecv(t, ranks_[a.peer], tag), t, what};
       }
       spans[i] = {post_start, now_s()};
       cpu[i] = thread_cpu_s() - post_cpu;
@@ -348,7 +360,7 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
               continue;
             const double post_start = now_s(), post_cpu = thread_cpu_s();
             at::Tensor t = ctx.units.at(detail::unit_id(schedule_, a.unit)).output.detach().contiguous();
-            ctx.sends.push_back({dist_.isend(t, list[j].peer, message_tag(schedule_, Payload::kActivation, a.unit)), t,
+            ctx.sends.push_back({dist_.isend(t, ranks_[list[j].peer], message_tag(schedule_, Payload::kActivation, a.unit)), t,
                                  describe(list[j]) + fmt::format(" on rank {}", me)});
             posted_early[j] = true;
             spans[j] = {post_start, now_s()};
@@ -398,7 +410,7 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
     row[4 + 2 * n + i] = cpu[i];
   }
   std::vector<at::Tensor> v{table.to(dist_.device())};
-  dist_.all_reduce(v);
+  dist_.all_reduce(v, c10d::ReduceOp::SUM, pipe_);
   table = v[0].cpu();
   StepResult out;
   out.busy.resize(R);
@@ -423,11 +435,11 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
 
 void PipelineExecutor::reduce_shared_embedding() {
   // Only the two ranks of the pair take part; a rank outside it holds neither copy.
-  if (std::find(embed_pair_.begin(), embed_pair_.end(), dist_.rank()) == embed_pair_.end()) return;
+  if (std::find(embed_pair_.begin(), embed_pair_.end(), me_) == embed_pair_.end()) return;
   auto& w = model_->embed->weight;
   if (!w.grad().defined()) w.mutable_grad() = torch::zeros_like(w);
   std::vector<at::Tensor> g{w.grad()};  // reduced in place
-  dist_.all_reduce(g, c10d::ReduceOp::SUM, &dist_.group(embed_pair_));
+  dist_.all_reduce(g, c10d::ReduceOp::SUM, &dist_.group({ranks_[embed_pair_[0]], ranks_[embed_pair_[1]]}));
 }
 
 void PipelineExecutor::after_optimizer_step() {
@@ -441,7 +453,7 @@ void PipelineExecutor::after_optimizer_step() {
   if (layers.empty()) return;
   if (schedule_.kind == ScheduleKind::kDualPipe) {
     // Both copies list the same held stages in the same order: one all-reduce of all the loads.
-    const int me = dist_.rank(), mirror = schedule_.ranks - 1 - me;
+    const int me = me_, mirror = schedule_.ranks - 1 - me;
     std::vector<at::Tensor> loads;
     for (const auto& m : layers)
       loads.push_back(m->step_load().defined()
@@ -449,7 +461,7 @@ void PipelineExecutor::after_optimizer_step() {
                           : torch::zeros({m->config().n_routed_experts},
                                          torch::TensorOptions().dtype(torch::kLong).device(dist_.device())));
     std::vector<at::Tensor> flat{torch::cat(loads).to(dist_.device())};
-    dist_.all_reduce(flat, c10d::ReduceOp::SUM, &dist_.group({std::min(me, mirror), std::max(me, mirror)}));
+    dist_.all_reduce(flat, c10d::ReduceOp::SUM, &dist_.group({ranks_[std::min(me, mirror)], ranks_[std::max(me, mirror)]}));
     int64_t at = 0;
     for (const auto& m : layers) {
       const int64_t E = m->config().n_routed_experts;
@@ -487,14 +499,14 @@ SequentialReference sequential_reference(nn::Transformer& model, const at::Tenso
 void PipelineExecutor::reduce_mirrors() {
   // Rank r and rank R-1-r hold the same two stages (each serving one direction): sum their
   // gradients so both copies carry the gradient of the whole batch.
-  const int me = dist_.rank(), mirror = schedule_.ranks - 1 - me;
+  const int me = me_, mirror = schedule_.ranks - 1 - me;
   std::vector<at::Tensor> grads;
   for (auto& p : params_) {
     if (!p.tensor.grad().defined()) p.tensor.mutable_grad() = torch::zeros_like(p.tensor);
     grads.push_back(p.tensor.grad().flatten());
   }
   std::vector<at::Tensor> flat{torch::cat(grads)};
-  const Group& pair = dist_.group({std::min(me, mirror), std::max(me, mirror)});
+  const Group& pair = dist_.group({ranks_[std::min(me, mirror)], ranks_[std::max(me, mirror)]});
   dist_.all_reduce(flat, c10d::ReduceOp::SUM, &pair);
   int64_t at = 0;
   for (auto& p : params_) {

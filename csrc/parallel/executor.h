@@ -84,8 +84,10 @@ struct StepContext;  // per-step state, executor.cpp
 class PipelineExecutor {
  public:
   // `model` is the whole transformer, initialized identically on every rank; this rank uses
-  // (and trains) the stages its schedule places on it.
-  PipelineExecutor(Dist& dist, Schedule schedule, nn::Transformer model, ExecutorOptions options = {});
+  // (and trains) the stages its schedule places on it. pipeline_ranks: the global ranks of this
+  // pipeline in schedule order (empty: the world); with data parallelism each replica is one.
+  PipelineExecutor(Dist& dist, Schedule schedule, nn::Transformer model, ExecutorOptions options = {},
+                   std::vector<int> pipeline_ranks = {});
 
   // One step over inputs/targets [M*b, T] (int64, the whole batch on every rank; each rank
   // reads the micro-batches its stages need). Leaves the gradient of the mean micro-batch
@@ -126,6 +128,9 @@ class PipelineExecutor {
 
   Dist& dist_;
   Schedule schedule_;
+  std::vector<int> ranks_;        // global rank of each pipeline rank
+  int me_ = 0;                    // this process's pipeline rank
+  const Group* pipe_ = nullptr;   // the pipeline's ranks as a group (nullptr: the world)
   nn::Transformer model_;
   ExecutorOptions options_;
   bool batched_ = false;

@@ -136,14 +136,25 @@ std::shared_ptr<Dist> process_dist(const config::Config& cfg) {
 
 void release_process_dist() { dist_slot().reset(); }
 
+namespace {
+// parallel.data: the W ranks form D pipelines of W / D ranks (0 = one pipeline).
+int pipeline_replicas(const config::Config& cfg) { return std::max<int>(1, static_cast<int>(cfg.parallel.data)); }
+}  // namespace
+
 void check_pipeline_config(const config::Config& cfg, int world_size) {
+  const int D = pipeline_replicas(cfg);
+  if (world_size % D)
+    throw config::InvalidKeys({"parallel.data"},
+                              fmt::format("{} pipeline replicas do not divide the {} ranks of this job", D, world_size));
   try {
-    const Schedule s = make_schedule(parse_schedule_kind(cfg.pipeline.schedule), world_size,
+    const Schedule s = make_schedule(parse_schedule_kind(cfg.pipeline.schedule), world_size / D,
                                      static_cast<int>(cfg.pipeline.microbatches));
     split_stages(cfg.model.n_layers, s.stages);
   } catch (const std::invalid_argument& e) {
     throw config::InvalidKeys({"pipeline.schedule", "pipeline.microbatches", "model.n_layers"},
-                              fmt::format("with WORLD_SIZE={}: {}", world_size, e.what()));
+                              fmt::format("with WORLD_SIZE={}{}: {}", world_size,
+                                          D > 1 ? fmt::format(" in {} pipelines of {} ranks", D, world_size / D) : "",
+                                          e.what()));
   }
 }
 
@@ -159,8 +170,8 @@ class PipelineObjective : public train::Objective {
   std::vector<torch::Tensor> trainable() override;
   train::StepResult step(int64_t step, bool inject_nan) override;
   double grad_norm() override;
-  void after_optimizer_step() override { exec_->after_optimizer_step(); }
-  int64_t tokens_per_step() const override { return cfg_.train.batch_size * M_ * cfg_.data.seq_len; }
+  void after_optimizer_step() override;
+  int64_t tokens_per_step() const override { return cfg_.train.batch_size * M_ * D_ * cfg_.data.seq_len; }
   std::string describe() const override;
   json summary() override;
   bool lead() const override { return dist_->rank() == 0; }
@@ -179,6 +190,12 @@ class PipelineObjective : public train::Objective {
   fs::path run_dir_;  // the timeline charts go beside summary.json
   std::shared_ptr<Dist> dist_;
   int M_;
+  // Data parallelism: D pipelines of P ranks each (pipeline d holds ranks d*P .. d*P+P-1);
+  // a stage's copies in the D pipelines average their gradients.
+  int D_ = 1, P_ = 1, replica_ = 0;
+  std::vector<int> pipeline_ranks_, stage_peers_;
+  const Group* pipeline_group_ = nullptr;  // D > 1: this rank's pipeline
+  const Group* peers_group_ = nullptr;     // D > 1: the ranks holding this rank's stages
   Schedule schedule_;
   train::TokenData data_;
   nn::Transformer model_{nullptr};
@@ -206,7 +223,16 @@ PipelineObjective::PipelineObjective(const config::Config& cfg, const std::strin
       M_(static_cast<int>(cfg.pipeline.microbatches)) {
   if (cfg.train.threads > 0) torch::set_num_threads(static_cast<int>(cfg.train.threads));
   check_pipeline_config(cfg, dist_->world_size());
-  schedule_ = make_schedule(parse_schedule_kind(cfg.pipeline.schedule), dist_->world_size(), M_);
+  D_ = pipeline_replicas(cfg);
+  P_ = dist_->world_size() / D_;
+  replica_ = dist_->rank() / P_;
+  for (int r = replica_ * P_; r < (replica_ + 1) * P_; ++r) pipeline_ranks_.push_back(r);
+  for (int r = dist_->rank() % P_; r < dist_->world_size(); r += P_) stage_peers_.push_back(r);
+  if (D_ > 1) {
+    pipeline_group_ = &dist_->group(pipeline_ranks_);
+    peers_group_ = &dist_->group(stage_peers_);
+  }
+  schedule_ = make_schedule(parse_schedule_kind(cfg.pipeline.schedule), P_, M_);
   torch::manual_seed(static_cast<uint64_t>(cfg.seed));
   model_ = nn::Transformer(cfg);
   model_->to(dist_->device());
@@ -217,7 +243,7 @@ PipelineObjective::PipelineObjective(const config::Config& cfg, const std::strin
                                                                 cfg.model.vocab_size, data_.max_token));
   ExecutorOptions eo;
   eo.p2p = cfg.pipeline.p2p;
-  exec_ = std::make_unique<PipelineExecutor>(*dist_, schedule_, model_, eo);
+  exec_ = std::make_unique<PipelineExecutor>(*dist_, schedule_, model_, eo, pipeline_ranks_);
   for (const auto& list : schedule_.actions)
     for (const Action& a : list) messages_per_step_ += a.op == OpKind::kSend;
   if (cfg.pipeline.measure_costs) measure_costs();
@@ -264,8 +290,9 @@ std::vector<torch::Tensor> PipelineObjective::trainable() {
 
 std::string PipelineObjective::describe() const {
   const auto& tc = cfg_.train;
-  return fmt::format("{}: {} on {} ranks ({} backend), {} stages, {} micro-batches of {}x{} tokens, {}", label_,
-                     cfg_.pipeline.schedule, dist_->world_size(), dist_->backend_name(), schedule_.stages, M_,
+  return fmt::format("{}: {} on {} ranks ({} backend){}, {} stages, {} micro-batches of {}x{} tokens, {}", label_,
+                     cfg_.pipeline.schedule, dist_->world_size(), dist_->backend_name(),
+                     D_ > 1 ? fmt::format(" as {} data-parallel pipelines of {}", D_, P_) : "", schedule_.stages, M_,
                      tc.batch_size, cfg_.data.seq_len, dist_->device().str());
 }
 
@@ -289,8 +316,25 @@ double PipelineObjective::grad_norm() {
   for (const auto& p : exec_->parameters())
     if (p.owned && p.tensor.grad().defined()) sq += p.tensor.grad().to(torch::kDouble).pow(2).sum().item<double>();
   std::vector<at::Tensor> v{torch::tensor({sq}, torch::kDouble).to(dist_->device())};
-  dist_->all_reduce(v);
+  dist_->all_reduce(v, c10d::ReduceOp::SUM, pipeline_group_);  // the replicas' gradients are equal
   return std::sqrt(v[0][0].item<double>());
+}
+
+void PipelineObjective::after_optimizer_step() {
+  if (D_ > 1 && cfg_.model.ffn == "moe" && cfg_.model.moe.loss_free) {
+    // The loss-free bias follows the load of the whole batch: the replicas' loads of each held
+    // MoE layer summed (every copy of a stage holds the same layers in the same order).
+    std::vector<std::shared_ptr<nn::MoEImpl>> layers;
+    std::vector<torch::Tensor> loads;
+    for (const auto& m : model_->moe_layers())
+      if (m->step_load().defined()) layers.push_back(m), loads.push_back(m->step_load());
+    if (!loads.empty()) {
+      std::vector<at::Tensor> t{torch::stack(loads)};
+      dist_->all_reduce(t, c10d::ReduceOp::SUM, peers_group_);
+      for (size_t i = 0; i < layers.size(); ++i) layers[i]->set_step_load(t[0][static_cast<int64_t>(i)]);
+    }
+  }
+  exec_->after_optimizer_step();
 }
 
 void PipelineObjective::check_parity(const SequentialReference& ref, const StepResult& r) {
@@ -325,9 +369,14 @@ void PipelineObjective::check_parity(const SequentialReference& ref, const StepR
 
 train::StepResult PipelineObjective::step(int64_t step, bool inject_nan) {
   const auto& tc = cfg_.train;
-  const int me = dist_->rank(), R = dist_->world_size();
-  auto batch =
-      train::train_batch(data_.train, tc.batch_size * M_, cfg_.data.seq_len, static_cast<uint64_t>(cfg_.seed), step);
+  const int me = dist_->rank(), R = P_;
+  auto batch = train::train_batch(data_.train, tc.batch_size * M_ * D_, cfg_.data.seq_len,
+                                  static_cast<uint64_t>(cfg_.seed), step);
+  if (D_ > 1) {  // this pipeline's share of the global batch
+    const int64_t rows = tc.batch_size * M_;
+    batch.inputs = batch.inputs.narrow(0, replica_ * rows, rows);
+    batch.targets = batch.targets.narrow(0, replica_ * rows, rows);
+  }
   SequentialReference ref;
   const bool check = cfg_.pipeline.check_sequential && step == 0;
   exec_->set_mtp_loss_weight(model_->mtp_loss_weight(step));
@@ -343,6 +392,26 @@ train::StepResult PipelineObjective::step(int64_t step, bool inject_nan) {
     throw;
   }
   if (check) check_parity(ref, last_);
+  if (D_ > 1) {
+    // Every stage's gradient and the loss: the mean over the D pipelines (one all-reduce).
+    std::vector<torch::Tensor> parts;
+    for (const auto& p : exec_->parameters())
+      parts.push_back(p.tensor.grad().defined() ? p.tensor.grad().flatten() : torch::zeros({p.tensor.numel()}, p.tensor.options()));
+    parts.push_back(torch::tensor({last_.loss}, parts.empty() ? torch::TensorOptions(torch::kFloat) : parts[0].options()).to(torch::kFloat));
+    std::vector<at::Tensor> flat{torch::cat(parts).div_(static_cast<double>(D_))};
+    dist_->all_reduce(flat, c10d::ReduceOp::SUM, peers_group_);
+    int64_t at = 0;
+    for (const auto& p : exec_->parameters()) {
+      const int64_t n = p.tensor.numel();
+      auto g = flat[0].narrow(0, at, n).view_as(p.tensor);
+      if (!p.tensor.grad().defined())
+        p.tensor.mutable_grad() = g.clone();
+      else
+        p.tensor.mutable_grad().copy_(g);
+      at += n;
+    }
+    last_.loss = flat[0][at].item<double>();
+  }
   const double bubble = bubble_fraction(last_.busy, last_.seconds);
   if (!first_step_ || tc.steps == 1) {
     step_times_.push_back(last_.seconds);
@@ -367,11 +436,13 @@ train::StepResult PipelineObjective::step(int64_t step, bool inject_nan) {
 
 json PipelineObjective::summary() {
   const auto& pc = cfg_.pipeline;
-  const int R = dist_->world_size();
+  const int R = P_;  // the ranks of one pipeline
   json summary = summary_;
   const double step_s = median(step_times_);
   summary.update(json{{"schedule", pc.schedule},
-                      {"ranks", R},
+                      {"ranks", dist_->world_size()},
+                      {"pipeline_ranks", R},
+                      {"data_parallel", D_},
                       {"stages", schedule_.stages},
                       {"microbatches", M_},
                       {"backend", dist_->backend_name()},

@@ -226,3 +226,44 @@ def test_distributed_tiny_v3_config_keeps_tiny_v3s_model():
     b = yaml.safe_load((ROOT / "configs" / "tiny_v3_distributed.yaml").read_text())
     assert a["model"] == b["model"] and a["data"] == b["data"] and a["seed"] == b["seed"]
     assert b["kind"] == "pretrain" and b["parallel"]["expert"] == 2
+
+
+@pytest.mark.parametrize("variant", ["1f1b", "dualpipe_moe"])
+def test_pipeline_with_data_parallelism_equals_one_pipeline(tmp_path, variant):
+    """4 ranks as 2 data-parallel pipelines of 2 (M micro-batches each) train as one 2-rank pipeline
+    over the same 2M micro-batches: losses, every rank's weights, the loss-free bias."""
+    parity = ROOT / "configs" / "pipeline_parity.yaml"
+    common = ["--variant", variant, "--no-report", "--set", "train.steps=5", "--set", "train.checkpoint_every=5"]
+    runs = {"dp": (4, ["--set", "parallel.data=2", "--set", "pipeline.check_sequential=true"]),
+            "one": (2, ["--set", "pipeline.microbatches=16", "--set", "pipeline.check_sequential=false"])}
+    out = {}
+    for name, (nproc, extra) in runs.items():
+        p = subprocess.run([str(BIN), "launch", "--nproc", str(nproc), str(parity), *common, "--set",
+                            f"output.dir={tmp_path / name}", *extra], capture_output=True, text=True, timeout=240)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+        out[name] = p.stdout
+    assert "on 4 ranks (gloo backend) as 2 data-parallel pipelines of 2" in out["dp"], out["dp"][-2000:]
+    a, b = (metrics_at(tmp_path / n / "pipeline_parity" / variant) for n in ("dp", "one"))
+    assert len(a) == len(b) == 5
+    for x, y in zip(a, b):
+        assert abs(x - y) <= 1e-5 * abs(y), (a, b)
+    s = json.loads((tmp_path / "dp" / "pipeline_parity" / variant / "summary.json").read_text())
+    assert s["data_parallel"] == 2 and s["pipeline_ranks"] == 2 and s["ranks"] == 4
+    assert s["parity"]["max_grad_rel_diff"] <= 1e-6  # each pipeline against sequential training of its rows
+    from safetensors.torch import load_file
+    for r in range(2):  # pipeline rank r: rank r of the 2-rank job, ranks r and r + 2 of the 4-rank one
+        one = load_file(str(tmp_path / "one" / "pipeline_parity" / variant / "checkpoints" / f"rank_{r}" /
+                            "step_00000005" / "model.safetensors"))
+        for g in (r, r + 2):
+            dp = load_file(str(tmp_path / "dp" / "pipeline_parity" / variant / "checkpoints" / f"rank_{g}" /
+                               "step_00000005" / "model.safetensors"))
+            for k, v in one.items():
+                if "expert_bias" in k:
+                    assert (dp[k] == v).all(), (g, k)
+                elif v.is_floating_point() and v.norm() > 0:
+                    assert ((dp[k] - v).norm() / v.norm()).item() <= 1e-4, (g, k)
+
+
+def metrics_at(run_dir: Path) -> list[float]:
+    return [json.loads(l)["loss"] for l in (run_dir / "metrics.jsonl").read_text().splitlines()
+            if "loss" in json.loads(l)]
