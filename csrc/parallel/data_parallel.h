@@ -70,7 +70,7 @@ class GradSync {
   Dist& dist_;
   std::vector<SyncedParam> params_;
   std::vector<size_t> bucket_of_, slot_of_;  // per param
-  std::vector<char> seen_;                    // per param: its gradient arrived in this backward
+  std::vector<char> seen_;                   // per param: its gradient arrived in this backward
   std::vector<Bucket> buckets_;
   size_t next_launch_ = 0;
   double scale_;

@@ -360,8 +360,9 @@ StepResult PipelineExecutor::step(const at::Tensor& inputs, const at::Tensor& ta
               continue;
             const double post_start = now_s(), post_cpu = thread_cpu_s();
             at::Tensor t = ctx.units.at(detail::unit_id(schedule_, a.unit)).output.detach().contiguous();
-            ctx.sends.push_back({dist_.isend(t, ranks_[list[j].peer], message_tag(schedule_, Payload::kActivation, a.unit)), t,
-                                 describe(list[j]) + fmt::format(" on rank {}", me)});
+            ctx.sends.push_back(
+                {dist_.isend(t, ranks_[list[j].peer], message_tag(schedule_, Payload::kActivation, a.unit)), t,
+                 describe(list[j]) + fmt::format(" on rank {}", me)});
             posted_early[j] = true;
             spans[j] = {post_start, now_s()};
             cpu[j] = thread_cpu_s() - post_cpu;
@@ -461,7 +462,8 @@ void PipelineExecutor::after_optimizer_step() {
                           : torch::zeros({m->config().n_routed_experts},
                                          torch::TensorOptions().dtype(torch::kLong).device(dist_.device())));
     std::vector<at::Tensor> flat{torch::cat(loads).to(dist_.device())};
-    dist_.all_reduce(flat, c10d::ReduceOp::SUM, &dist_.group({ranks_[std::min(me, mirror)], ranks_[std::max(me, mirror)]}));
+    dist_.all_reduce(flat, c10d::ReduceOp::SUM,
+                     &dist_.group({ranks_[std::min(me, mirror)], ranks_[std::max(me, mirror)]}));
     int64_t at = 0;
     for (const auto& m : layers) {
       const int64_t E = m->config().n_routed_experts;

@@ -128,9 +128,9 @@ class PipelineExecutor {
 
   Dist& dist_;
   Schedule schedule_;
-  std::vector<int> ranks_;        // global rank of each pipeline rank
-  int me_ = 0;                    // this process's pipeline rank
-  const Group* pipe_ = nullptr;   // the pipeline's ranks as a group (nullptr: the world)
+  std::vector<int> ranks_;       // global rank of each pipeline rank
+  int me_ = 0;                   // this process's pipeline rank
+  const Group* pipe_ = nullptr;  // the pipeline's ranks as a group (nullptr: the world)
   nn::Transformer model_;
   ExecutorOptions options_;
   bool batched_ = false;

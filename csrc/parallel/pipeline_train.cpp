@@ -144,17 +144,17 @@ int pipeline_replicas(const config::Config& cfg) { return std::max<int>(1, stati
 void check_pipeline_config(const config::Config& cfg, int world_size) {
   const int D = pipeline_replicas(cfg);
   if (world_size % D)
-    throw config::InvalidKeys({"parallel.data"},
-                              fmt::format("{} pipeline replicas do not divide the {} ranks of this job", D, world_size));
+    throw config::InvalidKeys(
+        {"parallel.data"}, fmt::format("{} pipeline replicas do not divide the {} ranks of this job", D, world_size));
   try {
     const Schedule s = make_schedule(parse_schedule_kind(cfg.pipeline.schedule), world_size / D,
                                      static_cast<int>(cfg.pipeline.microbatches));
     split_stages(cfg.model.n_layers, s.stages);
   } catch (const std::invalid_argument& e) {
-    throw config::InvalidKeys({"pipeline.schedule", "pipeline.microbatches", "model.n_layers"},
-                              fmt::format("with WORLD_SIZE={}{}: {}", world_size,
-                                          D > 1 ? fmt::format(" in {} pipelines of {} ranks", D, world_size / D) : "",
-                                          e.what()));
+    throw config::InvalidKeys(
+        {"pipeline.schedule", "pipeline.microbatches", "model.n_layers"},
+        fmt::format("with WORLD_SIZE={}{}: {}", world_size,
+                    D > 1 ? fmt::format(" in {} pipelines of {} ranks", D, world_size / D) : "", e.what()));
   }
 }
 
@@ -396,8 +396,11 @@ train::StepResult PipelineObjective::step(int64_t step, bool inject_nan) {
     // Every stage's gradient and the loss: the mean over the D pipelines (one all-reduce).
     std::vector<torch::Tensor> parts;
     for (const auto& p : exec_->parameters())
-      parts.push_back(p.tensor.grad().defined() ? p.tensor.grad().flatten() : torch::zeros({p.tensor.numel()}, p.tensor.options()));
-    parts.push_back(torch::tensor({last_.loss}, parts.empty() ? torch::TensorOptions(torch::kFloat) : parts[0].options()).to(torch::kFloat));
+      parts.push_back(p.tensor.grad().defined() ? p.tensor.grad().flatten()
+                                                : torch::zeros({p.tensor.numel()}, p.tensor.options()));
+    parts.push_back(
+        torch::tensor({last_.loss}, parts.empty() ? torch::TensorOptions(torch::kFloat) : parts[0].options())
+            .to(torch::kFloat));
     std::vector<at::Tensor> flat{torch::cat(parts).div_(static_cast<double>(D_))};
     dist_->all_reduce(flat, c10d::ReduceOp::SUM, peers_group_);
     int64_t at = 0;

@@ -137,7 +137,8 @@ std::string shard_file(int64_t g, const char* what) { return fmt::format("shard{
 // Atomically writes `files` into step folder `dir` with state.json and, last, the manifest.
 void write_manifest(const fs::path& dir, int64_t step, const std::vector<std::pair<std::string, std::string>>& files) {
   nlohmann::json manifest = {{"step", step}, {"files", nlohmann::json::object()}};
-  for (const auto& [name, bytes] : files) manifest["files"][name] = {{"bytes", bytes.size()}, {"crc32", crc32_hex(bytes)}};
+  for (const auto& [name, bytes] : files)
+    manifest["files"][name] = {{"bytes", bytes.size()}, {"crc32", crc32_hex(bytes)}};
   util::atomic_write(dir / kManifest, manifest.dump(2) + "\n");  // last: the folder is complete
 }
 
@@ -252,7 +253,6 @@ void save_checkpoint(const fs::path& root, int64_t step, torch::nn::Module& mode
   write_manifest(tmp_dir, step, files);
   publish(root, tmp_dir, step, keep);
 }
-
 
 void save_sharded_checkpoint(const fs::path& root, int64_t step, torch::nn::Module& model, torch::optim::AdamW& opt,
                              const nlohmann::json& state, const ShardLayout& layout,

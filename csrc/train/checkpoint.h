@@ -69,8 +69,8 @@ struct ShardLayout {
   std::vector<std::string> split;  // names of the tensors split over the shards (the routed experts)
 };
 // All ranks call it; `barrier` synchronizes them (called 4 times).
-void save_sharded_checkpoint(const fs::path& root, int64_t step, torch::nn::Module& model,
-                             torch::optim::AdamW& opt, const nlohmann::json& state, const ShardLayout& layout,
+void save_sharded_checkpoint(const fs::path& root, int64_t step, torch::nn::Module& model, torch::optim::AdamW& opt,
+                             const nlohmann::json& state, const ShardLayout& layout,
                              const std::function<void()>& barrier, int keep = 2);
 // Whether step_dir is a sharded checkpoint (its manifest lists shard files).
 bool is_sharded_checkpoint(const fs::path& step_dir);

@@ -165,8 +165,8 @@ ShardLayout LanguageModelObjective::shard_layout() const {
   return l;
 }
 
-void LanguageModelObjective::save_checkpoint(const std::filesystem::path& root, int64_t step,
-                                             torch::optim::AdamW& opt, const nlohmann::json& state) {
+void LanguageModelObjective::save_checkpoint(const std::filesystem::path& root, int64_t step, torch::optim::AdamW& opt,
+                                             const nlohmann::json& state) {
   if (!dist_) return Objective::save_checkpoint(root, step, opt, state);
   save_sharded_checkpoint(root, step, *model_, opt, state, shard_layout(), [this] { dist_->barrier(); });
 }
@@ -227,9 +227,9 @@ StepResult LanguageModelObjective::step(int64_t step, bool inject_nan) {
   auto aux = model_->aux_loss(0, model_->n_layers());  // the main blocks' MoE balance losses, if any
   // The step's numbers, averaged over the ranks of a data-parallel job (one all-reduce): the
   // objective, the main loss, the balance losses, the MTP losses per depth.
-  std::vector<double> v = {loss.item<double>(), parts.main.item<double>(),
-                           (aux.defined() ? aux.item<double>() : 0.0) +
-                               (parts.mtp_aux.defined() ? parts.mtp_aux.item<double>() : 0.0)};
+  std::vector<double> v = {
+      loss.item<double>(), parts.main.item<double>(),
+      (aux.defined() ? aux.item<double>() : 0.0) + (parts.mtp_aux.defined() ? parts.mtp_aux.item<double>() : 0.0)};
   for (const auto& d : parts.depth) v.push_back(d.item<double>());
   v = mean_over_ranks(std::move(v));
   StepResult r;
@@ -300,8 +300,8 @@ std::string LanguageModelObjective::describe() const {
   if (dist_)
     ranks = fmt::format(", {} ranks ({} sequences each{})", world_, cfg_.train.batch_size / world_,
                         ep_ > 1 ? fmt::format(", experts split over groups of {}", ep_) : "");
-  return fmt::format("{}: {} parameters, data: {}, device {}{}, unigram entropy {:.4f} nats", label_,
-                     parameters(), data_.description, device_.str(), ranks, data_.unigram_entropy);
+  return fmt::format("{}: {} parameters, data: {}, device {}{}, unigram entropy {:.4f} nats", label_, parameters(),
+                     data_.description, device_.str(), ranks, data_.unigram_entropy);
 }
 
 json LanguageModelObjective::summary() {

@@ -85,7 +85,7 @@ class LanguageModelObjective : public Objective {
   // Several ranks (null / 1 on one process).
   std::shared_ptr<parallel::Dist> dist_;
   int world_ = 1, rank_ = 0;
-  int64_t ep_ = 1;                           // expert-parallel group size
+  int64_t ep_ = 1;                             // expert-parallel group size
   const parallel::Group* ep_group_ = nullptr;  // this rank's expert-parallel group (ep_ > 1)
   std::unique_ptr<parallel::GradSync> sync_;
   std::vector<std::string> expert_names_;  // the routed experts' weights (split over ep_group_)
