@@ -160,6 +160,9 @@ int main(int argc, char** argv) {
   auto* check = app.add_subcommand("check", "Run every check a config's variants get before `run`, write nothing");
   check->add_option("config", check_path, "YAML config")->required();
   check->add_option("--set", check_sets, "Override a key, as for run (repeatable)");
+  int check_nproc = 0;
+  check->add_option("--nproc", check_nproc, "Check for a job of this many ranks (default: WORLD_SIZE, or 1)")
+      ->check(CLI::Range(1, 1 << 16));
 
   std::vector<std::string> report_dirs;
   std::string report_out;
@@ -179,11 +182,12 @@ int main(int argc, char** argv) {
       if (c.app->parsed()) return c.run();
     if (*check) {
       const auto ex = config::load_experiment(check_path, check_sets);
-      run::check_experiment(ex, experiments::kinds(), run::launch_world_size());
+      const int world = check_nproc > 0 ? check_nproc : run::launch_world_size();
+      run::check_experiment(ex, experiments::kinds(), world);
       std::string names;
       for (const auto& v : ex.variants) names += (names.empty() ? "" : ", ") + v.name;
       std::cout << check_path << ": ok (" << ex.variants.size() << " variant" << (ex.variants.size() == 1 ? "" : "s")
-                << ": " << names << ")\n";
+                << ": " << names << (world > 1 ? fmt::format("; {} ranks", world) : "") << ")\n";
       return 0;
     }
     if (*report) {
