@@ -267,3 +267,37 @@ def test_pipeline_with_data_parallelism_equals_one_pipeline(tmp_path, variant):
 def metrics_at(run_dir: Path) -> list[float]:
     return [json.loads(l)["loss"] for l in (run_dir / "metrics.jsonl").read_text().splitlines()
             if "loss" in json.loads(l)]
+
+
+def test_check_takes_the_rank_count():
+    cfg = str(ROOT / "configs" / "tiny_v3_distributed.yaml")
+    p = subprocess.run([str(BIN), "check", cfg, "--nproc", "4"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "4 ranks" in p.stdout, p.stdout + p.stderr
+    p = subprocess.run([str(BIN), "check", cfg], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "parallel.expert: 2 needs a job of a multiple of 2 ranks" in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("how", ["sigkill", "ctrl_c"])
+def test_multi_rank_job_stopped_then_resumed_equals_one_process(one, how):
+    """SIGKILL of the launcher and every rank mid-run (no checkpoint at the stop), or Ctrl-C (a
+    checkpoint at the stop, exit 130): --resume on 2 ranks ends as the uninterrupted run."""
+    name = f"stopped_{how}"
+    cmd = [str(BIN), "launch", "--nproc", "2", str(one / "dp.yaml"), "--no-report", "--set",
+           f"output.dir={one / 'runs'}", "--set", f"name={name}", "--set", "parallel.expert=2", "--set",
+           "train.checkpoint_every=3", "--set", "train.log_every=1"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    for line in p.stdout:
+        if "step 8/20" in line:
+            break
+    if how == "sigkill":
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(timeout=30)
+    else:
+        p.send_signal(signal.SIGINT)
+        rest = p.communicate(timeout=60)[0]
+        assert p.returncode == 130, rest[-2000:]
+        assert "checkpoint saved, continue with --resume" in rest
+    summary = one / "runs" / name / "default" / "summary.json"
+    assert how == "ctrl_c" or not summary.exists()
+    run(one, name, 2, "parallel.expert=2", "train.checkpoint_every=3", resume=True)
+    assert_same_run(one, name)
