@@ -149,11 +149,24 @@ void publish(const fs::path& root, const fs::path& tmp_dir, int64_t step, int ke
   fs::rename(tmp_dir, final_dir);
   util::fsync_path(root, /*directory=*/true);
   util::atomic_write(root / "latest", step_name(step) + "\n");
-  std::vector<fs::path> steps;
-  for (const auto& e : fs::directory_iterator(root))
-    if (e.is_directory() && e.path().filename().string().starts_with("step_")) steps.push_back(e.path());
+  // Retention: the newest `keep` step folders stay. A folder leaves by a rename first, so a kill
+  // during the removal leaves a .trash_ folder (swept below next time), never a half step folder;
+  // so do the temp folders and files of saves that were killed.
+  std::vector<fs::path> steps, leftovers;
+  for (const auto& e : fs::directory_iterator(root)) {
+    const std::string n = e.path().filename().string();
+    if (e.is_directory() && n.starts_with("step_")) steps.push_back(e.path());
+    if (n.starts_with(".trash_") || n.starts_with(".tmp_step_") || n.starts_with("latest.tmp."))
+      leftovers.push_back(e.path());
+  }
   std::sort(steps.begin(), steps.end());
-  for (size_t i = 0; i + keep < steps.size(); ++i) ts::util::remove_all(steps[i]);
+  for (size_t i = 0; i + keep < steps.size(); ++i) {
+    const fs::path trash = root / (".trash_" + steps[i].filename().string());
+    ts::util::remove_all(trash);
+    fs::rename(steps[i], trash);
+    leftovers.push_back(trash);
+  }
+  for (const auto& p : leftovers) ts::util::remove_all(p);
 }
 
 std::map<const void*, std::string> parameter_names(torch::nn::Module& model) {

@@ -3,9 +3,13 @@
 #include <ATen/autocast_mode.h>
 #include <fmt/format.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
+#include "csrc/nn/cost.h"
 #include "csrc/parallel/data_parallel.h"
 #include "csrc/parallel/expert_parallel.h"
 #include "csrc/parallel/pipeline_train.h"
@@ -17,6 +21,51 @@
 namespace ts::train {
 
 using nlohmann::json;
+
+namespace {
+
+// A lower bound of the memory pretraining on the CPU needs on this machine: per rank, fp32 weights,
+// gradients and AdamW's two moments (16 bytes a parameter), and the activations the backward keeps
+// (per token and block at least its input, q, k, v, the attention output and the FFN's hidden
+// activations; per token and output head the logits, their log-softmax and its gradient; 4 bytes
+// each), times the ranks launched on this machine. Only sizes beyond the machine are refused,
+// before anything is allocated or written; what a run really needs is higher. The error names
+// first the keys of the largest term.
+void check_memory(const config::Config& cfg, int world) {
+  if (run::pick_device(cfg.train).is_cuda()) return;  // the GPU's memory: not estimated
+  const auto& m = cfg.model;
+  const auto cost = nn::model_cost(cfg);
+  const double params = static_cast<double>(cost.total_parameters + cost.mtp_parameters);
+  const double ffn = m.ffn == "moe" ? static_cast<double>(m.moe.top_k + m.moe.n_shared_experts) *
+                                          static_cast<double>(m.moe.expert_hidden)
+                                    : static_cast<double>(m.ffn_hidden);
+  const double tokens = static_cast<double>(cfg.train.batch_size) / world * static_cast<double>(cfg.data.seq_len);
+  const double blocks = static_cast<double>(m.n_layers + m.mtp.depth);
+  const double state = 16 * params;
+  // Logits per head (main and each MTP depth): the logits, their log-softmax and its gradient.
+  const double heads = static_cast<double>(1 + m.mtp.depth);
+  const double block_acts = 4 * tokens * blocks * (6.0 * static_cast<double>(m.d_model) + 3 * ffn);
+  const double logit_acts = 4 * tokens * 3 * heads * static_cast<double>(m.vocab_size);
+  const double acts = block_acts + logit_acts;
+  const char* lw = std::getenv("LOCAL_WORLD_SIZE");
+  const int local = lw && *lw ? std::max(1, std::atoi(lw)) : world;
+  const double need = (state + acts) * local;
+  const double have = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGE_SIZE));
+  constexpr double GiB = 1024.0 * 1024 * 1024;
+  if (have > 0 && need > have)
+    throw config::InvalidKeys(
+        state >= std::max(block_acts, logit_acts)
+            ? std::vector<std::string>{"model.d_model", "model.n_layers", "model.vocab_size", "train.batch_size"}
+        : logit_acts > 2 * block_acts
+            ? std::vector<std::string>{"model.vocab_size", "train.batch_size", "data.seq_len", "model.d_model"}
+            : std::vector<std::string>{"train.batch_size", "data.seq_len", "model.d_model", "model.vocab_size"},
+        fmt::format("training needs at least {:.1f} GiB{}: {:.3g} parameters take {:.1f} GiB with their gradients and "
+                    "AdamW state, the activations of {:.3g} tokens per rank {:.1f} GiB; this machine has {:.1f} GiB",
+                    need / GiB, local > 1 ? fmt::format(" for its {} ranks", local) : "", params, state / GiB, tokens,
+                    acts / GiB, have / GiB));
+}
+
+}  // namespace
 
 void check_pretrain_config(const config::Config& cfg, int world) {
   const auto& p = cfg.parallel;
@@ -49,6 +98,7 @@ void check_pretrain_config(const config::Config& cfg, int world) {
   if (cfg.precision.kind == "bf16" && !run::pick_device(cfg.train).is_cuda())
     throw config::InvalidKeys({"precision.kind", "train.device"},
                               "'bf16' runs as autocast on CUDA; this run is on CPU (use fp32)");
+  check_memory(cfg, world);
   if (!cfg.train.init_from.empty()) check_init_from(cfg.train.init_from, cfg, "train.init_from");
 }
 

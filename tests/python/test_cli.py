@@ -257,3 +257,35 @@ def test_ctrl_c_stops_the_fp8_accumulation_study(tmp_path):
     assert "interrupted after" in out
     summary = json.loads((metrics.parent / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["steps"] >= 1
+
+
+def test_sizes_beyond_this_machine_exit_2_naming_the_key_before_writing(tmp_path):
+    # Regressions: these ended in the allocator's raw message, or in the kernel's OOM kill.
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    # Far beyond any machine: 1 TiB of weights and optimizer state; petabytes of logits; 4 TiB of
+    # activations.
+    for key, sets in [("model.d_model", ["model.d_model=65536"]),
+                      ("model.vocab_size", ["model.vocab_size=1048576", "train.batch_size=16384"]),
+                      ("train.batch_size", ["train.batch_size=1048576"])]:
+        r = run(["run", str(cfg), "--variant", "small", *[a for s in sets for a in ("--set", s)]], tmp_path)
+        assert r.returncode == 2, (key, r.stderr)
+        err = r.stderr.strip().splitlines()
+        assert len(err) == 1 and f"{key}: training needs at least" in err[0] and "this machine has" in err[0], err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_checkpoint_clean_up_sweeps_what_killed_saves_left(tmp_path):
+    # A kill during a save or during the removal of an old checkpoint leaves temp folders and
+    # files; the next save removes them, and a removed checkpoint never stays half deleted.
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY.replace("steps: 6", "steps: 12"))
+    assert run(["run", str(cfg), "--variant", "small", "--set", "train.stop_at=6"], tmp_path).returncode == 0
+    ckpt = tmp_path / "runs" / "clitest" / "small" / "checkpoints"
+    (ckpt / ".tmp_step_00000009").mkdir()
+    (ckpt / ".tmp_step_00000009" / "model.safetensors.tmp.1").write_text("partial")
+    (ckpt / ".trash_step_00000001").mkdir()
+    (ckpt / "latest.tmp.4242").write_text("step_0000")
+    r = run(["run", str(cfg), "--variant", "small", "--resume"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in ckpt.iterdir()) == ["latest", "step_00000009", "step_00000012"]
