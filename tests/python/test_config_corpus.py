@@ -4,6 +4,7 @@ goes through `tinyseek check`. Each must be accepted (exit 0) or refused with ex
 naming what is wrong; none may crash, hang or end with another status. The refused ones, given to
 `run`, exit 2 the same way and write nothing."""
 import random
+import re
 import subprocess
 from pathlib import Path
 
@@ -52,6 +53,8 @@ def test_mutated_configs_are_accepted_or_refused_in_one_line(tmp_path):
             if r.returncode == 2:
                 err = r.stderr.strip().split("\n")
                 assert len(err) == 1 and err[0].startswith("error: "), f"{case}\n{r.stderr}"
+                # file:line wherever a line exists (an empty document has none)
+                assert re.search(r"\.yaml:\d+", err[0]) or "the config is empty" in err[0], f"{case}\n{r.stderr}"
                 refused.append(path)
     assert tried >= 100 and len(refused) >= tried // 3, (tried, len(refused))
     for path in refused[::8]:  # `run` refuses them the same way, before writing anything

@@ -301,3 +301,24 @@ def test_multi_rank_job_stopped_then_resumed_equals_one_process(one, how):
     assert how == "ctrl_c" or not summary.exists()
     run(one, name, 2, "parallel.expert=2", "train.checkpoint_every=3", resume=True)
     assert_same_run(one, name)
+
+
+def test_ctrl_c_stops_a_pipeline_under_launch_and_it_resumes(tmp_path):
+    parity = ROOT / "configs" / "pipeline_parity.yaml"
+    common = [str(BIN), "launch", "--nproc", "2", str(parity), "--variant", "1f1b", "--no-report", "--set",
+              f"output.dir={tmp_path}", "--set", "pipeline.check_sequential=false", "--set", "train.log_every=1",
+              "--set", "train.steps=40", "--set", "train.checkpoint_every=1000"]
+    p = subprocess.Popen(common, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in p.stdout:
+        if "step 3/40" in line:
+            break
+    p.send_signal(signal.SIGINT)
+    out = p.communicate(timeout=60)[0]
+    assert p.returncode == 130, out[-3000:]
+    assert "interrupted at step" in out and "checkpoint saved" in out, out[-3000:]
+    ckpt = tmp_path / "pipeline_parity" / "1f1b" / "checkpoints"
+    assert (ckpt / "rank_0" / "latest").exists() and (ckpt / "rank_1" / "latest").exists()
+    r = subprocess.run(common + ["--resume"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "resuming at step" in r.stdout
+    assert json.loads((tmp_path / "pipeline_parity" / "1f1b" / "summary.json").read_text())["steps"] == 40

@@ -154,3 +154,37 @@ def test_resume_falls_back_past_a_damaged_grpo_checkpoint(base):
     assert "resuming at step 2" in b.stdout and "step_00000004/model.safetensors: CRC-32" in b.stdout
     ckpt = "checkpoints/step_00000006/model.safetensors"
     assert (root / "dfull/rltest/rl" / ckpt).read_bytes() == (root / "dpart/rltest/rl" / ckpt).read_bytes()
+
+
+@pytest.mark.parametrize("how", ["ctrl_c", "sigkill"])
+def test_grpo_stopped_mid_run_resumes_to_the_uninterrupted_run(base, how):
+    """Ctrl-C (a checkpoint at the stop, exit 130) or SIGKILL (no checkpoint: resume from the last
+    periodic one) in the middle of a GRPO run, then --resume: the uninterrupted run's metrics and
+    weights, bit for bit."""
+    import os
+    import signal
+    root, cfg = base
+    sets = ["--set", "train.steps=8", "--set", "train.checkpoint_every=3", "--set", "train.eval_every=100",
+            "--set", "grpo.eval_k=0", "--set", "train.log_every=1", "--set", f"grpo.init_from={root / 'runs/rltest/base'}"]
+    full_dir = root / f"full_{how}"
+    full = run(["run", str(cfg), "--variant", "rl", "--no-report", "--set", f"output.dir={full_dir}", *sets], root)
+    assert full.returncode == 0, full.stdout + full.stderr
+    part_dir = root / f"part_{how}"
+    p = subprocess.Popen([tinyseek_bin(), "run", str(cfg), "--variant", "rl", "--no-report", "--set",
+                          f"output.dir={part_dir}", *sets], cwd=root, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    for line in p.stdout:
+        if "step 5/8" in line:
+            break
+    p.send_signal(signal.SIGINT if how == "ctrl_c" else signal.SIGKILL)
+    out = p.communicate(timeout=120)[0]
+    assert p.returncode == (130 if how == "ctrl_c" else -signal.SIGKILL), out[-2000:]
+    b = run(["run", str(cfg), "--variant", "rl", "--no-report", "--set", f"output.dir={part_dir}", "--resume", *sets],
+            root)
+    assert b.returncode == 0, b.stdout + b.stderr
+    keys = ("loss", "reward", "grad_norm")
+    want = [{k: m.get(k) for k in keys} for m in metrics(full_dir / "rltest/rl/metrics.jsonl") if "loss" in m]
+    got = [{k: m.get(k) for k in keys} for m in metrics(part_dir / "rltest/rl/metrics.jsonl") if "loss" in m]
+    assert got == want
+    ckpt = "checkpoints/step_00000008/model.safetensors"
+    assert (full_dir / "rltest/rl" / ckpt).read_bytes() == (part_dir / "rltest/rl" / ckpt).read_bytes()
