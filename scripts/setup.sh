@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 TORCH_VERSION=2.11.0
 PY_PACKAGES=("torch==${TORCH_VERSION}" "numpy==2.4.6" "pytest==9.2.0" "safetensors==0.8.0" "matplotlib==3.11.2" "pyyaml==6.0.4"
              "transformers==5.25.0"   # Hugging Face interop tests (docs/interop.md)
+             "trl==1.16.0"            # the GRPO peer benchmark (benchmarks/peer_grpo.py)
              "scikit-build-core==1.1.2")  # `pip install --no-build-isolation .` (pyproject.toml)
 DEB_PACKAGES=(cmake ninja-build ccache g++ zlib1g-dev libeigen3-dev libyaml-cpp-dev googletest libgtest-dev
               libbenchmark-dev libcli11-dev nlohmann-json3-dev python3-venv

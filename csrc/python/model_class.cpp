@@ -16,6 +16,7 @@
 #include "csrc/nn/model_config.h"
 #include "csrc/nn/moe.h"
 #include "csrc/nn/moe_router.h"
+#include "csrc/rl/tasks.h"
 #include "csrc/train/hf.h"
 #include "csrc/train/trained_run.h"
 
@@ -304,5 +305,16 @@ const auto attention_registration =
         .def("kv_cache_values_per_token", [](const AttnPtr& m) { return m->attn->kv_cache_values_per_token(); });
 
 }  // namespace
+
+// The GRPO trainer's format reward (csrc/rl/tasks.h) for Python callers, such as a reward function
+// handed to another trainer (benchmarks/peer_grpo.py): one implementation of the rule.
+TORCH_LIBRARY_FRAGMENT(tinyseek, m) {
+  m.def("format_reward(str[] completions) -> float[]", [](const std::vector<std::string>& completions) {
+    std::vector<double> out;
+    out.reserve(completions.size());
+    for (const auto& c : completions) out.push_back(rl::format_reward(c));
+    return out;
+  });
+}
 
 }  // namespace ts::python

@@ -1,7 +1,9 @@
-"""GRPO from Python: the loss and the advantages of tinyseek's GRPO trainer (kind: grpo).
+"""GRPO from Python: the loss, the advantages and the format reward of tinyseek's GRPO trainer
+(kind: grpo).
 
-Both call the C++ ops torch.ops.tinyseek.grpo_loss and torch.ops.tinyseek.group_advantages
-(csrc/ops/grpo.h), the same code the trainer runs; nothing here recomputes them.
+They call the C++ ops torch.ops.tinyseek.grpo_loss, torch.ops.tinyseek.group_advantages
+(csrc/ops/grpo.h) and torch.ops.tinyseek.format_reward (csrc/rl/tasks.h), the same code the
+trainer runs; nothing here recomputes them.
 """
 
 from __future__ import annotations
@@ -55,3 +57,9 @@ def group_advantages(rewards: torch.Tensor, scale: str = "group") -> torch.Tenso
 
 
 __all__ = ["grpo_loss", "group_advantages", "STAT_NAMES"]
+
+
+def format_reward(completions: list[str]) -> list[float]:
+    """R1-Zero's format reward of each completion: 1 for `<think>...</think> <answer>...</answer>`
+    as the trainer parses it, else 0."""
+    return list(torch.ops.tinyseek.format_reward([str(c) for c in completions]))
