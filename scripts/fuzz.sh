@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzzes the config parser and the countdown checker with libFuzzer (clang, with AddressSanitizer
+# Fuzzes the config parser, the countdown checker and the safetensors reader with libFuzzer (clang, with AddressSanitizer
 # and UBSan) for SECONDS each (default 20), starting from the committed seeds in fuzz/seeds/. A
 # crash, a leak, an uncaught exception or undefined behaviour fails, leaving the input under
 # OUT_DIR/<target>/ (make it a regression test). `make test` runs it through ctest.
@@ -23,9 +23,10 @@ build() {  # target sources...
 }
 build config_fuzz "$here/fuzz/config_fuzz.cpp" "$here/csrc/config/config.cpp"
 build countdown_fuzz "$here/fuzz/countdown_fuzz.cpp" "$here/csrc/rl/tasks.cpp" "$here/csrc/config/config.cpp"
+build safetensors_fuzz "$here/fuzz/safetensors_fuzz.cpp" "$here/csrc/train/safetensors_format.cpp"
 export ASAN_OPTIONS="detect_leaks=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-for t in config countdown; do
+for t in config countdown safetensors; do
   work="$out/$t"
   rm -rf "$work" && mkdir -p "$work/corpus"
   echo "fuzz: ${t}_fuzz for ${seconds} s"

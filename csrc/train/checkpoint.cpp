@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "csrc/config/config.h"
+#include "csrc/train/safetensors_format.h"
 
 namespace ts::train {
 
@@ -69,29 +70,23 @@ std::map<std::string, torch::Tensor> safetensors_load(const fs::path& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   const std::string buf = ss.str();
-  TORCH_CHECK(buf.size() >= 8, "safetensors: ", path.string(), " is truncated");
-  uint64_t hs = 0;
-  std::memcpy(&hs, buf.data(), 8);
-  TORCH_CHECK(8 + hs <= buf.size(), "safetensors: ", path.string(), " has a header past the end of the file");
-  auto header = nlohmann::json::parse(buf.substr(8, hs));
+  SafetensorsHeader header;
+  try {
+    header = parse_safetensors(buf, path.string());
+  } catch (const std::invalid_argument& e) {
+    TORCH_CHECK(false, e.what());
+  }
   std::map<std::string, torch::ScalarType> by_name;
   for (const auto& [k, v] : dtype_names()) by_name[v] = k;
   std::map<std::string, torch::Tensor> out;
-  const char* base = buf.data() + 8 + hs;
-  const size_t data_size = buf.size() - 8 - hs;
-  for (auto& [name, info] : header.items()) {
-    if (name == "__metadata__") continue;
-    auto dt = by_name.find(info["dtype"].get<std::string>());
-    TORCH_CHECK(dt != by_name.end(), "safetensors: ", path.string(), ": '", name, "' has unknown dtype");
-    auto shape = info["shape"].get<std::vector<int64_t>>();
-    auto offs = info["data_offsets"].get<std::vector<size_t>>();
-    TORCH_CHECK(offs.size() == 2 && offs[0] <= offs[1] && offs[1] <= data_size, "safetensors: ", path.string(), ": '",
-                name, "' has bad data_offsets");
-    auto t = torch::empty(shape, torch::TensorOptions().dtype(dt->second));
-    TORCH_CHECK(static_cast<size_t>(t.numel() * t.element_size()) == offs[1] - offs[0], "safetensors: ", path.string(),
-                ": '", name, "' size does not match its shape");
-    std::memcpy(t.data_ptr(), base + offs[0], offs[1] - offs[0]);
-    out[name] = t;
+  const char* base = buf.data() + header.data_start;
+  for (const auto& e : header.tensors) {
+    auto dt = by_name.find(e.dtype);
+    TORCH_CHECK(dt != by_name.end(), "safetensors: ", path.string(), ": '", e.name, "' has dtype ", e.dtype,
+                ", which tinyseek does not load");
+    auto t = torch::empty(e.shape, torch::TensorOptions().dtype(dt->second));
+    std::memcpy(t.data_ptr(), base + e.begin, e.end - e.begin);  // parse_safetensors checked the sizes
+    out[e.name] = t;
   }
   return out;
 }
