@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "csrc/config/config.h"
+#include "csrc/parallel/process_group.h"
 #include "experiments/commands.h"
 #include "experiments/kinds.h"
 
@@ -202,6 +203,10 @@ int launch(const LaunchArgs& args) {
         std::cerr << fmt::format("tinyseek launch: rank {} {}; waiting up to {:.0f} s for the other ranks to stop\n", r,
                                  failed_how, args.grace_s)
                   << std::flush;
+        // The others learn it from the store at once, even those still joining the rendezvous
+        // (their watchdogs, which find a silent rank after dist.dead_after_s, start only after it).
+        if (!(WIFEXITED(k.status) && WEXITSTATUS(k.status) == 130))
+          parallel::post_abort("127.0.0.1", port, fmt::format("tinyseek launch: rank {} {}", r, failed_how));
         deadline = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(args.grace_s * 1000));
       }
     }

@@ -44,6 +44,7 @@ std::string hb_key(int r) { return "ts/hb/" + std::to_string(r); }
 std::string done_key(int r) { return "ts/done/" + std::to_string(r); }
 const std::string kAbortKey = "ts/abort";
 const std::string kFinishedKey = "ts/finished";
+const std::string kJoinedKey = "ts/joined";
 
 std::string as_string(const std::vector<uint8_t>& v) { return std::string(v.begin(), v.end()); }
 std::vector<uint8_t> as_bytes(const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); }
@@ -103,11 +104,36 @@ std::shared_ptr<Dist> Dist::init(const LaunchEnv& e, const DistOptions& options)
     so.port = static_cast<std::uint16_t>(e.master_port);
     so.isServer = e.rank == 0 && !e.agent_store;
     so.numWorkers = e.world;
-    so.waitWorkers = true;
+    so.waitWorkers = false;  // the join below waits, and listens for an abort meanwhile
     so.timeout = options.timeout;
+    // Fault injection for tests: this rank dies before it joins (TINYSEEK_DEBUG_EXIT_BEFORE_JOIN=r).
+    if (const auto r = env("TINYSEEK_DEBUG_EXIT_BEFORE_JOIN"); r && *r == std::to_string(e.rank)) {
+      std::fprintf(stderr, "debug: TINYSEEK_DEBUG_EXIT_BEFORE_JOIN: rank %d exits before the rendezvous\n", e.rank);
+      std::fflush(stderr);
+      std::_Exit(17);
+    }
     try {
       d->store_ = c10::make_intrusive<c10d::TCPStore>(e.master_addr, so);
+      // Join: every rank counts itself in and waits for the others. A rank that dies first never
+      // counts in; `tinyseek launch` then posts why under the abort key, which ends the wait at
+      // once instead of at the timeout.
+      d->store_->add(kJoinedKey, 1);
+      const auto until = Clock::now() + options.timeout;
+      for (int64_t joined = 0; (joined = d->store_->add(kJoinedKey, 0)) < e.world;) {
+        if (d->store_->check({kAbortKey}))
+          throw DistError(fmt::format("rank {}: the job stopped before every rank joined ({} of {}): {}", e.rank,
+                                      joined, e.world, as_string(d->store_->get(kAbortKey))));
+        if (Clock::now() > until)
+          throw DistError(
+              fmt::format("rank {}: {} of {} ranks joined the rendezvous at {}:{} within {} s (dist.timeout_s)", e.rank,
+                          joined, e.world, e.master_addr, e.master_port, options.timeout.count() / 1000.0));
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    } catch (const DistError&) {
+      d->failed_ = true;  // the destructor must not wait for ranks that will never finish
+      throw;
     } catch (const std::exception& ex) {
+      d->failed_ = true;
       throw DistError(fmt::format("rank {}: rendezvous at {}:{} failed (world size {}, timeout {} s): {}", e.rank,
                                   e.master_addr, e.master_port, e.world, options.timeout.count() / 1000.0,
                                   error_text(ex)));
@@ -370,6 +396,20 @@ void Dist::barrier(const Group* g) {
   c10d::BarrierOptions o;
   o.timeout = options_.timeout;
   wait(post("barrier", [&] { return pick(g).backend->barrier(o); }), "barrier");
+}
+
+void post_abort(const std::string& master_addr, int master_port, const std::string& reason) {
+  try {
+    c10d::TCPStoreOptions so;
+    so.port = static_cast<std::uint16_t>(master_port);
+    so.isServer = false;
+    so.waitWorkers = false;
+    so.timeout = std::chrono::milliseconds(2000);
+    auto store = c10::make_intrusive<c10d::TCPStore>(master_addr, so);
+    if (!store->check({kAbortKey})) store->set(kAbortKey, as_bytes(reason));
+  } catch (const std::exception&) {
+    // No store (its host, rank 0, is the one that died): nothing to tell.
+  }
 }
 
 }  // namespace ts::parallel
