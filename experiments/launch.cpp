@@ -205,9 +205,14 @@ int launch(const LaunchArgs& args) {
                   << std::flush;
         // The others learn it from the store at once, even those still joining the rendezvous
         // (their watchdogs, which find a silent rank after dist.dead_after_s, start only after it).
-        if (!(WIFEXITED(k.status) && WEXITSTATUS(k.status) == 130))
-          parallel::post_abort("127.0.0.1", port, fmt::format("tinyseek launch: rank {} {}", r, failed_how));
+        // Without a store (rank 0, its host, died) the others can neither rendezvous nor learn
+        // it: they are ended at once instead of after the grace.
         deadline = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(args.grace_s * 1000));
+        if (!(WIFEXITED(k.status) && WEXITSTATUS(k.status) == 130) &&
+            !parallel::post_abort("127.0.0.1", port, fmt::format("tinyseek launch: rank {} {}", r, failed_how))) {
+          std::cerr << "tinyseek launch: the rendezvous store (rank 0) is gone; stopping the other ranks now\n";
+          deadline = Clock::now();
+        }
       }
     }
     const auto now = Clock::now();

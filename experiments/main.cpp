@@ -116,6 +116,11 @@ int cmd_run(const std::string& path, const std::vector<std::string>& sets, const
     done.push_back(folder.dir());
     if (lead_rank) std::cout << outcome_line(v, out.summary) << "\n";
     if (out.status == run::RunStatus::kInterrupted) return run::exit_status(out.status);
+    if (run::interrupt_flag().load()) {  // Ctrl-C after the variant's training (a study's measurements)
+      if (lead_rank)
+        std::cout << v.config.name << ": interrupted after variant " << v.name << "; the rest is not run\n";
+      return run::exit_status(run::RunStatus::kInterrupted);
+    }
     rc = std::max(rc, run::exit_status(out.status));
     if (out.status == run::RunStatus::kStopped) return rc;
   }

@@ -398,7 +398,7 @@ void Dist::barrier(const Group* g) {
   wait(post("barrier", [&] { return pick(g).backend->barrier(o); }), "barrier");
 }
 
-void post_abort(const std::string& master_addr, int master_port, const std::string& reason) {
+bool post_abort(const std::string& master_addr, int master_port, const std::string& reason) {
   try {
     c10d::TCPStoreOptions so;
     so.port = static_cast<std::uint16_t>(master_port);
@@ -407,8 +407,9 @@ void post_abort(const std::string& master_addr, int master_port, const std::stri
     so.timeout = std::chrono::milliseconds(2000);
     auto store = c10::make_intrusive<c10d::TCPStore>(master_addr, so);
     if (!store->check({kAbortKey})) store->set(kAbortKey, as_bytes(reason));
+    return true;
   } catch (const std::exception&) {
-    // No store (its host, rank 0, is the one that died): nothing to tell.
+    return false;  // no store: its host, rank 0, is the one that died
   }
 }
 

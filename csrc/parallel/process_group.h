@@ -162,9 +162,9 @@ class Dist {
 
 // Tells the ranks of the job whose store is at master_addr:master_port to stop, with `reason`: a
 // rank still joining the rendezvous raises DistError at once, a running one through its watchdog
-// within a heartbeat. For `tinyseek launch` when one of its ranks exits; a no-op (after at most
-// 2 s) when the store is gone.
-void post_abort(const std::string& master_addr, int master_port, const std::string& reason);
+// within a heartbeat. For `tinyseek launch` when one of its ranks exits. False (after at most
+// 2 s) when the store is gone: its host, rank 0, died, and the others cannot rendezvous.
+bool post_abort(const std::string& master_addr, int master_port, const std::string& reason);
 
 namespace detail {
 // Backend constructors; NCCL's lives in process_group_cuda.cpp and exists only with CUDA.

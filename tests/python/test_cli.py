@@ -289,3 +289,22 @@ def test_checkpoint_clean_up_sweeps_what_killed_saves_left(tmp_path):
     r = run(["run", str(cfg), "--variant", "small", "--resume"], tmp_path)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in ckpt.iterdir()) == ["latest", "step_00000009", "step_00000012"]
+
+
+def test_ctrl_c_during_a_studys_measurements_stops_before_the_next_variant(tmp_path):
+    # The attention ablation trains a variant, then times decoding at contexts up to 4096: a Ctrl-C
+    # after the training lands in the timing; the run exits 130 without starting the next variant.
+    import signal
+    root = Path(__file__).resolve().parents[2]
+    cmd = [tinyseek_bin(), "run", str(root / "configs" / "attention_ablation.yaml"), "--no-report", "--set",
+           f"output.dir={tmp_path}", "--set", "train.steps=3", "--set", "train.log_every=1", "--set",
+           "train.eval_every=3", "--set", "train.eval_batches=1", "--set", "decode_bench.steps=200"]
+    p = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in p.stdout:
+        if "step 3 val_loss" in line:  # the first variant's training is over; its timing starts
+            break
+    p.send_signal(signal.SIGINT)
+    out = p.communicate(timeout=300)[0]
+    assert p.returncode == 130, out[-3000:]
+    assert "interrupted after variant mha; the rest is not run" in out, out[-3000:]
+    assert not (tmp_path / "attention_ablation" / "gqa").exists()
