@@ -43,11 +43,8 @@ run::RunOutcome run_moe_ep(const config::Config& cfg, const std::string& variant
   const int N = cfg.parallel.expert == 0 ? W : static_cast<int>(cfg.parallel.expert);
   // Expert-parallel group: N consecutive ranks sharing the experts. Replica group: the ranks
   // holding the same expert shard in the W / N data-parallel copies.
-  std::vector<int> ep_ranks, replica_ranks;
-  for (int r = (me / N) * N; r < (me / N + 1) * N; ++r) ep_ranks.push_back(r);
-  for (int r = me % N; r < W; r += N) replica_ranks.push_back(r);
-  const auto& group = dist->group(ep_ranks);
-  const auto& replicas = dist->group(replica_ranks);
+  const auto& group = dist->group(parallel::consecutive_ranks(me, N));
+  const auto& replicas = dist->group(parallel::strided_ranks(me, N, W));
   const auto dev = dist->device();
   const int64_t B = cfg.train.batch_size, S = cfg.data.seq_len, C = cfg.model.d_model;
   const int64_t E = cfg.model.moe.n_routed_experts, local = E / N;

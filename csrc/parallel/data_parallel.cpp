@@ -49,7 +49,6 @@ GradSync::GradSync(Dist& dist, std::vector<SyncedParam> params, double scale, Gr
 void GradSync::begin() {
   TORCH_CHECK(!armed_, "GradSync::begin: the previous backward was not finished");
   for (auto& b : buckets_) {
-    b.flat.zero_();
     b.arrived = 0;
     b.launched = false;
     b.work.reset();
@@ -71,10 +70,14 @@ void GradSync::on_grad(size_t n, const torch::Tensor& grad) {
         n));
   const auto& p = params_[n].param;
   torch::NoGradGuard ng;
-  b.flat.narrow(0, b.offsets[slot_of_[n]], p.numel()).add_(grad.detach().reshape({-1}));
+  auto slot = b.flat.narrow(0, b.offsets[slot_of_[n]], p.numel());
   // A leaf is normally reached once per backward (the engine sums its gradients before its
   // accumulator runs); a second arrival adds to the first and is not counted again.
-  if (seen_[n]) return;
+  if (seen_[n]) {
+    slot.add_(grad.detach().reshape({-1}));
+    return;
+  }
+  slot.copy_(grad.detach().reshape({-1}));
   seen_[n] = 1;
   if (++b.arrived == b.params.size() && options_.overlap) launch_ready_in_order();
 }
@@ -96,6 +99,14 @@ void GradSync::launch_ready_in_order() {
 void GradSync::finish() {
   TORCH_CHECK(armed_, "GradSync::finish: begin() was not called");
   armed_ = false;
+  {
+    torch::NoGradGuard ng;  // parameters the backward did not reach count zero
+    for (size_t n = 0; n < params_.size(); ++n)
+      if (!seen_[n])
+        buckets_[bucket_of_[n]]
+            .flat.narrow(0, buckets_[bucket_of_[n]].offsets[slot_of_[n]], params_[n].param.numel())
+            .zero_();
+  }
   for (; next_launch_ < buckets_.size(); ++next_launch_) launch(buckets_[next_launch_]);
   const auto t0 = std::chrono::steady_clock::now();
   for (auto& b : buckets_)
@@ -114,6 +125,27 @@ void GradSync::finish() {
         g.copy_(mean);
     }
     b.work.reset();
+  }
+}
+
+void reduce_gradients(Dist& dist, const std::vector<torch::Tensor>& params, const Group* g, double scale) {
+  if (params.empty()) return;
+  torch::NoGradGuard ng;
+  std::vector<torch::Tensor> parts;
+  for (const auto& p : params)
+    parts.push_back(p.grad().defined() ? p.grad().flatten() : torch::zeros({p.numel()}, p.options()));
+  std::vector<at::Tensor> flat{torch::cat(parts)};
+  dist.all_reduce(flat, c10d::ReduceOp::SUM, g);
+  if (scale != 1.0) flat[0].mul_(scale);
+  int64_t at = 0;
+  for (auto p : params) {
+    auto mean = flat[0].narrow(0, at, p.numel()).view(p.sizes());
+    auto& grad = p.mutable_grad();
+    if (!grad.defined())
+      grad = mean.clone();
+    else
+      grad.copy_(mean);
+    at += p.numel();
   }
 }
 

@@ -79,4 +79,9 @@ class GradSync {
   Stats stats_;
 };
 
+// After the backward, in one all-reduce over `g` (default: the world): every tensor's gradient
+// becomes `scale` times the sum of the ranks' (undefined gradients count zero). For gradients
+// reduced as a whole after a step (a pipeline's copies of a stage), not overlapped with it.
+void reduce_gradients(Dist& dist, const std::vector<torch::Tensor>& params, const Group* g, double scale = 1.0);
+
 }  // namespace ts::parallel

@@ -1,5 +1,8 @@
 #include "csrc/parallel/executor.h"
 
+#include "csrc/parallel/data_parallel.h"
+#include "csrc/parallel/expert_parallel.h"
+
 #include <torch/csrc/autograd/engine.h>
 #include <torch/csrc/autograd/variable.h>
 
@@ -454,22 +457,8 @@ void PipelineExecutor::after_optimizer_step() {
   if (layers.empty()) return;
   if (schedule_.kind == ScheduleKind::kDualPipe) {
     // Both copies list the same held stages in the same order: one all-reduce of all the loads.
-    const int me = me_, mirror = schedule_.ranks - 1 - me;
-    std::vector<at::Tensor> loads;
-    for (const auto& m : layers)
-      loads.push_back(m->step_load().defined()
-                          ? m->step_load()
-                          : torch::zeros({m->config().n_routed_experts},
-                                         torch::TensorOptions().dtype(torch::kLong).device(dist_.device())));
-    std::vector<at::Tensor> flat{torch::cat(loads).to(dist_.device())};
-    dist_.all_reduce(flat, c10d::ReduceOp::SUM,
-                     &dist_.group({ranks_[std::min(me, mirror)], ranks_[std::max(me, mirror)]}));
-    int64_t at = 0;
-    for (const auto& m : layers) {
-      const int64_t E = m->config().n_routed_experts;
-      m->set_step_load(flat[0].narrow(0, at, E).clone());
-      at += E;
-    }
+    const int mirror = schedule_.ranks - 1 - me_;
+    sum_step_loads(dist_, layers, &dist_.group({ranks_[std::min(me_, mirror)], ranks_[std::max(me_, mirror)]}));
   }
   for (const auto& m : layers) m->update_bias();
 }
@@ -501,21 +490,10 @@ SequentialReference sequential_reference(nn::Transformer& model, const at::Tenso
 void PipelineExecutor::reduce_mirrors() {
   // Rank r and rank R-1-r hold the same two stages (each serving one direction): sum their
   // gradients so both copies carry the gradient of the whole batch.
-  const int me = me_, mirror = schedule_.ranks - 1 - me;
-  std::vector<at::Tensor> grads;
-  for (auto& p : params_) {
-    if (!p.tensor.grad().defined()) p.tensor.mutable_grad() = torch::zeros_like(p.tensor);
-    grads.push_back(p.tensor.grad().flatten());
-  }
-  std::vector<at::Tensor> flat{torch::cat(grads)};
-  const Group& pair = dist_.group({ranks_[std::min(me, mirror)], ranks_[std::max(me, mirror)]});
-  dist_.all_reduce(flat, c10d::ReduceOp::SUM, &pair);
-  int64_t at = 0;
-  for (auto& p : params_) {
-    const int64_t n = p.tensor.numel();
-    p.tensor.mutable_grad().copy_(flat[0].narrow(0, at, n).view_as(p.tensor));
-    at += n;
-  }
+  const int mirror = schedule_.ranks - 1 - me_;
+  std::vector<torch::Tensor> params;
+  for (auto& p : params_) params.push_back(p.tensor);
+  reduce_gradients(dist_, params, &dist_.group({ranks_[std::min(me_, mirror)], ranks_[std::max(me_, mirror)]}));
 }
 
 }  // namespace ts::parallel

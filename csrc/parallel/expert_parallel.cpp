@@ -116,4 +116,16 @@ void shard_experts(nn::MoEImpl& moe, Dist& dist, const Group& group) {
   });
 }
 
+void sum_step_loads(Dist& dist, const std::vector<std::shared_ptr<nn::MoEImpl>>& layers, const Group* g) {
+  if (layers.empty()) return;
+  std::vector<torch::Tensor> loads;
+  for (const auto& m : layers)
+    loads.push_back(m->step_load().defined() ? m->step_load().to(dist.device())
+                                             : torch::zeros({m->config().n_routed_experts},
+                                                            torch::TensorOptions(torch::kLong).device(dist.device())));
+  std::vector<at::Tensor> t{torch::stack(loads)};
+  dist.all_reduce(t, c10d::ReduceOp::SUM, g);
+  for (size_t i = 0; i < layers.size(); ++i) layers[i]->set_step_load(t[0][static_cast<int64_t>(i)].clone());
+}
+
 }  // namespace ts::parallel

@@ -31,4 +31,9 @@ torch::Tensor all_to_all_rows(Dist& dist, const Group& group, const torch::Tenso
 // config::ConfigError when E is not divisible by the group size.
 void shard_experts(nn::MoEImpl& moe, Dist& dist, const Group& group);
 
+// Sums the step loads of `layers` over the ranks of `g` (default: the world) in one all-reduce,
+// so every copy updates its loss-free bias from the load all of them saw. Every rank of `g` passes
+// the same layers in the same order; a layer without a load this step counts zeros.
+void sum_step_loads(Dist& dist, const std::vector<std::shared_ptr<nn::MoEImpl>>& layers, const Group* g);
+
 }  // namespace ts::parallel

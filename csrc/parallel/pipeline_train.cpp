@@ -1,5 +1,8 @@
 #include "csrc/parallel/pipeline_train.h"
 
+#include "csrc/parallel/data_parallel.h"
+#include "csrc/parallel/expert_parallel.h"
+
 #include <fmt/format.h>
 
 #include <sched.h>
@@ -178,8 +181,8 @@ class PipelineObjective : public train::Objective {
   std::string checkpoint_shard() const override {
     return dist_->world_size() > 1 ? fmt::format("rank_{}", dist_->rank()) : "";
   }
-  bool any(bool local) override;
-  std::pair<int64_t, int64_t> min_max(int64_t v) override;
+  bool any(bool local) override { return dist_->any(local); }
+  std::pair<int64_t, int64_t> min_max(int64_t v) override { return dist_->min_max(v); }
 
  private:
   void measure_costs();
@@ -226,8 +229,8 @@ PipelineObjective::PipelineObjective(const config::Config& cfg, const std::strin
   D_ = pipeline_replicas(cfg);
   P_ = dist_->world_size() / D_;
   replica_ = dist_->rank() / P_;
-  for (int r = replica_ * P_; r < (replica_ + 1) * P_; ++r) pipeline_ranks_.push_back(r);
-  for (int r = dist_->rank() % P_; r < dist_->world_size(); r += P_) stage_peers_.push_back(r);
+  pipeline_ranks_ = consecutive_ranks(dist_->rank(), P_);
+  stage_peers_ = strided_ranks(dist_->rank(), P_, dist_->world_size());
   if (D_ > 1) {
     pipeline_group_ = &dist_->group(pipeline_ranks_);
     peers_group_ = &dist_->group(stage_peers_);
@@ -296,20 +299,6 @@ std::string PipelineObjective::describe() const {
                      tc.batch_size, cfg_.data.seq_len, dist_->device().str());
 }
 
-bool PipelineObjective::any(bool local) {
-  std::vector<at::Tensor> v{torch::tensor({local ? 1.0 : 0.0}, torch::kDouble).to(dist_->device())};
-  dist_->all_reduce(v, c10d::ReduceOp::MAX);
-  return v[0].item<double>() > 0;
-}
-
-std::pair<int64_t, int64_t> PipelineObjective::min_max(int64_t x) {
-  // max of (x, -x) gives both ends in one all-reduce.
-  std::vector<at::Tensor> v{
-      torch::tensor({static_cast<double>(x), -static_cast<double>(x)}, torch::kDouble).to(dist_->device())};
-  dist_->all_reduce(v, c10d::ReduceOp::MAX);
-  return {static_cast<int64_t>(-v[0][1].item<double>()), static_cast<int64_t>(v[0][0].item<double>())};
-}
-
 double PipelineObjective::grad_norm() {
   // Every stage counted once (DualPipe's mirrored copies are equal).
   double sq = 0;
@@ -324,15 +313,10 @@ void PipelineObjective::after_optimizer_step() {
   if (D_ > 1 && cfg_.model.ffn == "moe" && cfg_.model.moe.loss_free) {
     // The loss-free bias follows the load of the whole batch: the replicas' loads of each held
     // MoE layer summed (every copy of a stage holds the same layers in the same order).
-    std::vector<std::shared_ptr<nn::MoEImpl>> layers;
-    std::vector<torch::Tensor> loads;
+    std::vector<std::shared_ptr<nn::MoEImpl>> held;
     for (const auto& m : model_->moe_layers())
-      if (m->step_load().defined()) layers.push_back(m), loads.push_back(m->step_load());
-    if (!loads.empty()) {
-      std::vector<at::Tensor> t{torch::stack(loads)};
-      dist_->all_reduce(t, c10d::ReduceOp::SUM, peers_group_);
-      for (size_t i = 0; i < layers.size(); ++i) layers[i]->set_step_load(t[0][static_cast<int64_t>(i)]);
-    }
+      if (m->step_load().defined()) held.push_back(m);
+    sum_step_loads(*dist_, held, peers_group_);
   }
   exec_->after_optimizer_step();
 }
@@ -393,27 +377,13 @@ train::StepResult PipelineObjective::step(int64_t step, bool inject_nan) {
   }
   if (check) check_parity(ref, last_);
   if (D_ > 1) {
-    // Every stage's gradient and the loss: the mean over the D pipelines (one all-reduce).
-    std::vector<torch::Tensor> parts;
-    for (const auto& p : exec_->parameters())
-      parts.push_back(p.tensor.grad().defined() ? p.tensor.grad().flatten()
-                                                : torch::zeros({p.tensor.numel()}, p.tensor.options()));
-    parts.push_back(
-        torch::tensor({last_.loss}, parts.empty() ? torch::TensorOptions(torch::kFloat) : parts[0].options())
-            .to(torch::kFloat));
-    std::vector<at::Tensor> flat{torch::cat(parts).div_(static_cast<double>(D_))};
-    dist_->all_reduce(flat, c10d::ReduceOp::SUM, peers_group_);
-    int64_t at = 0;
-    for (const auto& p : exec_->parameters()) {
-      const int64_t n = p.tensor.numel();
-      auto g = flat[0].narrow(0, at, n).view_as(p.tensor);
-      if (!p.tensor.grad().defined())
-        p.tensor.mutable_grad() = g.clone();
-      else
-        p.tensor.mutable_grad().copy_(g);
-      at += n;
-    }
-    last_.loss = flat[0][at].item<double>();
+    // Every stage's gradient and the loss: the means over the D pipelines.
+    std::vector<torch::Tensor> params;
+    for (const auto& p : exec_->parameters()) params.push_back(p.tensor);
+    reduce_gradients(*dist_, params, peers_group_, 1.0 / D_);
+    std::vector<at::Tensor> loss{torch::tensor({last_.loss / D_}, torch::kDouble).to(dist_->device())};
+    dist_->all_reduce(loss, c10d::ReduceOp::SUM, peers_group_);
+    last_.loss = loss[0].item<double>();
   }
   const double bubble = bubble_fraction(last_.busy, last_.seconds);
   if (!first_step_ || tc.steps == 1) {

@@ -398,6 +398,32 @@ void Dist::barrier(const Group* g) {
   wait(post("barrier", [&] { return pick(g).backend->barrier(o); }), "barrier");
 }
 
+std::vector<int> consecutive_ranks(int rank, int size) {
+  std::vector<int> out;
+  for (int r = (rank / size) * size; r < (rank / size + 1) * size; ++r) out.push_back(r);
+  return out;
+}
+
+std::vector<int> strided_ranks(int rank, int size, int world) {
+  std::vector<int> out;
+  for (int r = rank % size; r < world; r += size) out.push_back(r);
+  return out;
+}
+
+bool Dist::any(bool local, const Group* g) {
+  std::vector<at::Tensor> t{torch::tensor({local ? 1 : 0}, torch::kInt).to(device_)};
+  all_reduce(t, c10d::ReduceOp::MAX, g);
+  return t[0].item<int>() != 0;
+}
+
+std::pair<int64_t, int64_t> Dist::min_max(int64_t v, const Group* g) {
+  // max of (-v, v) gives both ends in one all-reduce.
+  std::vector<at::Tensor> t{torch::tensor({-v, v}, torch::kLong).to(device_)};
+  all_reduce(t, c10d::ReduceOp::MAX, g);
+  auto c = t[0].cpu();
+  return {-c[0].item<int64_t>(), c[1].item<int64_t>()};
+}
+
 bool post_abort(const std::string& master_addr, int master_port, const std::string& reason) {
   try {
     c10d::TCPStoreOptions so;

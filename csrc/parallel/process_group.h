@@ -125,6 +125,10 @@ class Dist {
   void all_to_all_single(at::Tensor& out, at::Tensor& in, std::vector<int64_t> out_splits,
                          std::vector<int64_t> in_splits, const Group* g = nullptr);
   void barrier(const Group* g = nullptr);
+  // Agreement of the ranks of `g` (default: the world) in one small all-reduce each: whether any
+  // rank passed true; the smallest and largest value.
+  bool any(bool local, const Group* g = nullptr);
+  std::pair<int64_t, int64_t> min_max(int64_t v, const Group* g = nullptr);
 
   // Tells every rank to stop with `reason` (they raise DistError naming this rank).
   void abort(const std::string& reason);
@@ -159,6 +163,12 @@ class Dist {
   std::optional<std::string> failure_;
   std::chrono::steady_clock::time_point failed_at_;
 };
+
+// Rank layouts of a job whose world splits into groups of `size` consecutive ranks (expert-parallel
+// groups, pipelines): the group holding `rank`, and the ranks at the same place in every group
+// (its data-parallel replicas).
+std::vector<int> consecutive_ranks(int rank, int size);
+std::vector<int> strided_ranks(int rank, int size, int world);
 
 // Tells the ranks of the job whose store is at master_addr:master_port to stop, with `reason`: a
 // rank still joining the rendezvous raises DistError at once, a running one through its watchdog

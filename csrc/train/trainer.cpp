@@ -142,11 +142,8 @@ void LanguageModelObjective::setup_parallel() {
   const parallel::Group* replicas = nullptr;  // the ranks holding the same experts
   if (ep_ > 1) {
     // Expert-parallel groups of n consecutive ranks, as kind moe_ep: rank r holds slice r % n.
-    std::vector<int> ep_ranks, replica_ranks;
-    for (int r = (rank_ / n) * n; r < (rank_ / n + 1) * n; ++r) ep_ranks.push_back(r);
-    for (int r = rank_ % n; r < world_; r += n) replica_ranks.push_back(r);
-    ep_group_ = &dist_->group(ep_ranks);
-    replicas = &dist_->group(replica_ranks);
+    ep_group_ = &dist_->group(parallel::consecutive_ranks(rank_, n));
+    replicas = &dist_->group(parallel::strided_ranks(rank_, n, world_));
     for (const auto& moe : model_->moe_layers()) {
       parallel::shard_experts(*moe, *dist_, *ep_group_);
       expert_params_.insert(moe->w13->weight.unsafeGetTensorImpl());
@@ -180,19 +177,10 @@ std::vector<double> LanguageModelObjective::mean_over_ranks(std::vector<double> 
   return values;
 }
 
-bool LanguageModelObjective::any(bool local) {
-  if (!dist_) return local;
-  std::vector<at::Tensor> t{torch::tensor({local ? 1 : 0}, torch::kInt).to(device_)};
-  dist_->all_reduce(t, c10d::ReduceOp::MAX);
-  return t[0].item<int>() != 0;
-}
+bool LanguageModelObjective::any(bool local) { return dist_ ? dist_->any(local) : local; }
 
 std::pair<int64_t, int64_t> LanguageModelObjective::min_max(int64_t v) {
-  if (!dist_) return {v, v};
-  std::vector<at::Tensor> t{torch::tensor({-v, v}, torch::kLong).to(device_)};
-  dist_->all_reduce(t, c10d::ReduceOp::MAX);
-  auto c = t[0].cpu();
-  return {-c[0].item<int64_t>(), c[1].item<int64_t>()};
+  return dist_ ? dist_->min_max(v) : std::pair<int64_t, int64_t>{v, v};
 }
 
 void LanguageModelObjective::barrier() {
@@ -239,18 +227,9 @@ double LanguageModelObjective::grad_norm() {
 }
 
 void LanguageModelObjective::after_optimizer_step() {
-  if (dist_ && cfg_.model.ffn == "moe" && cfg_.model.moe.loss_free) {
-    // The loss-free bias follows the load of the whole batch: every rank's routing, summed.
-    auto layers = model_->moe_layers();
-    std::vector<torch::Tensor> loads;
-    for (const auto& m : layers)
-      loads.push_back(m->step_load().defined() ? m->step_load()
-                                               : torch::zeros({cfg_.model.moe.n_routed_experts},
-                                                              torch::TensorOptions(torch::kLong).device(device_)));
-    std::vector<at::Tensor> t{torch::stack(loads)};
-    dist_->all_reduce(t);
-    for (size_t i = 0; i < layers.size(); ++i) layers[i]->set_step_load(t[0][static_cast<int64_t>(i)]);
-  }
+  // The loss-free bias follows the load of the whole batch: every rank's routing, summed.
+  if (dist_ && cfg_.model.ffn == "moe" && cfg_.model.moe.loss_free)
+    parallel::sum_step_loads(*dist_, model_->moe_layers(), nullptr);
   model_->after_optimizer_step();
 }
 
