@@ -196,6 +196,18 @@ torch::class_<T> module_class(const std::string& name) {
   return c;
 }
 
+// torch::init of T from its constructor's arguments; a config error leaves as ValueError.
+template <class T, class... Args>
+auto config_init() {
+  return torch::init([](Args... args) {
+    try {
+      return c10::make_intrusive<T>(args...);
+    } catch (const config::ConfigError& e) {
+      TORCH_CHECK_VALUE(false, e.what());
+    }
+  });
+}
+
 // Exceptions leave as RuntimeError with the message alone (config errors name the key).
 template <class F>
 auto guarded(F f) {
@@ -242,13 +254,7 @@ const auto registration =
 using MoEPtr = c10::intrusive_ptr<MoELayer>;
 const auto moe_registration =
     module_class<MoELayer>("MoELayer")
-        .def(torch::init([](const std::string& yaml) {
-          try {
-            return c10::make_intrusive<MoELayer>(yaml);
-          } catch (const config::ConfigError& e) {
-            TORCH_CHECK_VALUE(false, e.what());
-          }
-        }))
+        .def(config_init<MoELayer, std::string>())
         .def("forward", [](const MoEPtr& m, const torch::Tensor& x) { return m->moe->forward(x); })
         .def("route", [](const MoEPtr& m, const torch::Tensor& h) { return m->route(h); })
         .def("aux_loss",
@@ -271,25 +277,13 @@ const auto moe_registration =
 using LinPtr = c10::intrusive_ptr<LinearLayer>;
 const auto linear_registration =
     module_class<LinearLayer>("LinearLayer")
-        .def(torch::init([](int64_t in, int64_t out, const std::string& yaml) {
-          try {
-            return c10::make_intrusive<LinearLayer>(in, out, yaml);
-          } catch (const config::ConfigError& e) {
-            TORCH_CHECK_VALUE(false, e.what());
-          }
-        }))
+        .def(config_init<LinearLayer, int64_t, int64_t, std::string>())
         .def("forward", [](const LinPtr& m, const torch::Tensor& x) { return m->lin->forward(x); });
 
 using AttnPtr = c10::intrusive_ptr<AttentionLayer>;
 const auto attention_registration =
     module_class<AttentionLayer>("AttentionLayer")
-        .def(torch::init([](const std::string& yaml) {
-          try {
-            return c10::make_intrusive<AttentionLayer>(yaml);
-          } catch (const config::ConfigError& e) {
-            TORCH_CHECK_VALUE(false, e.what());
-          }
-        }))
+        .def(config_init<AttentionLayer, std::string>())
         .def("forward",
              [](const AttnPtr& m, const torch::Tensor& x) {
                TORCH_CHECK(x.dim() == 3 && x.size(1) <= m->rope.cos.size(0),
