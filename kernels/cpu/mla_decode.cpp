@@ -203,6 +203,8 @@ class Decoder {
     // Visible positions per row: query s sees [0, L - S_q + s]; padding rows see none.
     std::vector<int32_t> nvis(Rp_, 0);
     for (int64_t r = 0; r < R_; ++r) nvis[r] = static_cast<int32_t>(std::max<int64_t>(L - p_.S_q + r / p_.H + 1, 0));
+    // Positions at or past `masked_from` are masked for some row (the first query sees the fewest).
+    const int64_t masked_from = R_ > 0 ? nvis[0] : it.end;
     pack_queries(it.b, qt.data());
 
     std::vector<float> tile(std::is_same_v<T, float> ? 0 : kTile * D_);
@@ -228,7 +230,10 @@ class Decoder {
         float* a = acc.data() + r * Dv_;
         for (int64_t c = 0; c < Dv_; ++c) a[c] *= corr[r];
       }
-      tile_pv(rows, T_cur, st.data(), Rp_, Dv_, acc.data());
+      if (t0 + T_cur > masked_from && masked_value_nonfinite(rows, std::max<int64_t>(masked_from - t0, 0), T_cur))
+        tile_pv_visible(rows, t0, T_cur, nvis.data(), st.data(), acc.data());
+      else
+        tile_pv(rows, T_cur, st.data(), Rp_, Dv_, acc.data());
     }
 
     if (it.slot < 0) {
@@ -315,6 +320,29 @@ class Decoder {
       store8(l + r0, load8(l + r0) * c + sum);
       store8(m + r0, m_new);
       store8(corr + r0, c);
+    }
+  }
+
+  // A masked position enters tile_pv with P = 0, and 0 * NaN (or inf) = NaN would reach rows that
+  // do not see it. Positions are masked inside a sequence only for its first S_q - 1 queries, so
+  // only the tile rows [j0, T_cur) from the first masked position on are checked.
+  bool masked_value_nonfinite(const float* const* rows, int64_t j0, int T_cur) const {
+    for (int64_t j = j0; j < T_cur; ++j)
+      for (int64_t c = 0; c < Dv_; ++c)
+        if (!std::isfinite(rows[j][c])) return true;
+    return false;
+  }
+
+  // tile_pv over each row's visible positions only (the rare tile that needs it).
+  void tile_pv_visible(const float* const* rows, int64_t t0, int T_cur, const int32_t* nvis, const float* st,
+                       float* acc) const {
+    for (int64_t r = 0; r < R_; ++r) {
+      const int64_t n = std::clamp<int64_t>(nvis[r] - t0, 0, T_cur);
+      float* a = acc + r * Dv_;
+      for (int64_t j = 0; j < n; ++j) {
+        const float pj = st[j * Rp_ + r];
+        for (int64_t c = 0; c < Dv_; ++c) a[c] += pj * rows[j][c];
+      }
     }
   }
 

@@ -12,6 +12,18 @@
 //   weights exp(lse_split - lse), as FlashMLA does.
 // Only positions below seq_len are ever loaded (and only their block_table entries read);
 // positions of a tile past the split's end are zero-filled in shared memory, never fetched.
+//
+// Non-finite inputs follow the contract (kernels/mla_decode.h), at no cost to finite ones:
+// - the running max is NaN-propagating (max.NaN), so a NaN score makes m NaN and the row NaN;
+//   m = +inf (a +inf score) gives out NaN and lse +inf; both are written as such at the end;
+// - a row that saw nothing (l == 0) writes 0 and -inf, never o / l;
+// - a masked position still enters the P V product with P = 0, and 0 * NaN = NaN. Positions are
+//   masked inside a sequence only for its first S_q - 1 queries (causality among the new tokens),
+//   so a tile that holds such positions checks their values in shared memory and, when one is
+//   not finite, takes a scalar P V that skips every row's masked positions;
+// - the combine kernel makes a row NaN when any split's lse is NaN and (out NaN, lse +inf) when
+//   the largest is +inf, and adds every split that saw something (weight 0 included, so an inf
+//   value is not dropped by an underflowing weight).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -58,10 +70,22 @@ struct Args {
 
 struct Bf16 {
   static __device__ uint16_t from_float(float x) { return __bfloat16_as_ushort(__float2bfloat16_rn(x)); }
+  static __device__ float to_float(uint16_t x) { return __bfloat162float(__ushort_as_bfloat16(x)); }
+  static __device__ bool nonfinite(uint16_t x) { return (x & 0x7f80u) == 0x7f80u; }  // exponent all ones
 };
 struct Fp16 {
   static __device__ uint16_t from_float(float x) { return __half_as_ushort(__float2half_rn(x)); }
+  static __device__ float to_float(uint16_t x) { return __half2float(__ushort_as_half(x)); }
+  static __device__ bool nonfinite(uint16_t x) { return (x & 0x7c00u) == 0x7c00u; }
 };
+
+// max(a, b), NaN when either is NaN (fmaxf returns the other operand and would lose a NaN score);
+// the same as fmaxf for numbers. sm_80 and newer.
+__device__ __forceinline__ float max_nan(float a, float b) {
+  float d;
+  asm("max.NaN.f32 %0, %1, %2;\n" : "=f"(d) : "f"(a), "f"(b));
+  return d;
+}
 
 // D[16x8] += A[16x16] (row) * B[16x8] (col), fp32 accumulators, A and B of type T. The PTX input
 // type must be a literal inside the instruction, so one macro writes it for either type.
@@ -137,7 +161,9 @@ __device__ void load_tile(const Args& a, int b, int t0, int end, uint16_t* dst) 
 }
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) mla_decode_split_kernel(const Args a) {
+// Two CTAs per SM as far as registers go (128 per thread): what the tensor-core path uses by
+// itself; without the bound the rarely taken scalar P V below would raise it to 160 on sm_90a.
+__global__ void __launch_bounds__(kThreads, 2) mla_decode_split_kernel(const Args a) {
   extern __shared__ __align__(16) unsigned char smem[];
   const MlaDecodeParams& p = a.p;
   uint16_t* kv_s = reinterpret_cast<uint16_t*>(smem);               // [2][kTileN][ld]
@@ -157,6 +183,10 @@ __global__ void __launch_bounds__(kThreads) mla_decode_split_kernel(const Args a
   const int chunk = ((L + a.splits - 1) / a.splits + kTileN - 1) / kTileN * kTileN;
   const int begin = split * chunk, end = min(L, begin + chunk);
   const int n_tiles = end > begin ? (end - begin + kTileN - 1) / kTileN : 0;
+  const int S_q = static_cast<int>(p.S_q), H = static_cast<int>(p.H);
+  // Positions at or past cta_lo are masked for some row of this CTA (its first query, s = row0 / H,
+  // sees the fewest); below it every row sees every position.
+  const int cta_lo = min(end, L - S_q + row0 / H + 1);
 
   // Columns [D_qk, Dp) of Q and both K/V buffers are zero so the last k16 step adds nothing.
   if (a.Dp > p.D_qk)
@@ -180,7 +210,6 @@ __global__ void __launch_bounds__(kThreads) mla_decode_split_kernel(const Args a
   // Softmax state of row sm_row, kept identically by its 8 threads (columns 4 * sm_part + e).
   const int sm_row = tid / 8, sm_part = tid % 8;
   const int g_row = row0 + sm_row;
-  const int S_q = static_cast<int>(p.S_q), H = static_cast<int>(p.H);
   const int row_end = g_row < a.R ? min(end, L - S_q + g_row / H + 1) : 0;
   float m_run = -INFINITY, l_run = 0.0f;
 
@@ -226,13 +255,13 @@ __global__ void __launch_bounds__(kThreads) mla_decode_split_kernel(const Args a
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         x[e] = t0 + sm_part * 4 + e < row_end ? x[e] * a.scale_log2 : -INFINITY;
-        tmax = fmaxf(tmax, x[e]);
+        tmax = max_nan(tmax, x[e]);
       }
 #pragma unroll
-      for (int off = 4; off > 0; off /= 2) tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, off));
-      const float m_new = fmaxf(m_run, tmax);
+      for (int off = 4; off > 0; off /= 2) tmax = max_nan(tmax, __shfl_xor_sync(0xffffffffu, tmax, off));
+      const float m_new = max_nan(m_run, tmax);  // NaN once the row has seen a NaN score, for good
       float corr = 1.0f, psum = 0.0f;
-      if (m_new != -INFINITY) {
+      if (m_new != -INFINITY) {       // (no exp2(-inf - -inf) while the row has seen nothing)
         corr = exp2f(m_run - m_new);  // 0 on the row's first visible score
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
@@ -251,6 +280,16 @@ __global__ void __launch_bounds__(kThreads) mla_decode_split_kernel(const Args a
           make_uint2(pack2<T>(x[0], x[1]), pack2<T>(x[2], x[3]));
       if (sm_part == 0) corr_s[sm_row] = corr;
     }
+    // A masked position (P = 0) whose value is not finite would make 0 * v = NaN in the mma:
+    // only positions at or past cta_lo can be masked for a row, and only those are checked.
+    bool masked_nonfinite = false;
+    if (cta_lo < end && t0 + kTileN > cta_lo) {  // block-uniform; only when S_q > 1, near the end
+      const int j0 = max(cta_lo - t0, 0), j1 = min(end - t0, kTileN);
+      const int c0 = dvc * kDvChunk, nc = min(static_cast<int>(p.D_v) - c0, kDvChunk);
+      int bad = 0;
+      for (int i = tid; i < (j1 - j0) * nc; i += kThreads) bad |= T::nonfinite(kv[(j0 + i / nc) * a.ld + c0 + i % nc]);
+      masked_nonfinite = __syncthreads_or(bad) != 0;
+    }
     __syncthreads();
 
     // O = diag(corr) O + P V over this warp's 64 columns (only n-tiles that start below D_v).
@@ -265,29 +304,59 @@ __global__ void __launch_bounds__(kThreads) mla_decode_split_kernel(const Args a
         o[mt][nt][3] *= c_hi;
       }
     }
+    if (masked_nonfinite) {
+      // Scalar P V over each row's visible positions only (products of 16-bit values are exact
+      // in fp32, as in the mma; only the order of the additions differs). This thread's rows:
+      // mt * 16 + gid + 8 * half; its columns: col0 + nt * 8 + 2 * tig + e.
+      int n_vis[2][2];
 #pragma unroll
-    for (int kk = 0; kk < kTileN / 16; ++kk) {
-      uint32_t af[2][4];
+      for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-        const uint16_t* pa = p_s + (mt * 16 + gid) * kLdP + kk * 16 + 2 * tig;
-        af[mt][0] = ld32(pa);
-        af[mt][1] = ld32(pa + 8 * kLdP);
-        af[mt][2] = ld32(pa + 8);
-        af[mt][3] = ld32(pa + 8 * kLdP + 8);
+        for (int half = 0; half < 2; ++half) {
+          const int grow = row0 + mt * 16 + gid + 8 * half;
+          n_vis[mt][half] = grow < a.R ? min(end, L - S_q + grow / H + 1) - t0 : 0;
+        }
+      for (int j = 0; j < kTileN; ++j) {
+        const uint16_t* vj = kv + j * a.ld + col0 + 2 * tig;
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+          for (int half = 0; half < 2; ++half) {
+            if (j >= n_vis[mt][half]) continue;
+            const float pj = T::to_float(p_s[(mt * 16 + gid + 8 * half) * kLdP + j]);
+#pragma unroll
+            for (int nt = 0; nt < 8; ++nt)
+              if (col0 + nt * 8 < p.D_v) {  // columns up to Dp - 1 are in shared memory
+                o[mt][nt][2 * half] += pj * T::to_float(vj[nt * 8]);
+                o[mt][nt][2 * half + 1] += pj * T::to_float(vj[nt * 8 + 1]);
+              }
+          }
       }
-      // Lane l addresses position kk*16 + (l & 7) + 8 * ((l >> 3) & 1), column + 8 * (l >> 4):
-      // registers {0, 1} are the B fragment of n-tile 2np, {2, 3} of n-tile 2np + 1.
-      const uint16_t* vb = kv + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * a.ld + col0 + (lane >> 4) * 8;
+    } else {
 #pragma unroll
-      for (int np = 0; np < 4; ++np) {
-        if (col0 + np * 16 < p.D_v) {  // warp-uniform; then col0 + np*16 + 15 < Dp as well
-          uint32_t bf[4];
-          ldmatrix_x4_trans(bf, vb + np * 16);
+      for (int kk = 0; kk < kTileN / 16; ++kk) {
+        uint32_t af[2][4];
 #pragma unroll
-          for (int mt = 0; mt < 2; ++mt) {
-            mma16816<T>(o[mt][2 * np], af[mt], bf[0], bf[1]);
-            mma16816<T>(o[mt][2 * np + 1], af[mt], bf[2], bf[3]);
+        for (int mt = 0; mt < 2; ++mt) {
+          const uint16_t* pa = p_s + (mt * 16 + gid) * kLdP + kk * 16 + 2 * tig;
+          af[mt][0] = ld32(pa);
+          af[mt][1] = ld32(pa + 8 * kLdP);
+          af[mt][2] = ld32(pa + 8);
+          af[mt][3] = ld32(pa + 8 * kLdP + 8);
+        }
+        // Lane l addresses position kk*16 + (l & 7) + 8 * ((l >> 3) & 1), column + 8 * (l >> 4):
+        // registers {0, 1} are the B fragment of n-tile 2np, {2, 3} of n-tile 2np + 1.
+        const uint16_t* vb = kv + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * a.ld + col0 + (lane >> 4) * 8;
+#pragma unroll
+        for (int np = 0; np < 4; ++np) {
+          if (col0 + np * 16 < p.D_v) {  // warp-uniform; then col0 + np*16 + 15 < Dp as well
+            uint32_t bf[4];
+            ldmatrix_x4_trans(bf, vb + np * 16);
+#pragma unroll
+            for (int mt = 0; mt < 2; ++mt) {
+              mma16816<T>(o[mt][2 * np], af[mt], bf[0], bf[1]);
+              mma16816<T>(o[mt][2 * np + 1], af[mt], bf[2], bf[3]);
+            }
           }
         }
       }
@@ -300,7 +369,10 @@ __global__ void __launch_bounds__(kThreads) mla_decode_split_kernel(const Args a
     m_s[sm_row] = m_run;
     l_s[sm_row] = l_run;
     if (dvc == 0 && g_row < a.R) {
-      const float lse = l_run != 0.0f ? (m_run + log2f(l_run)) * kLn2 : -INFINITY;  // NaN stays NaN
+      // m NaN (a NaN score) or +inf (a +inf score) is the row's lse; l == 0: it saw nothing.
+      const float lse = isnan(m_run) || m_run == INFINITY ? m_run
+                        : l_run != 0.0f                   ? (m_run + log2f(l_run)) * kLn2
+                                                          : -INFINITY;
       if (a.splits == 1) {
         const int s = g_row / H, h = g_row % H;
         p.lse[(static_cast<int64_t>(b) * p.H + h) * p.S_q + s] = lse;
@@ -319,7 +391,11 @@ __global__ void __launch_bounds__(kThreads) mla_decode_split_kernel(const Args a
     for (int half = 0; half < 2; ++half) {
       const int r = mt * 16 + gid + 8 * half, grow = row0 + r;
       if (grow >= a.R) continue;
-      const float inv = l_s[r] != 0.0f ? 1.0f / l_s[r] : 0.0f;
+      // A NaN or +inf score makes the row NaN; a row that saw nothing is 0 (its o may hold
+      // 0 * inf from masked positions); otherwise o / l, as for finite inputs.
+      const float m = m_s[r], l = l_s[r];
+      const bool nan_row = isnan(m) || m == INFINITY, empty = l == 0.0f;
+      const float inv = l != 0.0f ? 1.0f / l : 0.0f;
       const int64_t base = a.splits == 1 ? (static_cast<int64_t>(b) * a.R + grow) * p.D_v
                                          : ((static_cast<int64_t>(b) * a.splits + split) * a.R + grow) * p.D_v;
 #pragma unroll
@@ -328,7 +404,7 @@ __global__ void __launch_bounds__(kThreads) mla_decode_split_kernel(const Args a
         for (int e = 0; e < 2; ++e) {
           const int col = col0 + nt * 8 + 2 * tig + e;
           if (col >= p.D_v) continue;
-          const float v = o[mt][nt][2 * half + e] * inv;
+          const float v = nan_row ? NAN : empty ? 0.0f : o[mt][nt][2 * half + e] * inv;
           if (a.splits == 1)
             static_cast<uint16_t*>(p.out)[base + col] = T::from_float(v);
           else
@@ -341,6 +417,7 @@ __global__ void __launch_bounds__(kThreads) mla_decode_split_kernel(const Args a
 template <class T>
 __global__ void __launch_bounds__(128) mla_decode_combine_kernel(const Args a) {
   __shared__ float w_s[kMaxSplits];
+  __shared__ bool live_s[kMaxSplits];  // the split saw something (lse > -inf, or NaN)
   __shared__ float lse_s;
   const MlaDecodeParams& p = a.p;
   const int r = blockIdx.x, b = blockIdx.y;
@@ -351,13 +428,22 @@ __global__ void __launch_bounds__(128) mla_decode_combine_kernel(const Args a) {
     float v1 = lane + 32 < a.splits ? lse_in[static_cast<int64_t>(lane + 32) * a.R] : -INFINITY;
     // fmaxf drops NaN: a NaN split is found separately and makes the row NaN.
     const bool nan = __any_sync(0xffffffffu, isnan(v0) || isnan(v1));
+    // A +inf split (a +inf score) makes the row's lse +inf and its out NaN, as in the reference.
     float mx = fmaxf(v0, v1);
     for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-    float sum = mx == -INFINITY ? 0.0f : expf(v0 - mx) + expf(v1 - mx);
+    const bool pinf = mx == INFINITY, finite = !pinf && mx != -INFINITY;
+    float sum = finite ? expf(v0 - mx) + expf(v1 - mx) : 0.0f;  // no inf - inf, no -inf - -inf
     for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-    const float lse = nan ? NAN : mx == -INFINITY ? -INFINITY : mx + logf(sum);
-    if (lane < a.splits) w_s[lane] = nan ? NAN : lse == -INFINITY ? 0.0f : expf(v0 - lse);
-    if (lane + 32 < a.splits) w_s[lane + 32] = nan ? NAN : lse == -INFINITY ? 0.0f : expf(v1 - lse);
+    const float lse = nan ? NAN : pinf ? INFINITY : finite ? mx + logf(sum) : -INFINITY;
+    const bool poison = nan || pinf;
+    if (lane < a.splits) {
+      w_s[lane] = poison ? NAN : finite ? expf(v0 - lse) : 0.0f;
+      live_s[lane] = v0 != -INFINITY;
+    }
+    if (lane + 32 < a.splits) {
+      w_s[lane + 32] = poison ? NAN : finite ? expf(v1 - lse) : 0.0f;
+      live_s[lane + 32] = v1 != -INFINITY;
+    }
     if (lane == 0) lse_s = lse;
   }
   __syncthreads();
@@ -366,7 +452,7 @@ __global__ void __launch_bounds__(128) mla_decode_combine_kernel(const Args a) {
   for (int c = threadIdx.x; c < p.D_v; c += blockDim.x) {
     float acc = 0.0f;
     for (int i = 0; i < a.splits; ++i)
-      if (w_s[i] != 0.0f) acc += w_s[i] * o_in[static_cast<int64_t>(i) * a.R * p.D_v + c];
+      if (live_s[i]) acc += w_s[i] * o_in[static_cast<int64_t>(i) * a.R * p.D_v + c];
     out[c] = T::from_float(acc);
   }
   if (threadIdx.x == 0) {

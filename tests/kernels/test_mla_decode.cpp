@@ -137,7 +137,7 @@ Reference reference(const Problem& pr) {
       for (int64_t h = 0; h < sh.H; ++h) {
         const float* q = pr.q.data() + ((b * sh.S_q + s) * sh.H + h) * D;
         std::vector<double> sc(n);
-        double mx = -std::numeric_limits<double>::infinity();
+        double mx = -std::numeric_limits<double>::infinity();  // NaN once a score is NaN
         for (int64_t p = 0; p < n; ++p) {
           double dot = 0, sq = 0;
           for (int64_t d = 0; d < D; ++d) {
@@ -146,9 +146,11 @@ Reference reference(const Problem& pr) {
             sq += t * t;
           }
           sc[p] = pr.scale * dot;
-          ref.score_l2 = std::max(ref.score_l2, pr.scale * std::sqrt(sq));
-          ref.score_abs = std::max(ref.score_abs, std::abs(sc[p]));
-          mx = std::max(mx, sc[p]);
+          if (std::isfinite(sc[p])) {  // (tolerances come from the finite scores)
+            ref.score_l2 = std::max(ref.score_l2, pr.scale * std::sqrt(sq));
+            ref.score_abs = std::max(ref.score_abs, std::abs(sc[p]));
+          }
+          mx = std::isnan(sc[p]) || std::isnan(mx) ? sc[p] + mx : std::max(mx, sc[p]);
         }
         double den = 0;
         double* o = ref.out.data() + ((b * sh.S_q + s) * sh.H + h) * Dv;
@@ -158,7 +160,8 @@ Reference reference(const Problem& pr) {
           for (int64_t c = 0; c < Dv; ++c) o[c] += w * rows[p][c];
         }
         for (int64_t c = 0; c < Dv; ++c) o[c] /= den;
-        ref.lse[(b * sh.H + h) * sh.S_q + s] = mx + std::log(den);
+        // log-sum-exp over a +inf score is +inf (out is NaN: inf / inf), as torch.logsumexp.
+        ref.lse[(b * sh.H + h) * sh.S_q + s] = mx == std::numeric_limits<double>::infinity() ? mx : mx + std::log(den);
       }
     }
   }
@@ -371,6 +374,120 @@ TEST(MlaDecodeCpu, Bf16Storage) {
   }
 }
 
+// ---- non-finite inputs (the contract's rules; the same cases for both kernels) -------------
+// Seven sequences, S_q = 2, lengths L >= 4 except sequences 5 (one row) and 6 (empty). A value
+// column is also a key column (the value is the row's latent), so an inf value comes with an
+// inf key component: k = D_v is the first rope column (key only), column 2 is a value column.
+//   0: q of (s 0, h 1) holds a NaN                   -> that row: out and lse NaN
+//   1: a NaN rope column at position 2              -> every row of the sequence NaN
+//   2: +inf rope column at position 3; q[k] = +1 for h % 3 == 0 (+inf score: out NaN, lse +inf),
+//      -1 for h % 3 == 1 (-inf score: weight 0, all finite), 0 for h % 3 == 2 (0 * inf: NaN score)
+//   3: +inf in value column 2 at position 1, q[2] = -1: a -inf score, so that position's weight
+//      is 0 and out column 2 is 0 * inf (the reference's NaN; inf or NaN allowed); lse finite
+//   4: NaN everywhere at position L - 1, which only the last query sees -> s 1 NaN, s 0 finite
+//   5: one row, +inf in every value column, q[0] = 1, q[1] = -1: s 0 sees nothing (0, -inf);
+//      s 1 scores inf - inf = NaN
+//   6: empty -> 0 and -inf
+Shape nonfinite_shape(int64_t H, int64_t D_qk, int64_t D_v, int64_t block_size, int32_t L) {
+  return {2, H, D_qk, D_v, block_size, {L, L, L, L, L, 1, 0}};
+}
+
+Problem make_nonfinite_problem(const Shape& sh, uint64_t seed, float (*round)(float) = nullptr) {
+  Problem pr = make_problem(sh, seed, round);
+  const int64_t H = sh.H, D = sh.D_qk, BS = sh.block_size, k = sh.D_v;
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  auto row = [&](int64_t b, int64_t pos) {
+    return pr.cache.data() + (pr.block_table[b * pr.max_blocks + pos / BS] * BS + pos % BS) * D;
+  };
+  auto q = [&](int64_t b, int64_t s, int64_t h) { return pr.q.data() + ((b * sh.S_q + s) * H + h) * D; };
+  const int32_t L = sh.seq_lens[0];
+  q(0, 0, std::min<int64_t>(1, H - 1))[3] = nan;
+  row(1, 2)[k] = nan;
+  row(2, 3)[k] = inf;
+  for (int64_t s = 0; s < sh.S_q; ++s)
+    for (int64_t h = 0; h < H; ++h) q(2, s, h)[k] = h % 3 == 0 ? 1.0f : h % 3 == 1 ? -1.0f : 0.0f;
+  row(3, 1)[2] = inf;
+  std::fill_n(row(4, L - 1), D, nan);
+  std::fill_n(row(5, 0), sh.D_v, inf);
+  for (int64_t s = 0; s < sh.S_q; ++s)
+    for (int64_t h = 0; h < H; ++h) {
+      q(3, s, h)[2] = -1.0f;
+      q(5, s, h)[0] = 1.0f;
+      q(5, s, h)[1] = -1.0f;
+    }
+  return pr;
+}
+
+// Against the float64 reference: lse of the same class (NaN, +-inf) or within the tolerance; out
+// non-finite where the reference's is (inf and NaN both allowed) and otherwise within it.
+void expect_matches_nonfinite(const Problem& pr, const Reference& ref, const Output& got, Rounding rounding,
+                              double max_cos, const std::string& what) {
+  Output finite = got;
+  Reference want = ref;
+  for (size_t i = 0; i < want.out.size(); ++i)
+    if (!std::isfinite(want.out[i])) {
+      EXPECT_FALSE(std::isfinite(finite.out[i])) << what << " out[" << i << "] = " << finite.out[i];
+      finite.out[i] = 0.0f;
+      want.out[i] = 0.0;
+    }
+  expect_matches(pr, want, finite, rounding, max_cos, what);
+}
+
+// What the contract fixes, case by case (see make_nonfinite_problem).
+void expect_nonfinite_rules(const Problem& pr, const Output& got, const std::string& what) {
+  const Shape& sh = pr.sh;
+  const int64_t S_q = sh.S_q, H = sh.H, Dv = sh.D_v;
+  const float inf = std::numeric_limits<float>::infinity();
+  auto out = [&](int64_t b, int64_t s, int64_t h, int64_t c) { return got.out[((b * S_q + s) * H + h) * Dv + c]; };
+  auto lse = [&](int64_t b, int64_t s, int64_t h) { return got.lse[(b * H + h) * S_q + s]; };
+  for (int64_t s = 0; s < S_q; ++s)
+    for (int64_t h = 0; h < H; ++h) {
+      const std::string at = what + " s=" + std::to_string(s) + " h=" + std::to_string(h);
+      const bool nan_q = s == 0 && h == std::min<int64_t>(1, H - 1);
+      EXPECT_EQ(std::isnan(lse(0, s, h)), nan_q) << at;
+      EXPECT_TRUE(std::isnan(lse(1, s, h))) << at;
+      EXPECT_EQ(lse(2, s, h) == inf, h % 3 == 0) << at;
+      EXPECT_EQ(std::isfinite(lse(2, s, h)), h % 3 == 1) << at;
+      EXPECT_EQ(std::isnan(lse(2, s, h)), h % 3 == 2) << at;
+      EXPECT_TRUE(std::isfinite(lse(3, s, h))) << at;
+      EXPECT_TRUE(std::isnan(lse(5, s, h)) || s < S_q - 1) << at;
+      EXPECT_EQ(std::isnan(lse(4, s, h)), s == S_q - 1) << at;
+      EXPECT_EQ(lse(5, s, h) == -inf, s < S_q - 1) << at;
+      EXPECT_EQ(lse(6, s, h), -inf) << at;
+      for (int64_t c = 0; c < Dv; ++c) {
+        EXPECT_EQ(std::isnan(out(0, s, h, c)), nan_q) << at;
+        EXPECT_TRUE(std::isnan(out(1, s, h, c))) << at;
+        EXPECT_EQ(std::isnan(out(2, s, h, c)), h % 3 != 1) << at;
+        EXPECT_EQ(std::isfinite(out(3, s, h, c)), c != 2) << at;
+        EXPECT_EQ(std::isnan(out(4, s, h, c)), s == S_q - 1) << at;
+        if (s == S_q - 1)
+          EXPECT_TRUE(std::isnan(out(5, s, h, c))) << at;
+        else
+          EXPECT_EQ(out(5, s, h, c), 0.0f) << at;
+        EXPECT_EQ(out(6, s, h, c), 0.0f) << at;
+      }
+    }
+}
+
+TEST(MlaDecodeCpu, NonFiniteInputsFollowTheReference) {
+  for (int threads : {1, 4}) {  // 4: the long shape splits into chunks that are merged
+    ThreadCount tc(threads);
+    uint64_t seed = 200;
+    for (const Shape& sh : {nonfinite_shape(3, 24, 16, 16, 40), nonfinite_shape(16, 576, 512, 64, 700)}) {
+      const Problem pr = make_nonfinite_problem(sh, seed++);
+      const Reference ref = reference(pr);
+      const std::string what = "cpu fp32 threads=" + std::to_string(threads);
+      const Output got = run_cpu_fp32(pr);
+      expect_matches_nonfinite(pr, ref, got, {}, 1e-10, what);
+      expect_nonfinite_rules(pr, got, what + " " + describe(sh));
+      const Problem pr16 = make_nonfinite_problem(sh, seed++, bf16_round);
+      const Output got16 = run_cpu_bf16(pr16);
+      expect_matches_nonfinite(pr16, reference(pr16), got16, {0.0, std::ldexp(1.0, -7)}, 1e-5, "cpu bf16");
+      expect_nonfinite_rules(pr16, got16, "cpu bf16 threads=" + std::to_string(threads) + " " + describe(sh));
+    }
+  }
+}
+
 #if defined(TINYSEEK_WITH_CUDA)
 // ---- CUDA kernel (runs where a device exists) ----------------------------------------------
 // fp16: test data lies in fp16's normal range, so rounding is a quantum of 2^(e-10).
@@ -490,6 +607,26 @@ TEST(MlaDecodeCuda, MatchesReference) {
   check_cuda({2, 128, 576, 512, 64, {300, 5}}, 95, 0);        // many 32-row groups
   check_cuda({1, 5, 600, 520, 32, {150}}, 96, 2);             // D_v > 512: two column chunks
   check_cuda({1, 1, 8, 1, 16, {40, 17}}, 97, 0);              // narrowest widths
+}
+
+// The non-finite cases of MlaDecodeCpu.NonFiniteInputsFollowTheReference, with one split (out
+// written by the split kernel) and several (the combine kernel merges them; with L = 100 and 3
+// splits the last split of a sequence is empty).
+TEST(MlaDecodeCuda, NonFiniteInputsFollowTheReference) {
+  if (!cuda_device_present()) GTEST_SKIP() << "no CUDA device";
+  uint64_t seed = 300;
+  for (const Shape& sh : {nonfinite_shape(3, 24, 16, 16, 100), nonfinite_shape(16, 576, 512, 64, 700)})
+    for (int num_splits : {1, 3, 0})
+      for (MlaDtype dtype : {MlaDtype::kBFloat16, MlaDtype::kFloat16}) {
+        const bool bf16 = dtype == MlaDtype::kBFloat16;
+        const Problem pr = make_nonfinite_problem(sh, seed++, bf16 ? bf16_round : fp16_round);
+        const Output got = run_cuda(pr, dtype, num_splits);
+        const std::string what =
+            std::string("cuda ") + (bf16 ? "bf16" : "fp16") + " splits=" + std::to_string(num_splits);
+        const double r = std::ldexp(1.0, bf16 ? -7 : -10);
+        expect_matches_nonfinite(pr, reference(pr), got, {r, r}, r * r, what);
+        expect_nonfinite_rules(pr, got, what + " " + describe(sh));
+      }
 }
 
 TEST(MlaDecodeCuda, RejectsUnsupportedShapes) {
