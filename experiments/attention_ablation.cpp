@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "csrc/nn/generate.h"
+#include "csrc/run/outcome.h"
 #include "csrc/run/run_folder.h"
 #include "csrc/train/checkpoint.h"
 #include "csrc/train/trainer.h"
@@ -45,6 +46,7 @@ json measure_decode(const config::Config& cfg) {
   json columns = json::array({"kv_cache_bytes_per_token"});
   const int64_t B = d.batch_size;
   for (int64_t ctx = d.context_min; ctx <= d.context_max; ctx *= d.context_factor) {
+    run::throw_if_interrupted();
     nn::Decoder dec(model, B, ctx + d.warmup_steps + kRepeats * d.steps, d.block_size);
     auto& cache = dec.cache();
     out["kv_cache_bytes_per_token"] = cache.bytes_per_token();
@@ -53,13 +55,19 @@ json measure_decode(const config::Config& cfg) {
       for (size_t p = 0; p < cache.planes().size(); ++p) cache.pool(l, static_cast<int64_t>(p)).normal_();
     cache.set_lengths(std::vector<int64_t>(static_cast<size_t>(B), ctx));
     auto tokens = torch::randint(0, cfg.model.vocab_size, {B, 1});
-    for (int64_t i = 0; i < d.warmup_steps; ++i) dec.step(tokens);
+    for (int64_t i = 0; i < d.warmup_steps; ++i) {
+      run::throw_if_interrupted();
+      dec.step(tokens);
+    }
     // The fastest of three timed blocks of `steps` steps: on a shared machine the slow blocks
     // measure the other jobs, not the decoder. Each block attends over ctx + a few more tokens.
     double best = 1e30;
     for (int rep = 0; rep < kRepeats; ++rep) {
       const auto t0 = std::chrono::steady_clock::now();
-      for (int64_t i = 0; i < d.steps; ++i) tokens = dec.step(tokens).logits.argmax(-1);
+      for (int64_t i = 0; i < d.steps; ++i) {
+        run::throw_if_interrupted();  // a relaxed load: nothing against a decode step
+        tokens = dec.step(tokens).logits.argmax(-1);
+      }
       best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
     const std::string key = fmt::format("decode_tok_s_{}", ctx);
@@ -80,7 +88,11 @@ run::RunOutcome run_attention_ablation(const config::Config& cfg, const std::str
                static_cast<long long>(cfg.decode_bench.batch_size),
                static_cast<long long>(cfg.decode_bench.context_min),
                static_cast<long long>(cfg.decode_bench.context_max));
-  outcome.summary.update(measure_decode(cfg));
+  try {
+    outcome.summary.update(measure_decode(cfg));
+  } catch (const run::Interrupted&) {
+    return run::measurements_interrupted(std::move(outcome), run_dir);
+  }
   run::RunFolder(run_dir).write_summary(outcome.summary);
   return outcome;
 }

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "csrc/nn/cost.h"
+#include "csrc/run/outcome.h"
 #include "csrc/run/run_folder.h"
 #include "csrc/train/trainer.h"
 #include "experiments/attention_ablation.h"
@@ -42,8 +43,13 @@ run::RunOutcome run_cost_study(const config::Config& cfg, const std::string& var
   std::fprintf(stderr, "%s/%s: decode benchmark (batch %lld, contexts %lld..%lld)\n", cfg.name.c_str(), variant.c_str(),
                static_cast<long long>(d.batch_size), static_cast<long long>(d.context_min),
                static_cast<long long>(d.context_max));
+  json m;
+  try {
+    m = measure_decode(cfg);  // kv_cache_bytes_per_token: measured on the decoder's cache
+  } catch (const run::Interrupted&) {
+    return run::measurements_interrupted(std::move(outcome), run_dir);
+  }
   outcome.summary.update(counted_costs(cfg));
-  const json m = measure_decode(cfg);  // kv_cache_bytes_per_token: measured on the decoder's cache
   outcome.summary.update(m);
   const int64_t kv_bytes = m["kv_cache_bytes_per_token"].get<int64_t>();
   for (int64_t ctx = d.context_min; ctx <= d.context_max; ctx *= d.context_factor)

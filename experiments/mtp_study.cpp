@@ -7,6 +7,7 @@
 #include <chrono>
 
 #include "csrc/nn/generate.h"
+#include "csrc/run/outcome.h"
 #include "csrc/run/run_folder.h"
 #include "csrc/train/data.h"
 #include "csrc/train/trained_run.h"
@@ -66,6 +67,7 @@ json measure_speculative(const config::Config& cfg, nn::Transformer& model) {
       sum.drafts_accepted = sum.drafts_verified;
       if (tokens) tokens->clear();
       for (int64_t at = 0; at < s.prompts; at += B) {
+        run::throw_if_interrupted();  // between generate() calls: one batch's decoding at most
         std::vector<nn::GenerateRequest> batch(prompts.begin() + at, prompts.begin() + at + B);
         const auto t0 = std::chrono::steady_clock::now();
         auto res = nn::generate(model, batch, o);
@@ -130,7 +132,12 @@ run::RunOutcome run_mtp_study(const config::Config& cfg, const std::string& vari
                static_cast<long long>(cfg.spec_bench.batch_small), static_cast<long long>(cfg.spec_bench.batch_large));
   auto trained = train::resolve_run({run_dir.string(), -1});
   auto model = train::load_model(trained);
-  const json m = measure_speculative(cfg, model);
+  json m;
+  try {
+    m = measure_speculative(cfg, model);
+  } catch (const run::Interrupted&) {
+    return run::measurements_interrupted(std::move(outcome), run_dir);
+  }
   auto columns = outcome.summary.value("report_columns", json::array());
   for (const auto& c : m["report_columns"]) columns.push_back(c);
   outcome.summary.update(m);
