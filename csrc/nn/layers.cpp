@@ -2,6 +2,9 @@
 
 #include "csrc/ops/rms_norm.h"
 #include "csrc/ops/rope.h"
+#include "csrc/ops/swiglu.h"
+
+#include <atomic>
 
 namespace ts::nn {
 
@@ -33,6 +36,31 @@ SwiGLUImpl::SwiGLUImpl(int64_t dim, int64_t hidden, const config::PrecisionConfi
   w2 = register_module("w2", Linear(hidden, dim, precision));
 }
 
-torch::Tensor SwiGLUImpl::forward(const torch::Tensor& x) { return w2(torch::silu(w1(x)) * w3(x)); }
+namespace {
+std::atomic<bool> g_fused_kernels{true};
+}  // namespace
+
+void set_fused_kernels(bool on) { g_fused_kernels.store(on); }
+bool fused_kernels() { return g_fused_kernels.load(); }
+
+namespace {
+bool has_kernel(const torch::Tensor& x) {
+  const auto dt = x.scalar_type();
+  return fused_kernels() && (dt == torch::kFloat || (dt == torch::kBFloat16 && x.is_cuda()));
+}
+}  // namespace
+
+torch::Tensor swiglu(const torch::Tensor& gate, const torch::Tensor& up) {
+  if (has_kernel(gate) && up.scalar_type() == gate.scalar_type()) return ops::swiglu(gate, up);
+  return torch::silu(gate) * up;
+}
+
+torch::Tensor swiglu_packed(const torch::Tensor& gate_up) {
+  if (has_kernel(gate_up)) return ops::swiglu_packed(gate_up);
+  const int64_t F = gate_up.size(-1) / 2;
+  return torch::silu(gate_up.narrow(-1, 0, F)) * gate_up.narrow(-1, F, F);
+}
+
+torch::Tensor SwiGLUImpl::forward(const torch::Tensor& x) { return w2(swiglu(w1(x), w3(x))); }
 
 }  // namespace ts::nn

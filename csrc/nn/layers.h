@@ -27,6 +27,18 @@ struct Rope {
   torch::Tensor apply(const torch::Tensor& x, int64_t offset = 0) const;
 };
 
+// Whether the models run tinyseek's fused element-wise kernels (the SwiGLU activation) or the
+// composition of torch ops they replace; process-wide, on by default. train.fused sets it for a
+// run; tests compare the two paths.
+void set_fused_kernels(bool on);
+bool fused_kernels();
+
+// silu(gate) * up: torch.ops.tinyseek.swiglu where fused_kernels() and the dtype has a kernel
+// (fp32; bf16 on CUDA), else the torch composition.
+torch::Tensor swiglu(const torch::Tensor& gate, const torch::Tensor& up);
+// The same over gate_up [..., 2F] = [gate | up] (torch.ops.tinyseek.swiglu_packed): [..., F].
+torch::Tensor swiglu_packed(const torch::Tensor& gate_up);
+
 // SwiGLU: w2(silu(w1 x) * w3 x).
 class SwiGLUImpl : public torch::nn::Module {
  public:

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "csrc/nn/layers.h"
 #include "csrc/nn/model_config.h"
 #include "csrc/nn/moe_router.h"
 #include "csrc/ops/moe.h"
@@ -75,9 +76,9 @@ torch::Tensor MoEImpl::forward(const torch::Tensor& x) {
 
 torch::Tensor MoEImpl::local_experts(const torch::Tensor& xs, const torch::Tensor& offsets) {
   const int64_t F = cfg_.expert_hidden;
-  auto gu = w13(xs, offsets);                                       // [rows, 2F]
-  auto act = torch::silu(gu.narrow(1, 0, F)) * gu.narrow(1, F, F);  // [rows, F]
-  return w2(act, offsets);                                          // [rows, C]
+  auto gu = w13(xs, offsets);    // [rows, 2F]
+  auto act = swiglu_packed(gu);  // [rows, F]
+  return w2(act, offsets);       // [rows, C]
 }
 
 namespace {

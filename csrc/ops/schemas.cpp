@@ -59,6 +59,13 @@ TORCH_LIBRARY(tinyseek, m) {
   // MHA/GQA/MQA attention of a decoding step's queries over the cache (csrc/ops/decode_attention.h):
   // q [B, S, H, D], k [B, L, Hk, D], v [B, L, Hk, Dv], last [B, S] int64 -> [B, S, H, Dv]. Inference only.
   m.def("decode_attention(Tensor q, Tensor k, Tensor v, Tensor last, float scale) -> Tensor");
+  // Fused SwiGLU activation silu(gate) * up (csrc/ops/swiglu.h) and its backward.
+  m.def("swiglu(Tensor gate, Tensor up) -> Tensor");
+  m.def("swiglu_bwd(Tensor grad_out, Tensor gate, Tensor up) -> (Tensor grad_gate, Tensor grad_up)");
+  // The same over one [..., 2F] buffer holding [gate | up] (the MoE experts' fused W1/W3 output):
+  // the backward writes the [..., 2F] gradient in place of two halves to be stitched together.
+  m.def("swiglu_packed(Tensor gate_up) -> Tensor");
+  m.def("swiglu_packed_bwd(Tensor grad_out, Tensor gate_up) -> Tensor");
 
   // GRPO (DeepSeekMath §4) with TRL's loss types (csrc/ops/grpo.h): per-token log-probs [N, L],
   // advantages [N], mask [N, L] -> (loss, stats [5]: clip ratio low/high/region, mean KL, mean ratio).

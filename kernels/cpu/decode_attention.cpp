@@ -11,34 +11,10 @@
 #include <vector>
 
 #include "kernels/common.h"
+#include "kernels/cpu/vec_math.h"
 #include "kernels/skinny_gemm.h"
 
 namespace ts::kern {
-namespace {
-
-// exp(x) for x <= 0 (scores minus their maximum), within 3 ulp of the exact value (2.6 at worst
-// over [-87, 0], checked against double exp): x = n ln2 + r with |r| <= ln2 / 2, exp(r) by its
-// degree-6 Taylor polynomial, 2^n put into the exponent bits. Plain arithmetic, so the loop over
-// scores vectorizes (libm's expf does not, without -ffast-math).
-inline float exp_nonpositive(float x) {
-  x = x > -87.0f ? x : -87.0f;  // below, exp underflows to (nearly) 0 anyway
-  // Round to nearest by adding and subtracting 1.5 * 2^23 (exact for |t| < 2^22): plain
-  // arithmetic, where nearbyint would be a branchy call the vectorizer gives up on.
-  constexpr float kRound = 12582912.0f;
-  const float n = (x * 1.44269504088896341f + kRound) - kRound;
-  const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;  // ln2 split hi + lo
-  float p = 1.0f / 720;
-  p = p * r + 1.0f / 120;
-  p = p * r + 1.0f / 24;
-  p = p * r + 1.0f / 6;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const float scale = std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);  // 2^n
-  return p * scale;
-}
-
-}  // namespace
 
 void decode_attention_cpu(const DecodeAttentionParams& p) {
   TS_KERNEL_ASSERT(p.Hk > 0 && p.H % p.Hk == 0 && p.L > 0);
