@@ -178,6 +178,10 @@ struct TrainConfig {
   std::string device = "auto";        // auto | cpu | cuda
   int64_t threads = 0;                // intra-op threads; 0 = torch's default
   int64_t debug_nan_step = -1;        // fault injection for tests: make this step's loss NaN
+  // The fused kernels: AdamW in one pass per parameter with the clipping folded in, and the
+  // models' fused SwiGLU. false runs the unfused torch composition they replace (same math,
+  // fp32 rounding differs), for comparison.
+  bool fused = true;
   // Start from these weights instead of a random initialisation (kind pretrain): a trained run,
   // RUN_DIR[/VARIANT] (its latest checkpoint), or hf:DIR, a Hugging Face checkpoint folder
   // (csrc/train/hf.h). The configured model must be the stored one; "" = random.
@@ -204,6 +208,7 @@ struct TrainConfig {
     v("device", device, OneOf{{"auto", "cpu", "cuda"}});
     v("threads", threads, Range{0, 256});
     v("debug_nan_step", debug_nan_step, Range{-1, 1e9});
+    v("fused", fused, NoCheck{});
     v("init_from", init_from, NoCheck{});
   }
 };

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <memory>
 
+#include "csrc/nn/layers.h"
 #include "csrc/train/checkpoint.h"
 #include "csrc/train/optim.h"
 #include "csrc/train/progress.h"
@@ -57,6 +58,7 @@ run::RunOutcome train_loop(Objective& obj, const config::Config& cfg, const std:
   const auto wall_start = std::chrono::steady_clock::now();
   const auto& tc = cfg.train;
   const bool lead = obj.lead();
+  nn::set_fused_kernels(tc.fused);
   auto params = obj.trainable();
   auto opt = make_adamw(params, tc);
 
@@ -138,8 +140,12 @@ run::RunOutcome train_loop(Objective& obj, const config::Config& cfg, const std:
       ++carried.skipped;
       opt->zero_grad();
     } else {
-      clip_gradients(params, gnorm, tc.grad_clip);
-      opt->step();
+      if (tc.fused) {
+        adamw_step(*opt, clip_factor(gnorm, tc.grad_clip));
+      } else {
+        clip_gradients(params, gnorm, tc.grad_clip);
+        opt->step();
+      }
       obj.after_optimizer_step();
       carried.last_loss = r.loss;
     }

@@ -1,6 +1,10 @@
 #include "csrc/train/optim.h"
 
 #include <cmath>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
 
 namespace ts::train {
 
@@ -30,18 +34,67 @@ void set_lr(torch::optim::Optimizer& opt, double lr) {
 }
 
 double grad_sq_norm(const std::vector<torch::Tensor>& params) {
-  std::vector<torch::Tensor> sq;
+  // One fused norm per gradient (torch's _foreach_norm: a single read, no temporaries), squared
+  // and summed in float64.
+  std::vector<torch::Tensor> grads;
   for (const auto& p : params)
-    if (p.grad().defined()) sq.push_back(p.grad().to(torch::kFloat).pow(2).sum());
-  if (sq.empty()) return 0;
-  return torch::stack(sq).sum().item<double>();
+    if (p.grad().defined()) grads.push_back(p.grad());
+  if (grads.empty()) return 0;
+  torch::NoGradGuard ng;
+  auto norms = at::_foreach_norm(grads, 2, torch::kFloat);
+  return torch::stack(norms).to(torch::kDouble).square().sum().item<double>();
+}
+
+double clip_factor(double norm, double max_norm) {
+  return max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-6) : 1.0;
 }
 
 void clip_gradients(const std::vector<torch::Tensor>& params, double norm, double max_norm) {
-  if (!(max_norm > 0 && norm > max_norm)) return;
+  const double f = clip_factor(norm, max_norm);
+  if (f == 1.0) return;
   torch::NoGradGuard ng;
   for (const auto& p : params)
-    if (p.grad().defined()) p.grad().mul_(max_norm / (norm + 1e-6));
+    if (p.grad().defined()) p.grad().mul_(f);
+}
+
+void adamw_step(torch::optim::AdamW& opt, double grad_scale) {
+  torch::NoGradGuard ng;
+  for (auto& group : opt.param_groups()) {
+    const auto& o = static_cast<const torch::optim::AdamWOptions&>(group.options());
+    TORCH_CHECK(!o.amsgrad(), "adamw_step: amsgrad is not supported");
+    // The fused kernel takes lists of one device and dtype: bucket the group's parameters.
+    struct Lists {
+      std::vector<at::Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
+    };
+    std::map<std::pair<std::string, int>, Lists> buckets;
+    for (auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      auto& slot = opt.state()[p.unsafeGetTensorImpl()];
+      if (!slot) {  // created as opt.step() creates it
+        auto st = std::make_unique<torch::optim::AdamWParamState>();
+        st->step(0);
+        st->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+        st->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+        slot = std::move(st);
+      }
+      auto& st = static_cast<torch::optim::AdamWParamState&>(*slot);
+      st.step(st.step() + 1);
+      auto& l = buckets[{p.device().str(), static_cast<int>(p.scalar_type())}];
+      l.params.push_back(p);
+      l.grads.push_back(p.grad());
+      l.exp_avgs.push_back(st.exp_avg());
+      l.exp_avg_sqs.push_back(st.exp_avg_sq());
+      l.steps.push_back(torch::full({}, static_cast<double>(st.step()), torch::TensorOptions().device(p.device())));
+    }
+    for (auto& [key, l] : buckets) {
+      std::optional<at::Tensor> scale;  // the kernel divides the gradients by it (and stores them so)
+      if (grad_scale != 1.0)
+        scale = torch::full({}, 1.0 / grad_scale, torch::TensorOptions().device(l.params.front().device()));
+      at::_fused_adamw_(l.params, l.grads, l.exp_avgs, l.exp_avg_sqs, {}, l.steps, o.lr(), std::get<0>(o.betas()),
+                        std::get<1>(o.betas()), o.weight_decay(), o.eps(), /*amsgrad=*/false, /*maximize=*/false, scale,
+                        std::nullopt);
+    }
+  }
 }
 
 }  // namespace ts::train
