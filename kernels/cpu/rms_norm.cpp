@@ -6,6 +6,24 @@
 #include "kernels/common.h"
 
 namespace ts::kern {
+namespace {
+
+// sum_i a[i] * b[i] in float64 over kLanes independent partial sums (then added in lane order),
+// so the loop vectorizes without reassociation being left to the compiler; the result does not
+// depend on the thread count.
+constexpr int kLanes = 8;
+double dot_f64(const float* a, const float* b, int64_t n) {
+  double acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) acc[l] += static_cast<double>(a[i + l]) * b[i + l];
+  for (; i < n; ++i) acc[0] += static_cast<double>(a[i]) * b[i];
+  double s = 0;
+  for (double v : acc) s += v;
+  return s;
+}
+
+}  // namespace
 
 void rms_norm_forward_cpu(const RmsNormParams& p) {
   const int64_t D = p.dim;
@@ -14,8 +32,7 @@ void rms_norm_forward_cpu(const RmsNormParams& p) {
     float* y = p.y + r * D;
     // Accumulate the sum of squares in double: rows are short and this keeps the twin's error
     // well below the fp32 rounding of the output.
-    double ss = 0;
-    for (int64_t i = 0; i < D; ++i) ss += static_cast<double>(x[i]) * x[i];
+    const double ss = dot_f64(x, x, D);
     const float rstd = static_cast<float>(1.0 / std::sqrt(ss / D + p.eps));
     for (int64_t i = 0; i < D; ++i) y[i] = x[i] * rstd * p.weight[i];
     if (p.rstd) p.rstd[r] = rstd;
@@ -34,12 +51,12 @@ void rms_norm_backward_cpu(const RmsNormBackwardParams& p) {
       const float* x = p.x + r * D;
       const float* g = p.grad_y + r * D;
       const float rstd = p.rstd[r];
-      double dot = 0;
-      for (int64_t i = 0; i < D; ++i) dot += static_cast<double>(g[i]) * p.weight[i] * x[i];
-      const float coef = static_cast<float>(dot / D) * rstd * rstd;
       float* gx = p.grad_x + r * D;
+      for (int64_t i = 0; i < D; ++i) gx[i] = g[i] * p.weight[i];  // g * w, rounded as before
+      const double dot = dot_f64(gx, x, D);
+      const float coef = static_cast<float>(dot / D) * rstd * rstd;
       for (int64_t i = 0; i < D; ++i) {
-        gx[i] = rstd * (g[i] * p.weight[i] - x[i] * coef);
+        gx[i] = rstd * (gx[i] - x[i] * coef);
         dw[i] += static_cast<double>(g[i]) * x[i] * rstd;
       }
     }
