@@ -101,9 +101,17 @@ run::RunOutcome run_moe_ep(const config::Config& cfg, const std::string& variant
             << std::flush;
 
   // Timed sharded forward + backward (dispatch, experts, combine), after one warm-up pass.
+  // Each iteration starts with the ranks agreeing on Ctrl-C (it synchronizes them as a barrier
+  // would): one rank stopping alone would leave the others waiting in the next collective.
   double ms = 0;
   for (int64_t i = 0; i <= cfg.train.steps; ++i) {
-    dist->barrier();
+    if (dist->any(run::interrupt_flag().load())) {
+      std::cerr << fmt::format("{}/{}: interrupted during the timed passes; nothing written\n", cfg.name, variant);
+      run::RunOutcome stopped;
+      stopped.status = run::RunStatus::kInterrupted;
+      stopped.summary = {{"name", cfg.name}, {"variant", variant}, {"status", "interrupted"}};
+      return stopped;
+    }
     const auto t0 = std::chrono::steady_clock::now();
     (ep(xl) * g.narrow(0, me * B, B)).sum().backward();
     dist->barrier();

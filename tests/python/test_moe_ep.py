@@ -49,3 +49,23 @@ def test_experts_must_divide_over_the_ranks(tmp_path):
     assert p.returncode != 0
     assert "model.moe.n_routed_experts: expert parallelism over 3 ranks needs a multiple of 3, got 8" in (
         p.stdout + p.stderr)
+
+
+def test_ctrl_c_during_the_timed_passes_stops_every_rank(tmp_path):
+    import signal
+    import time
+
+    p = subprocess.Popen([str(BIN), "launch", "--nproc", "2", str(CONFIG), "--no-report", "--set",
+                          f"output.dir={tmp_path}", "--set", "train.steps=100000"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in p.stdout:
+        if "expert-parallel parity on rank" in line:
+            break
+    time.sleep(0.5)  # inside the timed passes
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    out = p.communicate(timeout=60)[0]
+    assert p.returncode == 130, out[-3000:]
+    assert time.monotonic() - t0 < 10, out[-3000:]
+    assert "interrupted during the timed passes" in out, out[-3000:]
+    assert not (tmp_path / "moe_ep_parity" / "v3_sigmoid_groups").exists()  # the next variant never began
