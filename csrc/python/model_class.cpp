@@ -12,6 +12,7 @@
 #include "csrc/config/config.h"
 #include "csrc/nn/attention/mla.h"
 #include "csrc/nn/generate.h"
+#include "csrc/nn/layers.h"
 #include "csrc/nn/linear.h"
 #include "csrc/nn/model_config.h"
 #include "csrc/nn/moe.h"
@@ -308,6 +309,13 @@ TORCH_LIBRARY_FRAGMENT(tinyseek, m) {
     out.reserve(completions.size());
     for (const auto& c : completions) out.push_back(rl::format_reward(c));
     return out;
+  });
+  // Whether the C++ models run the fused kernels (csrc/nn/layers.h; train.fused for runs): the
+  // previous setting is returned.
+  m.def("set_fused_kernels(bool on) -> bool", [](bool on) {
+    const bool was = nn::fused_kernels();
+    nn::set_fused_kernels(on);
+    return was;
   });
 }
 

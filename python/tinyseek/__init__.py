@@ -41,4 +41,12 @@ from . import nn  # noqa: E402  (modules need the ops registered first)
 from . import rl  # noqa: E402
 from .model import Model, load  # noqa: E402
 
-__all__ = ["ops", "nn", "rl", "library_path", "Model", "load"]
+
+
+def set_fused_kernels(on: bool) -> bool:
+    """Run the C++ models' fused kernels (the SwiGLU activation; the default) or the torch
+    compositions they replace (what `train.fused: false` does for a run). Returns the previous setting."""
+    return torch.ops.tinyseek.set_fused_kernels(bool(on))
+
+
+__all__ = ["ops", "nn", "rl", "library_path", "Model", "load", "set_fused_kernels"]

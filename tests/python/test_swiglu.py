@@ -111,3 +111,30 @@ def test_bad_input_messages():
         torch.ops.tinyseek.swiglu_packed(torch.randn(4, 7))
     with pytest.raises(RuntimeError, match=r"tinyseek.swiglu_packed_bwd: argument 'grad_out': expected gate_up's shape"):
         torch.ops.tinyseek.swiglu_packed_bwd(torch.randn(4, 3), torch.randn(4, 8))
+
+
+@pytest.mark.parametrize("ffn", ["dense", "moe"])
+def test_model_with_and_without_the_fused_kernels(ffn):
+    """tinyseek.set_fused_kernels switches the C++ model between the op and the torch composition:
+    the same loss and gradients within fp32 tolerance, and not bitwise the same (the switch acts)."""
+    cfg = {"model": {"d_model": 64, "n_layers": 2, "n_heads": 4, "ffn_hidden": 96, "vocab_size": 256, "ffn": ffn,
+                     "moe": {"n_routed_experts": 4, "top_k": 2, "n_shared_experts": 1, "expert_hidden": 32}},
+           "data": {"seq_len": 32}}
+    x = torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(5))
+    runs = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        m = tinyseek.Model.from_config(cfg).train()
+        was = tinyseek.set_fused_kernels(fused)
+        try:
+            loss = m(x).logsumexp(-1).mean()
+            loss.backward()
+        finally:
+            tinyseek.set_fused_kernels(was)
+        runs.append((loss.detach(), [p.grad.clone() for p in m.parameters() if p.grad is not None]))
+    assert tinyseek.set_fused_kernels(True) is True  # restored: the default is on
+    torch.testing.assert_close(runs[0][0], runs[1][0], rtol=1e-6, atol=0)
+    assert len(runs[0][1]) == len(runs[1][1])
+    for a, b in zip(runs[0][1], runs[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert any(not torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
