@@ -3,17 +3,13 @@
 #include <cuda_bf16.h>
 
 #include "kernels/cuda/cuda_check.cuh"
+#include "kernels/cuda/storage.cuh"
 #include "kernels/rope.h"
 
 namespace ts::kern {
 namespace {
 
 constexpr int kThreads = 256;
-
-__device__ __forceinline__ float load(const float* p, int64_t i) { return p[i]; }
-__device__ __forceinline__ float load(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
-__device__ __forceinline__ void store(float* p, int64_t i, float v) { p[i] = v; }
-__device__ __forceinline__ void store(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16(v); }
 
 template <class T>
 __global__ void rope_kernel(const T* __restrict__ x, const float* __restrict__ cos, const float* __restrict__ sin, T* y,

@@ -3,17 +3,13 @@
 #include <cuda_bf16.h>
 
 #include "kernels/cuda/cuda_check.cuh"
+#include "kernels/cuda/storage.cuh"
 #include "kernels/swiglu.h"
 
 namespace ts::kern {
 namespace {
 
 constexpr int kThreads = 256;
-
-__device__ __forceinline__ float load(const float* p, int64_t i) { return p[i]; }
-__device__ __forceinline__ float load(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
-__device__ __forceinline__ void store(float* p, int64_t i, float v) { p[i] = v; }
-__device__ __forceinline__ void store(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16(v); }
 
 __device__ __forceinline__ float sigmoid(float g) {
   const float e = expf(-fabsf(g));  // NaN stays NaN; the callers' products with g carry it anyway
