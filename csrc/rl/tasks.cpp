@@ -94,7 +94,10 @@ std::string product_steps(int64_t a, int64_t b) {
   }
   if (partials.size() > 1) {
     std::string sum;
-    for (size_t i = 0; i < partials.size(); ++i) sum += (i ? "+" : "") + std::to_string(partials[i]);
+    for (size_t i = 0; i < partials.size(); ++i) {
+      if (i) sum += '+';
+      sum += std::to_string(partials[i]);
+    }
     steps.push_back(sum + "=" + std::to_string(a * b));
   }
   return join(steps);
@@ -281,7 +284,10 @@ Problem Task::make(uint64_t seed, Level level) const {
       p.target = items[0].value;
       p.answer = items[0].expr;
       std::string nums;
-      for (size_t k = 0; k < p.numbers.size(); ++k) nums += (k ? " " : "") + std::to_string(p.numbers[k]);
+      for (size_t k = 0; k < p.numbers.size(); ++k) {
+        if (k) nums += ' ';
+        nums += std::to_string(p.numbers[k]);
+      }
       p.prompt = fmt::format("Use {} to make {}.\n", nums, p.target);
       p.solution = completion(cfg_.worked_steps ? join(steps) : "", p.answer);
       return p;
