@@ -19,15 +19,16 @@
 // causally to positions [0, L_b - S_q + s]:
 //   out[b,s,h,:] = sum_p softmax_p(softmax_scale * q[b,s,h,:]·c_p) * c_p[0:D_v]
 //   lse[b,h,s]   = log(sum_p exp(softmax_scale * q[b,s,h,:]·c_p))   (natural log)
-// A query with nothing to attend (L_b - S_q + s < 0, which includes L_b == 0) gets out = 0 and
-// lse = -inf, and so does a query whose visible scores are all -inf (nothing it can attend with a
-// nonzero weight; the reference's softmax would divide 0 by 0 there). Non-finite values follow the float64 reference: a NaN score (a NaN in the query or
-// in a cache row it sees) makes out and lse NaN; a +inf score makes out NaN and lse +inf; an inf
-// value makes out inf or NaN where the reference's is; a row it does not see (a later query's
-// position) leaves it alone. Both kernels implement these rules; the CPU twin is tested against
-// them here, the CUDA kernel by CUDA tests that run where a GPU exists (not yet run on a GPU).
-// Neither kernel reads a cache row at or past L_b, nor a block_table entry past
-// ceil(L_b / BS) - 1, so unused slots and blocks may hold anything (tests fill them with NaN).
+// A query with nothing to attend (L_b - S_q + s < 0, which includes L_b == 0) gets out = 0 and lse
+// = -inf, and so does a query whose visible scores are all -inf (nothing it can attend with a
+// nonzero weight; the reference's softmax would divide 0 by 0 there). Non-finite values follow the
+// float64 reference: a NaN score (a NaN in the query or in a cache row it sees) makes out and lse
+// NaN; a +inf score makes out NaN and lse +inf; an inf value makes out inf or NaN where the
+// reference's is; a row it does not see (a later query's position) leaves it alone. Both kernels
+// implement these rules; the CPU twin is tested against them here, the CUDA kernel by CUDA tests
+// that run where a GPU exists (not yet run on a GPU). Neither kernel reads a cache row at or past
+// L_b, nor a block_table entry past ceil(L_b / BS) - 1, so unused slots and blocks may hold
+// anything (tests fill them with NaN).
 //
 // Dtypes. The CPU twin takes fp32 or bf16 (q, kv_cache and out share one dtype); the CUDA kernel
 // takes bf16 or fp16. Both accumulate in fp32; lse is always fp32. Any BS >= 1 works in both
