@@ -266,11 +266,15 @@ void set_path(YAML::Node root, const std::string& key, const YAML::Node& value, 
   if (parts.empty() || std::any_of(parts.begin(), parts.end(), [](auto& p) { return p.empty(); }))
     throw ConfigError(origin + ": malformed key '" + key + "' (expected dotted keys such as train.steps)");
   YAML::Node cur = root;
+  std::string prefix;
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    prefix += (i ? "." : "") + parts[i];
     YAML::Node next = cur[parts[i]];
     if (!next.IsDefined() || next.IsNull()) {
+      // A section this override creates: anything said of it (an unknown key, say) is said here.
       next = YAML::Node(YAML::NodeType::Map);
       cur[parts[i]] = next;
+      o.overrides.emplace(prefix, origin);
     } else if (!next.IsMap()) {
       throw ConfigError(origin + ": " + key + ": '" + parts[i] + "' is a value, not a section");
     }

@@ -80,6 +80,15 @@ TEST(Config, SetOverridesAndVariants) {
   auto bad_variant = write_tmp("badvariant.yaml", "variants:\n  a:\n    train.stesp: 3\n");
   EXPECT_NE(error_of(bad_variant).find(":3 (variant 'a'): train.stesp: unknown key"), std::string::npos)
       << error_of(bad_variant);
+  // An unknown section given as a mapping: the section the variant creates carries its line (it
+  // had only the file before, found by the config mutation corpus).
+  auto bad_section = write_tmp("badsection.yaml", "name: v\nvariants:\n  a:\n    xmodel: {mtp: {depth: 1}}\n");
+  EXPECT_NE(error_of(bad_section).find(":4 (variant 'a'): xmodel: unknown key; did you mean 'model'?"),
+            std::string::npos)
+      << error_of(bad_section);
+  // An existing section keeps citing the file for the keys the variant did not set.
+  auto mixed = write_tmp("mixed.yaml", "name: v\nmodel:\n  d_modle: 64\nvariants:\n  a:\n    model: {n_heads: 2}\n");
+  EXPECT_NE(error_of(mixed).find("mixed.yaml:3: model.d_modle: unknown key"), std::string::npos) << error_of(mixed);
 }
 
 TEST(Config, ResolvedYamlRoundTrips) {
