@@ -1,10 +1,9 @@
 #include "csrc/train/optim.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <optional>
-#include <string>
-#include <utility>
 
 namespace ts::train {
 
@@ -59,14 +58,18 @@ void clip_gradients(const std::vector<torch::Tensor>& params, double norm, doubl
 
 void adamw_step(torch::optim::AdamW& opt, double grad_scale) {
   torch::NoGradGuard ng;
+  // The fused kernel takes lists of one device and dtype, and only reads each parameter's step:
+  // parameters at the same step share one scalar tensor (usually one per bucket).
+  struct Bucket {
+    c10::Device device;
+    at::ScalarType dtype;
+    std::vector<at::Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
+    std::map<int64_t, at::Tensor> step_tensors;
+  };
   for (auto& group : opt.param_groups()) {
     const auto& o = static_cast<const torch::optim::AdamWOptions&>(group.options());
     TORCH_CHECK(!o.amsgrad(), "adamw_step: amsgrad is not supported");
-    // The fused kernel takes lists of one device and dtype: bucket the group's parameters.
-    struct Lists {
-      std::vector<at::Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
-    };
-    std::map<std::pair<std::string, int>, Lists> buckets;
+    std::vector<Bucket> buckets;
     for (auto& p : group.params()) {
       if (!p.grad().defined()) continue;
       auto& slot = opt.state()[p.unsafeGetTensorImpl()];
@@ -79,18 +82,22 @@ void adamw_step(torch::optim::AdamW& opt, double grad_scale) {
       }
       auto& st = static_cast<torch::optim::AdamWParamState&>(*slot);
       st.step(st.step() + 1);
-      auto& l = buckets[{p.device().str(), static_cast<int>(p.scalar_type())}];
-      l.params.push_back(p);
-      l.grads.push_back(p.grad());
-      l.exp_avgs.push_back(st.exp_avg());
-      l.exp_avg_sqs.push_back(st.exp_avg_sq());
-      l.steps.push_back(torch::full({}, static_cast<double>(st.step()), torch::TensorOptions().device(p.device())));
+      auto b = std::find_if(buckets.begin(), buckets.end(),
+                            [&](const Bucket& x) { return x.device == p.device() && x.dtype == p.scalar_type(); });
+      if (b == buckets.end()) b = buckets.insert(buckets.end(), Bucket{p.device(), p.scalar_type()});
+      auto& step = b->step_tensors[st.step()];
+      if (!step.defined())
+        step = torch::full({}, static_cast<double>(st.step()), torch::TensorOptions().device(p.device()));
+      b->params.push_back(p);
+      b->grads.push_back(p.grad());
+      b->exp_avgs.push_back(st.exp_avg());
+      b->exp_avg_sqs.push_back(st.exp_avg_sq());
+      b->steps.push_back(step);
     }
-    for (auto& [key, l] : buckets) {
+    for (auto& b : buckets) {
       std::optional<at::Tensor> scale;  // the kernel divides the gradients by it (and stores them so)
-      if (grad_scale != 1.0)
-        scale = torch::full({}, 1.0 / grad_scale, torch::TensorOptions().device(l.params.front().device()));
-      at::_fused_adamw_(l.params, l.grads, l.exp_avgs, l.exp_avg_sqs, {}, l.steps, o.lr(), std::get<0>(o.betas()),
+      if (grad_scale != 1.0) scale = torch::full({}, 1.0 / grad_scale, torch::TensorOptions().device(b.device));
+      at::_fused_adamw_(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs, {}, b.steps, o.lr(), std::get<0>(o.betas()),
                         std::get<1>(o.betas()), o.weight_decay(), o.eps(), /*amsgrad=*/false, /*maximize=*/false, scale,
                         std::nullopt);
     }

@@ -52,7 +52,7 @@ void rms_norm_backward_cpu(const RmsNormBackwardParams& p) {
       const float* g = p.grad_y + r * D;
       const float rstd = p.rstd[r];
       float* gx = p.grad_x + r * D;
-      for (int64_t i = 0; i < D; ++i) gx[i] = g[i] * p.weight[i];  // g * w, rounded as before
+      for (int64_t i = 0; i < D; ++i) gx[i] = g[i] * p.weight[i];  // g * w in fp32, reused below
       const double dot = dot_f64(gx, x, D);
       const float coef = static_cast<float>(dot / D) * rstd * rstd;
       for (int64_t i = 0; i < D; ++i) {
