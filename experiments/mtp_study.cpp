@@ -59,43 +59,45 @@ json measure_speculative(const config::Config& cfg, nn::Transformer& model) {
   json out = json::object();
   json columns = json::array();
   for (int64_t B : {s.batch_small, s.batch_large}) {
-    // One pass: every prompt, batch by batch; the whole generate() calls are timed (prefill too).
-    auto pass = [&](bool speculative, std::vector<std::vector<int64_t>>* tokens) {
+    // Each batch of prompts is generated plain and speculatively in turn, a warm-up call of each
+    // and then `repeats` timed calls of each, alternating, so that both see the same spells of a
+    // shared machine; each batch's fastest call of each kind counts (whole generate() calls,
+    // prefill included), and the batches' fastest times are summed.
+    std::vector<std::vector<int64_t>> plain_tokens, spec_tokens;
+    nn::GenerateStats plain, spec;
+    spec.drafts_verified.assign(static_cast<size_t>(D), 0);
+    spec.drafts_accepted = spec.drafts_verified;
+    auto call = [&](bool speculative, const std::vector<nn::GenerateRequest>& batch, double& best) {
+      run::throw_if_interrupted();  // between generate() calls: one batch's decoding at most
       o.speculative = speculative;
-      nn::GenerateStats sum;
-      sum.drafts_verified.assign(static_cast<size_t>(speculative ? D : 0), 0);
-      sum.drafts_accepted = sum.drafts_verified;
-      if (tokens) tokens->clear();
-      for (int64_t at = 0; at < s.prompts; at += B) {
-        run::throw_if_interrupted();  // between generate() calls: one batch's decoding at most
-        std::vector<nn::GenerateRequest> batch(prompts.begin() + at, prompts.begin() + at + B);
-        const auto t0 = std::chrono::steady_clock::now();
-        auto res = nn::generate(model, batch, o);
-        sum.decode_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        if (tokens)
-          for (auto& c : res.completions) tokens->push_back(c.tokens);
-        sum.decode_tokens += res.stats.decode_tokens + B;  // the first token of each sequence too
-        sum.verify_steps += res.stats.verify_steps;
-        sum.sequence_steps += res.stats.sequence_steps;
-        for (size_t k = 0; k < sum.drafts_verified.size(); ++k) {
-          sum.drafts_verified[k] += res.stats.drafts_verified[k];
-          sum.drafts_accepted[k] += res.stats.drafts_accepted[k];
+      const auto t0 = std::chrono::steady_clock::now();
+      auto res = nn::generate(model, batch, o);
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      return res;
+    };
+    for (int64_t at = 0; at < s.prompts; at += B) {
+      std::vector<nn::GenerateRequest> batch(prompts.begin() + at, prompts.begin() + at + B);
+      double best_plain = 1e30, best_spec = 1e30, ignored = 0;
+      for (int64_t r = 0; r <= s.repeats; ++r) {
+        auto p = call(false, batch, r > 0 ? best_plain : ignored);
+        if (r == 0) {  // tokens and counts are the same in every call
+          for (auto& c : p.completions) plain_tokens.push_back(c.tokens);
+          plain.decode_tokens += p.stats.decode_tokens + B;  // the first token of each sequence too
+        }
+        if (D == 0) continue;
+        auto q = call(true, batch, r > 0 ? best_spec : ignored);
+        if (r > 0) continue;
+        for (auto& c : q.completions) spec_tokens.push_back(c.tokens);
+        spec.decode_tokens += q.stats.decode_tokens + B;
+        spec.verify_steps += q.stats.verify_steps;
+        spec.sequence_steps += q.stats.sequence_steps;
+        for (size_t k = 0; k < spec.drafts_verified.size(); ++k) {
+          spec.drafts_verified[k] += q.stats.drafts_verified[k];
+          spec.drafts_accepted[k] += q.stats.drafts_accepted[k];
         }
       }
-      return sum;
-    };
-    // A warm-up pass of each, then plain and speculative passes alternate, so that both see the
-    // same spells of a shared machine; the fastest pass of each counts.
-    std::vector<std::vector<int64_t>> plain_tokens, spec_tokens;
-    nn::GenerateStats plain = pass(false, &plain_tokens), spec;
-    if (D > 0) spec = pass(true, &spec_tokens);
-    plain.decode_s = spec.decode_s = 1e30;
-    for (int64_t r = 0; r < s.repeats; ++r) {
-      const auto p = pass(false, nullptr);
-      if (p.decode_s < plain.decode_s) plain = p;
-      if (D == 0) continue;
-      const auto q = pass(true, nullptr);
-      if (q.decode_s < spec.decode_s) spec = q;
+      plain.decode_s += best_plain;
+      spec.decode_s += best_spec;
     }
     const std::string b = fmt::format("b{}", B);
     out["tok_s_plain_" + b] = static_cast<double>(plain.decode_tokens) / plain.decode_s;

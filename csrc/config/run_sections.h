@@ -52,7 +52,7 @@ struct SpecBenchConfig {
   int64_t new_tokens = 64;     // greedy tokens generated per prompt
   int64_t batch_small = 1;
   int64_t batch_large = 8;  // must divide prompts
-  int64_t repeats = 3;      // timed passes; the fastest counts (the others measure the machine's other work)
+  int64_t repeats = 3;      // timed calls of each kind per batch, alternating; the fastest counts
 
   template <class V>
   void visit(V& v) {

@@ -203,12 +203,6 @@ torch::Tensor prompt_batch(const std::vector<GenerateRequest>& requests, int64_t
 
 // An int64 tensor of `shape` on `dev` from host values (one copy).
 // Row b, position pos[b] of x [B, S, C] -> [B, C].
-torch::Tensor rows_at(const torch::Tensor& x, const std::vector<int64_t>& pos) {
-  if (x.size(0) == 1) return x.select(1, pos[0]);
-  auto idx = util::host_tensor(pos, {x.size(0), 1, 1}, x.device()).expand({x.size(0), 1, x.size(2)});
-  return x.gather(1, idx).squeeze(1);
-}
-
 GenerateResult generate_speculative(Transformer& model, const std::vector<GenerateRequest>& requests,
                                     const GenerateOptions& o, int64_t P);
 
@@ -399,25 +393,29 @@ GenerateResult generate_speculative(Transformer& model, const std::vector<Genera
         h_in = stacked.gather(1, util::host_tensor(idx, {B, S}, dev).unsqueeze(-1).expand({B, S, stacked.size(2)}));
       }
       auto next_tok = util::host_tensor(tok, {B, S}, dev);
+      // The draft logits come from row N-1; the last depth's other rows are only there to be
+      // cached, so its block takes that row alone past the attention.
+      std::vector<int64_t> at_last(static_cast<size_t>(B), 0);
+      for (int64_t b : active) at_last[b] = n_new[b] - 1;
+      const bool last_depth = k == D;
       auto& cache = caches[k - 1];
       cache.begin_step(n_new, S);
       torch::Tensor h;
       try {
-        h = model->mtp[k - 1]->forward_cached(h_in, model->embed_tokens(next_tok), rope, cache, 0);
+        h = model->mtp[k - 1]->forward_cached(h_in, model->embed_tokens(next_tok), rope, cache, 0,
+                                              last_depth ? &at_last : nullptr);
         cache.end_step();
       } catch (...) {
         cache.abort_step();
         throw;
       }
       // Keep the committed positions (up to N-k); the draft logits at N-1.
-      std::vector<int64_t> keep(cache.lengths()), at_last(static_cast<size_t>(B), 0),
-          at_carry(static_cast<size_t>(B), 0);
+      std::vector<int64_t> keep(cache.lengths()), at_carry(static_cast<size_t>(B), 0);
       for (int64_t b : active) {
         keep[b] = std::max<int64_t>(ck[b], N[b] - k + 1);
-        at_last[b] = n_new[b] - 1;
         at_carry[b] = std::clamp<int64_t>(N[b] - k - ck[b], 0, S - 1);  // depth k's output at c_{k+1} = N-k
       }
-      auto logits = model->head(model->mtp[k - 1]->norm(rows_at(h, at_last)));
+      auto logits = model->head(model->mtp[k - 1]->norm(last_depth ? h.select(1, 0) : rows_at(h, at_last)));
       auto lrows = logits.to(torch::kCPU, torch::kFloat).contiguous();  // [B, V]
       if (o.keep_logits)
         for (int64_t b : active) step_draft_logits[b].push_back(lrows[b].clone());

@@ -3,6 +3,7 @@
 #include "csrc/ops/rms_norm.h"
 #include "csrc/ops/rope.h"
 #include "csrc/ops/swiglu.h"
+#include "csrc/util/host_tensor.h"
 
 #include <atomic>
 
@@ -39,6 +40,16 @@ SwiGLUImpl::SwiGLUImpl(int64_t dim, int64_t hidden, const config::PrecisionConfi
 namespace {
 std::atomic<bool> g_fused_kernels{true};
 }  // namespace
+
+torch::Tensor rows_at(const torch::Tensor& x, const std::vector<int64_t>& pos) {
+  TORCH_CHECK(x.dim() == 3 && static_cast<int64_t>(pos.size()) == x.size(0),
+              "rows_at: expected x [B, S, C] and B "
+              "positions, got x ",
+              x.sizes(), " and ", pos.size(), " positions");
+  if (x.size(0) == 1) return x.select(1, pos[0]);
+  auto idx = util::host_tensor(pos, {x.size(0), 1, 1}, x.device()).expand({x.size(0), 1, x.size(2)});
+  return x.gather(1, idx).squeeze(1);
+}
 
 void set_fused_kernels(bool on) { g_fused_kernels.store(on); }
 bool fused_kernels() { return g_fused_kernels.load(); }

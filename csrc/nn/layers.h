@@ -27,6 +27,9 @@ struct Rope {
   torch::Tensor apply(const torch::Tensor& x, int64_t offset = 0) const;
 };
 
+// x [B, S, C] at row pos[b] of each sequence b: [B, C] (a view when B is 1).
+torch::Tensor rows_at(const torch::Tensor& x, const std::vector<int64_t>& pos);
+
 // Whether the models run tinyseek's fused element-wise kernels (the SwiGLU activation) or the
 // composition of torch ops they replace; process-wide, on by default. train.fused sets it for a
 // run; tests compare the two paths.

@@ -22,8 +22,9 @@ torch::Tensor MtpModuleImpl::forward(const torch::Tensor& h_prev, const torch::T
 }
 
 torch::Tensor MtpModuleImpl::forward_cached(const torch::Tensor& h_prev, const torch::Tensor& next_emb,
-                                            const Rope& rope, KVCache& cache, int64_t layer) {
-  return block->forward_cached(combine(h_prev, next_emb), rope, cache, layer);
+                                            const Rope& rope, KVCache& cache, int64_t layer,
+                                            const std::vector<int64_t>* out_rows) {
+  return block->forward_cached(combine(h_prev, next_emb), rope, cache, layer, out_rows);
 }
 
 }  // namespace ts::nn

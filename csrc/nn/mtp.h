@@ -31,9 +31,11 @@ class MtpModuleImpl : public torch::nn::Module {
   // h_prev [B, S, C] the previous depth's hidden states, next_emb [B, S, C] the embeddings of
   // the tokens k further on; returns h^k [B, S, C] (before norm). Positions 0..S-1 of the rope.
   torch::Tensor forward(const torch::Tensor& h_prev, const torch::Tensor& next_emb, const Rope& rope);
-  // The same inside a KV-cache step of `cache` (this module's layer `layer` there).
+  // The same inside a KV-cache step of `cache` (this module's layer `layer` there); with out_rows,
+  // only row out_rows[b] of each sequence is computed past the attention (BlockImpl::forward_cached):
+  // [B, 1, C].
   torch::Tensor forward_cached(const torch::Tensor& h_prev, const torch::Tensor& next_emb, const Rope& rope,
-                               KVCache& cache, int64_t layer);
+                               KVCache& cache, int64_t layer, const std::vector<int64_t>* out_rows = nullptr);
 
   int64_t depth() const { return depth_; }
 

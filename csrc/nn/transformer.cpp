@@ -26,8 +26,10 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x, const Rope& rope) {
   return feed_forward(x + attn->forward(attn_norm(x), rope));
 }
 
-torch::Tensor BlockImpl::forward_cached(const torch::Tensor& x, const Rope& rope, KVCache& cache, int64_t layer) {
-  return feed_forward(x + attn->forward_cached(attn_norm(x), rope, cache, layer));
+torch::Tensor BlockImpl::forward_cached(const torch::Tensor& x, const Rope& rope, KVCache& cache, int64_t layer,
+                                        const std::vector<int64_t>* ffn_rows) {
+  auto h = x + attn->forward_cached(attn_norm(x), rope, cache, layer);
+  return feed_forward(ffn_rows ? rows_at(h, *ffn_rows).unsqueeze(1) : h);
 }
 
 TransformerImpl::TransformerImpl(const config::Config& c) : cfg_(c.model), max_seq_len_(c.data.seq_len) {

@@ -21,7 +21,10 @@ class BlockImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const Rope& rope);
   // The same block over a KV-cache step (AttentionImpl::forward_cached): x [B, S, C] holds the
   // step's tokens; this layer's cache rows are written, attention reads every cached position.
-  torch::Tensor forward_cached(const torch::Tensor& x, const Rope& rope, KVCache& cache, int64_t layer);
+  // With ffn_rows, only row ffn_rows[b] of each sequence b goes on through the FFN (every row's keys
+  // and values are still cached): [B, 1, C], for a caller that needs one row's output.
+  torch::Tensor forward_cached(const torch::Tensor& x, const Rope& rope, KVCache& cache, int64_t layer,
+                               const std::vector<int64_t>* ffn_rows = nullptr);
   RMSNorm attn_norm{nullptr}, ffn_norm{nullptr};
   std::shared_ptr<AttentionImpl> attn;
   SwiGLU ffn{nullptr};
