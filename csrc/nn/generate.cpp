@@ -245,8 +245,7 @@ GenerateResult generate(Transformer& model, const std::vector<GenerateRequest>& 
   std::vector<std::vector<torch::Tensor>> kept(static_cast<size_t>(B));
   const auto t_decode = std::chrono::steady_clock::now();
   for (bool first = true;; first = false) {
-    auto step_tokens = torch::zeros({B, 1}, torch::kInt64);
-    std::vector<int64_t> n_new(static_cast<size_t>(B), 0);
+    std::vector<int64_t> step_tokens(static_cast<size_t>(B), 0), n_new(static_cast<size_t>(B), 0);
     bool any = false;
     for (int64_t b = 0; b < B; ++b) {
       if (done[b]) continue;
@@ -259,12 +258,15 @@ GenerateResult generate(Transformer& model, const std::vector<GenerateRequest>& 
         done[b] = true;
         continue;
       }
-      step_tokens[b][0] = t;
+      step_tokens[b] = t;
       n_new[b] = 1;
       any = true;
     }
     if (!any) break;
-    next = dec.step(step_tokens.to(dev), n_new).logits.select(1, 0).to(torch::kCPU, torch::kFloat).contiguous();
+    next = dec.step(util::host_tensor_view(step_tokens, {B, 1}, dev), n_new)
+               .logits.select(1, 0)
+               .to(torch::kCPU, torch::kFloat)
+               .contiguous();
   }
   res.stats.decode_s = seconds_since(t_decode);
   if (o.keep_logits)
@@ -392,7 +394,7 @@ GenerateResult generate_speculative(Transformer& model, const std::vector<Genera
           for (int64_t s = 0; s < n_new[b]; ++s) idx[b * S + s] = std::min<int64_t>(s + offset[b], stacked.size(1) - 1);
         h_in = stacked.gather(1, util::host_tensor(idx, {B, S}, dev).unsqueeze(-1).expand({B, S, stacked.size(2)}));
       }
-      auto next_tok = util::host_tensor(tok, {B, S}, dev);
+      auto next_tok = util::host_tensor_view(tok, {B, S}, dev);
       // The draft logits come from row N-1; the last depth's other rows are only there to be
       // cached, so its block takes that row alone past the attention.
       std::vector<int64_t> at_last(static_cast<size_t>(B), 0);
@@ -421,7 +423,7 @@ GenerateResult generate_speculative(Transformer& model, const std::vector<Genera
         for (int64_t b : active) step_draft_logits[b].push_back(lrows[b].clone());
       for (int64_t b : active) {
         if (greedy) {
-          drafts[b].push_back(argmax_first(lrows[b].data_ptr<float>(), V));
+          drafts[b].push_back(argmax_first(lrows.data_ptr<float>() + b * V, V));
         } else {
           auto q = sampling_probs(lrows[b], o.sampling);
           drafts[b].push_back(samplers[b].draw(q));
@@ -450,7 +452,7 @@ GenerateResult generate_speculative(Transformer& model, const std::vector<Genera
       for (int64_t i = 0; i < D; ++i) vtok[b * (D + 1) + i + 1] = drafts[b][i];
       n_new[b] = D + 1;
     }
-    auto vout = dec.step(util::host_tensor(vtok, {B, D + 1}, dev), n_new);
+    auto vout = dec.step(util::host_tensor_view(vtok, {B, D + 1}, dev), n_new);
     ++res.stats.verify_steps;
     auto vlog = vout.logits.to(torch::kCPU, torch::kFloat).contiguous();  // [B, D+1, V]
     std::vector<int64_t> keep(dec.cache().lengths());
@@ -463,7 +465,7 @@ GenerateResult generate_speculative(Transformer& model, const std::vector<Genera
         const int64_t d = drafts[b][i];
         bool ok;
         if (greedy) {
-          ok = argmax_first(vlog[b][i].data_ptr<float>(), V) == d;
+          ok = argmax_first(vlog.data_ptr<float>() + (b * (D + 1) + i) * V, V) == d;
         } else {
           auto p = sampling_probs(vlog[b][i], o.sampling);
           const auto& q = q_probs[b * D + i];

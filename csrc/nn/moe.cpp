@@ -75,8 +75,7 @@ torch::Tensor MoEImpl::forward(const torch::Tensor& x) {
 }
 
 torch::Tensor MoEImpl::local_experts(const torch::Tensor& xs, const torch::Tensor& offsets) {
-  const int64_t F = cfg_.expert_hidden;
-  auto gu = w13(xs, offsets);    // [rows, 2F]
+  auto gu = w13(xs, offsets);    // [rows, 2F], F = expert_hidden
   auto act = swiglu_packed(gu);  // [rows, F]
   return w2(act, offsets);       // [rows, C]
 }
