@@ -281,13 +281,15 @@ namespace {
 // the main cache and x_N the newest committed token (not fed yet):
 //   draft   depth k runs its block over positions [c_k, N-1], position j combining h^{k-1}_j with
 //           the embedding of token j+k (a draft when j+k > N), and its logits at N-1 draft token
-//           N+k. Positions up to N-k have only committed inputs: the depth's cache keeps them
-//           (c_k = N-k+1) and rolls back the rest. Depth k's inputs h^{k-1} are depth k-1's
-//           outputs of this step, plus, at position c_k, the one it committed the step before
-//           (the carry); depth 1's are the main model's outputs at [c_1, N-1].
+//           N+k. Depth k's inputs h^{k-1} are depth k-1's outputs of this step, plus, when c_k is
+//           one short of c_{k-1}, depth k-1's output at c_k from the step before (the carry);
+//           depth 1's are the main model's outputs at [c_1, N-1].
 //   verify  the main model runs [x_N, d_1, ..., d_n] at positions N..N+n; its logits accept a
-//           prefix of the drafts and give one more token; its cache rolls back to the committed
-//           tokens.
+//           prefix d_1..d_a of the drafts and give one more token; its cache rolls back to the
+//           committed tokens. Depth k's cache keeps the positions whose tokens turned out
+//           committed or accepted, j+k <= N+a: c_k = min(N, N+a-k+1), at least 0. With every draft accepted
+//           that is all of them, and the next step's inputs of every depth start where the
+//           previous depth's do.
 GenerateResult generate_speculative(Transformer& model, const std::vector<GenerateRequest>& requests,
                                     const GenerateOptions& o, int64_t P) {
   const int64_t B = static_cast<int64_t>(requests.size()), V = model->config().vocab_size;
@@ -342,7 +344,9 @@ GenerateResult generate_speculative(Transformer& model, const std::vector<Genera
   const auto t_decode = std::chrono::steady_clock::now();
   std::vector<std::vector<int64_t>> c(static_cast<size_t>(D), std::vector<int64_t>(static_cast<size_t>(B), 0));
   std::vector<torch::Tensor> carry(static_cast<size_t>(D));  // carry[k]: [B, C], depth k's output at c_{k+1} (k >= 1)
-  std::vector<int64_t> N(lens);                              // tokens in the main cache
+  std::vector<torch::Tensor> outs(static_cast<size_t>(D));   // outs[k]: depth k's outputs of the step (k >= 1)
+  std::vector<std::vector<int64_t>> out_start(static_cast<size_t>(D));         // the position of outs[k]'s row 0
+  std::vector<int64_t> N(lens);                                                // tokens in the main cache
   std::vector<std::vector<torch::Tensor>> draft_rows(static_cast<size_t>(B));  // keep_logits
   const auto& rope = dec.rope();
   for (;;) {
@@ -354,7 +358,6 @@ GenerateResult generate_speculative(Transformer& model, const std::vector<Genera
     // Draft: depths 1..D, each one step of its own cache.
     std::vector<std::vector<int64_t>> drafts(static_cast<size_t>(B));
     std::vector<torch::Tensor> q_probs(static_cast<size_t>(B * D));  // draft distributions (sampling)
-    std::vector<torch::Tensor> next_carry(static_cast<size_t>(D));
     std::vector<std::vector<torch::Tensor>> step_draft_logits(static_cast<size_t>(B));
     torch::Tensor prev = main_hidden;                         // depth k-1's outputs of this step
     std::vector<int64_t> prev_start(static_cast<size_t>(B));  // the position of prev's row 0
@@ -411,12 +414,8 @@ GenerateResult generate_speculative(Transformer& model, const std::vector<Genera
         cache.abort_step();
         throw;
       }
-      // Keep the committed positions (up to N-k); the draft logits at N-1.
-      std::vector<int64_t> keep(cache.lengths()), at_carry(static_cast<size_t>(B), 0);
-      for (int64_t b : active) {
-        keep[b] = std::max<int64_t>(ck[b], N[b] - k + 1);
-        at_carry[b] = std::clamp<int64_t>(N[b] - k - ck[b], 0, S - 1);  // depth k's output at c_{k+1} = N-k
-      }
+      // The draft logits at N-1. The cache keeps every row until the verification says which
+      // drafts they embedded were right.
       auto logits = model->head(model->mtp[k - 1]->norm(last_depth ? h.select(1, 0) : rows_at(h, at_last)));
       auto lrows = logits.to(torch::kCPU, torch::kFloat).contiguous();  // [B, V]
       if (o.keep_logits)
@@ -430,14 +429,13 @@ GenerateResult generate_speculative(Transformer& model, const std::vector<Genera
           q_probs[b * D + (k - 1)] = q;
         }
       }
-      if (k < D) next_carry[k] = rows_at(h, at_carry);
+      if (k < D) {
+        outs[k] = h;
+        out_start[k] = ck;
+      }
       for (int64_t b : active) prev_start[b] = ck[b];
       prev = h;
-      cache.set_lengths(keep);
-      for (int64_t b : active) ck[b] = keep[b];
     }
-
-    carry = std::move(next_carry);
     if (o.keep_logits)
       for (int64_t b : active) {
         draft_rows[b].push_back(torch::stack(step_draft_logits[b]));
@@ -455,7 +453,7 @@ GenerateResult generate_speculative(Transformer& model, const std::vector<Genera
     auto vout = dec.step(util::host_tensor_view(vtok, {B, D + 1}, dev), n_new);
     ++res.stats.verify_steps;
     auto vlog = vout.logits.to(torch::kCPU, torch::kFloat).contiguous();  // [B, D+1, V]
-    std::vector<int64_t> keep(dec.cache().lengths());
+    std::vector<int64_t> keep(dec.cache().lengths()), n_accepted(static_cast<size_t>(B), 0);
     res.stats.sequence_steps += static_cast<int64_t>(active.size());
     for (int64_t b : active) {
       int64_t accepted = 0;
@@ -483,6 +481,7 @@ GenerateResult generate_speculative(Transformer& model, const std::vector<Genera
       if (bonus < 0) bonus = choose(b, vlog[b][accepted]);
       // Commit the accepted drafts and the bonus token, up to a stop.
       keep[b] = N[b] + accepted + 1;  // x_N and the accepted drafts are in the main cache
+      n_accepted[b] = accepted;
       bool finished = false;
       for (int64_t i = 0; i <= accepted && !finished; ++i) {
         const int64_t t = i < accepted ? drafts[b][i] : bonus;
@@ -491,9 +490,29 @@ GenerateResult generate_speculative(Transformer& model, const std::vector<Genera
         finished = append_token(res.completions[b], t, o);
       }
       done[b] = finished;
-      N[b] = keep[b];
     }
     dec.cache().set_lengths(keep);
+    // The depths' caches keep the positions whose embedded tokens are committed, c_k = min(N, N+a-k+1),
+    // and a depth whose c_k falls one short of depth k-1's takes depth k-1's output at c_k (from
+    // the step just verified) as its carry.
+    for (int64_t k = 1; k <= D; ++k) {
+      std::vector<int64_t> len(caches[k - 1].lengths());
+      for (int64_t b : active) len[b] = c[k - 1][b] = std::clamp<int64_t>(N[b] + n_accepted[b] - k + 1, 0, N[b]);
+      caches[k - 1].set_lengths(len);
+    }
+    for (int64_t k = 2; k <= D; ++k) {
+      std::vector<int64_t> at(static_cast<size_t>(B), 0);
+      bool any = false;
+      for (int64_t b : active)
+        if (c[k - 2][b] - c[k - 1][b] == 1) {
+          at[b] = c[k - 1][b] - out_start[k - 1][b];
+          TORCH_CHECK(at[b] >= 0 && at[b] < outs[k - 1].size(1), "generate: internal error: depth ", k - 1,
+                      "'s output at position ", c[k - 1][b], " was not computed in this step");
+          any = true;
+        }
+      carry[k - 1] = any ? rows_at(outs[k - 1], at) : torch::Tensor();
+    }
+    for (int64_t b : active) N[b] = keep[b];
     main_hidden = vout.hidden;  // positions [N_old, N_old + D]; depth 1 starts at c_1 = N_old
   }
   res.stats.decode_s = seconds_since(t_decode);
