@@ -287,9 +287,9 @@ namespace {
 //   verify  the main model runs [x_N, d_1, ..., d_n] at positions N..N+n; its logits accept a
 //           prefix d_1..d_a of the drafts and give one more token; its cache rolls back to the
 //           committed tokens. Depth k's cache keeps the positions whose tokens turned out
-//           committed or accepted, j+k <= N+a: c_k = min(N, N+a-k+1), at least 0. With every draft accepted
-//           that is all of them, and the next step's inputs of every depth start where the
-//           previous depth's do.
+//           committed or accepted, j+k <= N+a: c_k = min(N, N+a-k+1), at least 0. With every
+//           draft accepted that is all of them, and the next step's inputs of every depth start
+//           where the previous depth's do.
 GenerateResult generate_speculative(Transformer& model, const std::vector<GenerateRequest>& requests,
                                     const GenerateOptions& o, int64_t P) {
   const int64_t B = static_cast<int64_t>(requests.size()), V = model->config().vocab_size;
@@ -492,9 +492,9 @@ GenerateResult generate_speculative(Transformer& model, const std::vector<Genera
       done[b] = finished;
     }
     dec.cache().set_lengths(keep);
-    // The depths' caches keep the positions whose embedded tokens are committed, c_k = min(N, N+a-k+1),
-    // and a depth whose c_k falls one short of depth k-1's takes depth k-1's output at c_k (from
-    // the step just verified) as its carry.
+    // The depths' caches keep the positions whose embedded tokens are committed,
+    // c_k = min(N, N+a-k+1), and a depth whose c_k falls one short of depth k-1's takes depth
+    // k-1's output at c_k (from the step just verified) as its carry.
     for (int64_t k = 1; k <= D; ++k) {
       std::vector<int64_t> len(caches[k - 1].lengths());
       for (int64_t b : active) len[b] = c[k - 1][b] = std::clamp<int64_t>(N[b] + n_accepted[b] - k + 1, 0, N[b]);
