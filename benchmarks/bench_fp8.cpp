@@ -3,6 +3,7 @@
 // emulator against an fp32 torch matmul of the same shape (what exact FP8 emulation costs).
 // Counters: bytes_per_s (bytes read + written by the op), flop_per_s for GEMMs (2 M N K).
 #include <benchmark/benchmark.h>
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include <cstring>
@@ -91,7 +92,7 @@ void gemm(benchmark::State& state, int64_t M, int64_t N, int64_t K, const GemmIm
 
 void register_all() {
   for (auto [M, K] : {std::pair<int64_t, int64_t>{4096, 2048}, {1024, 7168}}) {
-    const std::string args = "/" + std::to_string(M) + "/" + std::to_string(K);
+    const std::string args = fmt::format("/{}/{}", M, K);
     const char* names[] = {"tinyseek", "base:torch", "base:memcpy"};
     for (int impl : {0, 1}) {
       benchmark::RegisterBenchmark(("fp8_quant_tilewise/" + std::string(names[impl]) + args).c_str(),
@@ -119,7 +120,7 @@ void register_all() {
                                    {"emul_b13_align_P0", 13, 0, "align_truncate"},
                                    {"emul_b13_trunc_P128", 13, 128, "truncate_sum"}};
   for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{512, 512, 512}, {1024, 128, 352}}) {
-    const std::string args = "/" + std::to_string(M) + "/" + std::to_string(N) + "/" + std::to_string(K);
+    const std::string args = fmt::format("/{}/{}/{}", M, N, K);
     for (const auto& impl : impls)
       benchmark::RegisterBenchmark(("fp8_gemm/" + std::string(impl.name) + args).c_str(),
                                    [=, &impl](benchmark::State& s) { gemm(s, M, N, K, impl); })

@@ -11,6 +11,7 @@
 // for MLA, K and V for MHA). memcpy/base:memcpy/<MiB> measures this machine's copy bandwidth
 // (rw_bytes_per_s counts the read and the write) for comparison.
 #include <benchmark/benchmark.h>
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -103,7 +104,7 @@ void copy(benchmark::State& state, int64_t mib) {
 
 void register_all() {
   for (int64_t L : {512, 1024, 2048, 4096, 8192}) {
-    const std::string args = "/" + std::to_string(L);
+    const std::string args = fmt::format("/{}", L);
     benchmark::RegisterBenchmark(("mla_decode/tinyseek" + args).c_str(), [=](benchmark::State& s) { absorbed(s, L); })
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();

@@ -1,6 +1,7 @@
 // rms_norm: the fused op against the torch composition x * rsqrt(mean(x^2) + eps) * w, forward
 // and forward+backward. Counter: bytes/s; tinyseek_bench prints the speedup table at the end.
 #include <benchmark/benchmark.h>
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "csrc/ops/rms_norm.h"
@@ -29,7 +30,7 @@ void register_all() {
   for (auto [R, D] : {std::pair<int64_t, int64_t>{4096, 512}, {2048, 2048}}) {
     for (bool bwd : {false, true}) {
       const std::string group = bwd ? "rms_norm_fwd_bwd" : "rms_norm_fwd";
-      const std::string args = "/" + std::to_string(R) + "/" + std::to_string(D);
+      const std::string args = fmt::format("/{}/{}", R, D);
       benchmark::RegisterBenchmark((group + "/tinyseek" + args).c_str(), [=](benchmark::State& s) {
         run(s, R, D, true, bwd);
       })->Unit(benchmark::kMicrosecond);

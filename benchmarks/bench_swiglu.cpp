@@ -3,6 +3,7 @@
 // one, gate and up as the halves of one [R, 2F] buffer as the MoE experts hold them (swiglu_packed).
 // Counter: bytes/s; tinyseek_bench prints the speedup table at the end.
 #include <benchmark/benchmark.h>
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "csrc/ops/swiglu.h"
@@ -29,7 +30,7 @@ void register_all() {
   for (auto [R, F] : {std::pair<int64_t, int64_t>{2048, 352}, {4096, 1408}}) {
     for (bool bwd : {false, true}) {
       const std::string group = bwd ? "swiglu_fwd_bwd" : "swiglu_fwd";
-      const std::string args = "/" + std::to_string(R) + "/" + std::to_string(F);
+      const std::string args = fmt::format("/{}/{}", R, F);
       benchmark::RegisterBenchmark((group + "/tinyseek" + args).c_str(), [=](benchmark::State& s) {
         run(s, R, F, true, bwd);
       })->Unit(benchmark::kMicrosecond);

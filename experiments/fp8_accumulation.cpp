@@ -70,7 +70,7 @@ std::string table(const std::vector<Row>& rows, const std::vector<int64_t>& ks, 
   md += "\n";
   for (const auto& r : rows) {
     md += fmt::format("| {} | {} |", r.acc.label, r.promote ? fmt::format("every {}", r.promote) : "never");
-    for (const auto& c : r.cells) md += " " + pct(c[key].get<double>()) + " |";
+    for (const auto& c : r.cells) md += fmt::format(" {} |", pct(c[key].get<double>()));
     md += "\n";
   }
   return md;

@@ -81,7 +81,7 @@ std::string write_report(const std::vector<fs::path>& dirs, const fs::path& out_
                       json_number(s, "final_train_loss", "{:.4f}"), json_number(s, "final_val_loss", "{:.4f}"),
                       json_number(s, "best_val_loss", "{:.4f}"), json_number(s, "unigram_entropy", "{:.4f}"),
                       json_number(s, "tokens_per_s", "{:.0f}"), json_number(s, "train_seconds", "{:.1f}"));
-    for (const auto& c : extra_columns) md += " " + json_number(s, c, "{:.4f}") + " |";
+    for (const auto& c : extra_columns) md += fmt::format(" {} |", json_number(s, c, "{:.4f}"));
     md += "\n";
     index.push_back({{"variant", s.value("variant", d.filename().string())}, {"dir", fs::absolute(d).string()}});
   }

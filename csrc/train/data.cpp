@@ -87,7 +87,10 @@ std::string synthetic_corpus(int64_t bytes, uint64_t seed) {
           out += name;
         } else if (i == count_at) {
           int64_t n = 1 + r.below(97);
-          for (int k = 0; k < 3; ++k) out += (k ? " " : "") + std::to_string(n + k);
+          for (int k = 0; k < 3; ++k) {
+            if (k) out += ' ';
+            out += std::to_string(n + k);
+          }
         } else {
           w = r.below(10) < 7 ? succ[w][zipf(r, kSucc)] : topic[zipf(r, kTopic)];
           std::string word = lex[w];
