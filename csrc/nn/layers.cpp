@@ -43,9 +43,7 @@ std::atomic<bool> g_fused_kernels{true};
 
 torch::Tensor rows_at(const torch::Tensor& x, const std::vector<int64_t>& pos) {
   TORCH_CHECK(x.dim() == 3 && static_cast<int64_t>(pos.size()) == x.size(0),
-              "rows_at: expected x [B, S, C] and B "
-              "positions, got x ",
-              x.sizes(), " and ", pos.size(), " positions");
+              "rows_at: expected x [B, S, C] and B positions, got x ", x.sizes(), " and ", pos.size(), " positions");
   if (x.size(0) == 1) return x.select(1, pos[0]);
   auto idx = util::host_tensor(pos, {x.size(0), 1, 1}, x.device()).expand({x.size(0), 1, x.size(2)});
   return x.gather(1, idx).squeeze(1);

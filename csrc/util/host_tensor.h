@@ -9,21 +9,25 @@
 
 namespace ts::util {
 
-// `shape` over a copy of v (int32 or int64), on `dev`.
+// `shape` over v itself (int32 or int64): a CPU tensor valid while v lives and stays unchanged.
 template <class T>
-torch::Tensor host_tensor(const std::vector<T>& v, c10::IntArrayRef shape, const torch::Device& dev) {
+torch::Tensor host_view(const std::vector<T>& v, c10::IntArrayRef shape) {
   static_assert(std::is_same_v<T, int32_t> || std::is_same_v<T, int64_t>);
   const auto dtype = std::is_same_v<T, int32_t> ? torch::kInt32 : torch::kInt64;
-  return torch::from_blob(const_cast<T*>(v.data()), shape, dtype).to(dev, /*non_blocking=*/false, /*copy=*/true);
+  return torch::from_blob(const_cast<T*>(v.data()), shape, dtype);
 }
 
-// The same, but on the CPU a view of v itself, without the copy: for a tensor used only while v
-// lives and stays unchanged (the indices of an op that is run at once, which copies what it reads).
+// `shape` over a copy of v, on `dev`.
+template <class T>
+torch::Tensor host_tensor(const std::vector<T>& v, c10::IntArrayRef shape, const torch::Device& dev) {
+  return host_view(v, shape).to(dev, /*non_blocking=*/false, /*copy=*/true);
+}
+
+// The same, but on the CPU the view of v without the copy: for the indices of an op that runs at
+// once and copies what it reads, while v lives.
 template <class T>
 torch::Tensor host_tensor_view(const std::vector<T>& v, c10::IntArrayRef shape, const torch::Device& dev) {
-  static_assert(std::is_same_v<T, int32_t> || std::is_same_v<T, int64_t>);
-  if (!dev.is_cpu()) return host_tensor(v, shape, dev);
-  return torch::from_blob(const_cast<T*>(v.data()), shape, std::is_same_v<T, int32_t> ? torch::kInt32 : torch::kInt64);
+  return dev.is_cpu() ? host_view(v, shape) : host_tensor(v, shape, dev);
 }
 
 }  // namespace ts::util
